@@ -1,0 +1,38 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every module does around the engine: library checks and error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.doctorq.backup.plugins.module_utils import pg as pgutil
+from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError
+
+
+def require_libs(module: AnsibleModule, *, postgres: bool = True, s3: bool = False) -> None:
+    """Fail with ``missing_required_lib`` after argument parsing, as house style asks."""
+    if postgres and not pgutil.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2-binary"), exception=str(pgutil.PSYCOPG2_IMPORT_ERROR))
+    if s3 and not s3util.HAS_BOTO3:
+        module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3util.BOTO3_IMPORT_ERROR))
+
+
+@contextlib.contextmanager
+def engine_errors(module: AnsibleModule) -> Iterator[None]:
+    """Turn the engine's errors into ``fail_json``; their messages never hold secrets."""
+    try:
+        yield
+    except DoctorqError as exc:
+        module.fail_json(msg=str(exc), error_type=type(exc).__name__)
+
+
+def exit_with(module: AnsibleModule, result: dict) -> None:
+    """``fail_json`` when the engine reported a failure, else ``exit_json``."""
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)

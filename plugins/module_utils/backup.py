@@ -1,0 +1,357 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup job, shared by the ``pg_backup`` module and the scheduled CLI.
+
+One run: lock, clean crash leftovers, dump|compress|hash into the local
+directory and S3 at once, write checksum files, write the manifest last,
+copy to the weekly set when due, apply retention, notify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import time
+from typing import IO, Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
+    STAMP, Manifest, backup_id, checksum_line, iso, utcnow,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_webhook, write_metrics
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
+from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import KIND_TAG, LocalStore, S3Store
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def backup_argument_spec() -> dict[str, Any]:
+    """Options of the backup job besides the connection ones (doc: plugins/modules/pg_backup.py)."""
+    return dict(
+        backup_dir=dict(type="path", default="/var/backups/postgresql"),
+        compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
+        compression_level=dict(type="int"),
+        compression_threads=dict(type="int", default=0),
+        globals=dict(type="bool", default=False),
+        weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
+        weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
+        retention_daily_days=dict(type="int", default=30),
+        retention_weekly_days=dict(type="int", default=365),
+        prune=dict(type="bool", default=True),
+        webhook_url=dict(type="str", no_log=True),
+        webhook_format=dict(type="str", default="slack", choices=["slack", "json"]),
+        notify_on=dict(type="str", default="always", choices=["always", "failure", "never"]),
+        metrics_dir=dict(type="path"),
+        log_dir=dict(type="path"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Notifier:
+    """Where to report outcomes: webhook and Prometheus textfile."""
+
+    webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    webhook_format: str = "slack"
+    notify_on: str = "always"
+    metrics_dir: str | None = None
+
+    def send(self, event: dict[str, Any], log: RunLog) -> list[str]:
+        if not self.webhook_url or self.notify_on == "never":
+            return []
+        if self.notify_on == "failure" and event.get("status") == "success":
+            return []
+        warning = send_webhook(self.webhook_url, self.webhook_format, event)
+        if warning:
+            log(f"WARNING: {warning}")
+            return [warning]
+        log("Notification sent")
+        return []
+
+    def metrics(self, job: str, database: str, samples: dict[str, float], log: RunLog) -> list[str]:
+        if not self.metrics_dir:
+            return []
+        try:
+            write_metrics(self.metrics_dir, job, database, samples)
+        except DoctorqError as exc:
+            log(f"WARNING: {exc}")
+            return [str(exc)]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupJob:
+    conn: PgConn
+    db: str
+    backup_dir: str
+    s3: s3util.S3Config | None = None
+    compression: str = "zstd"
+    compression_level: int | None = None
+    compression_threads: int = 0
+    globals: bool = False
+    weekly: str = "auto"
+    weekly_day: str = "sunday"
+    retention_daily_days: int = 30
+    retention_weekly_days: int = 365
+    prune: bool = True
+    notifier: Notifier = Notifier()
+    log_dir: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "BackupJob":
+        if not params.get("db"):
+            raise ConfigError("db is required: name the database to back up.")
+        for name in ("retention_daily_days", "retention_weekly_days"):
+            if params.get(name) is not None and params[name] < 0:
+                raise ConfigError(f"{name} must be 0 (keep forever) or a number of days.")
+        if params.get("compression_level") is not None:
+            low, high = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}[params.get("compression", "zstd")]
+            if not low <= params["compression_level"] <= high:
+                raise ConfigError(f"compression_level {params['compression_level']} is out of range for "
+                                  f"{params.get('compression')}: use {low} to {high}.")
+        return cls(
+            conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
+            s3=s3util.S3Config.from_params(params.get("s3")),
+            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
+            compression_threads=params.get("compression_threads") or 0, globals=bool(params.get("globals")),
+            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
+            retention_daily_days=params.get("retention_daily_days", 30),
+            retention_weekly_days=params.get("retention_weekly_days", 365),
+            prune=params.get("prune", True),
+            notifier=Notifier(params.get("webhook_url"), params.get("webhook_format") or "slack",
+                              params.get("notify_on") or "always", params.get("metrics_dir")),
+            log_dir=params.get("log_dir"),
+        )
+
+    @property
+    def keep_days(self) -> dict[str, int | None]:
+        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
+
+    def weekly_due(self, started: dt.datetime) -> bool:
+        if self.weekly == "always":
+            return True
+        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
+
+    @property
+    def extension(self) -> str:
+        return pipeline.EXTENSIONS[self.compression]
+
+
+def human(size: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            return f"{size:.1f}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1024
+    return f"{size}"  # pragma: no cover
+
+
+class _Run:
+    """State of one backup run; the public entry points are the functions below."""
+
+    def __init__(self, job: BackupJob, now: dt.datetime | None, echo: IO[str] | None) -> None:
+        self.job = job
+        self.started = now or utcnow()
+        self.id = backup_id(job.db, self.started)
+        self.local = LocalStore(job.backup_dir)
+        self.s3 = S3Store(job.s3) if job.s3 else None
+        self.echo = echo
+        self.warnings: list[str] = []
+
+    # -- pieces ------------------------------------------------------------
+    def clean_leftovers(self, log: RunLog) -> list[str]:
+        removed = self.local.leftovers(self.job.db)
+        for path in removed:
+            pipeline.remove_quietly(path)
+        if self.s3:
+            stray, uploads = self.s3.leftovers(self.job.db)
+            self.s3.remove_leftovers(stray, uploads)
+            removed += [self.job.s3.uri(k) for k in stray] + [self.job.s3.uri(u["Key"]) + " (unfinished upload)" for u in uploads]
+        if removed:
+            log(f"Removed {len(removed)} leftover(s) of interrupted runs: {', '.join(os.path.basename(r) for r in removed)}")
+        return removed
+
+    def retention(self, log: RunLog, *, check_mode: bool) -> list[dict[str, str]]:
+        if not self.job.prune:
+            return []
+        log("Applying retention..." if not check_mode else "Retention (check mode, nothing deleted):")
+        manifests = self.local.list(self.job.db) + (self.s3.list(self.job.db) if self.s3 else [])
+        doomed = to_delete(manifests, self.started, self.job.keep_days)
+        for manifest in doomed:
+            if not check_mode:
+                (self.s3 if manifest.location == "s3" else self.local).delete(manifest)
+            log(f"{'Would delete' if check_mode else 'Deleted'} {manifest.kind} backup {manifest.id} ({manifest.location})")
+        log("Retention done" + (f": {len(doomed)} backup(s) removed" if doomed and not check_mode else ""))
+        return [{"id": m.id, "kind": m.kind, "location": m.location, "origin": m.origin} for m in doomed]
+
+    def dump_argv(self, pg: PgClient) -> list[str]:
+        return [pg.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+
+    def compressor(self) -> list[str] | None:
+        return pipeline.compressor_argv(self.job.compression, self.job.compression_level, self.job.compression_threads)
+
+    def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
+               names: list[str]) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
+        """Stream one artifact to disk and S3; return its digest, S3 facts, S3 error (local is kept)."""
+        sinks: list[Any] = [pipeline.LocalSink(self.local.path("daily", name))]
+        s3sink = None
+        if self.s3:
+            key = f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}"
+            s3sink = pipeline.S3Sink(self.s3.client, self.job.s3, key, tags={KIND_TAG: kind_tag},
+                                     metadata={"backup-id": self.id}, tolerate_failure=True)
+            sinks.append(s3sink)
+        compressor = self.compressor()
+        stages = [argv, compressor]
+        digest, results = pipeline.run(stages, env, sinks, names=names + ([os.path.basename(compressor[0])] if compressor else []))
+        if s3sink is None:
+            return digest, None, None
+        if s3sink.error:
+            return digest, None, str(s3sink.error)
+        return digest, self.s3.location_facts(results[1]["key"]), None
+
+    # -- the job -----------------------------------------------------------
+    def plan(self) -> dict[str, Any]:
+        """Check mode: verify access read-only and say what a run would do."""
+        log = RunLog(echo=self.echo)
+        log.banner(f"Backup {self.job.db} - check mode, nothing is written")
+        with PgClient(self.job.conn) as pg:
+            _, full = pg.server_version()
+            if not pg.database_exists(self.job.db):
+                raise_missing_db(self.job)
+            pg.tool("pg_dump")
+            log(f"PostgreSQL {full} reachable at {self.job.conn.where}; database {self.job.db!r} exists")
+        if self.s3:
+            self.s3.check_bucket()
+            log(f"Bucket {self.job.s3.where} reachable")
+        name = f"{self.id}.dump{self.job.extension}"
+        path = self.local.path("daily", name)
+        s3_uri = self.job.s3.uri(f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}") if self.s3 else None
+        log(f"Would write {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
+        weekly = self.job.weekly_due(self.started)
+        if weekly:
+            log("Would copy it to the weekly set")
+        would_delete = self.retention(log, check_mode=True)
+        return {"changed": True, "plan": {"database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
+                                          "would_delete": would_delete,
+                                          "leftovers": self.local.leftovers(self.job.db)},
+                "log": log.lines, "warnings": self.warnings}
+
+    def run(self) -> dict[str, Any]:
+        job = self.job
+        self.local.ensure_writable()
+        log_dir = job.log_dir or job.backup_dir
+        log = RunLog(os.path.join(log_dir, f"backup_{job.db}_{self.started.strftime(STAMP)}.log"), echo=self.echo)
+        result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": self.warnings}
+        t0 = time.monotonic()
+        log.banner(f"Backup {job.db} - kind: full")
+        try:
+            with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
+                result.update(self._locked(log, t0))
+            status, error = "success", None
+        except DoctorqError as exc:
+            status, error = "failure", str(exc)
+            log(f"ERROR: {error}")
+            result.update(failed=True, msg=error)
+        duration = round(time.monotonic() - t0, 3)
+        backup = result.get("backup") or {}
+        summary = (f"Backup of {job.db} on {socket.gethostname()} succeeded: {human(backup.get('size', 0))} in {duration:.1f}s"
+                   if status == "success" else f"Backup of {job.db} on {socket.gethostname()} FAILED: {error}")
+        self.warnings += job.notifier.send({"event": "backup", "status": status, "database": job.db,
+                                            "host": socket.gethostname(), "summary": summary, "duration_s": duration,
+                                            "backup": backup or None, "error": error}, log)
+        samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
+        if status == "success":
+            samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
+                           last_size_bytes=float(backup.get("size", 0)))
+        self.warnings += job.notifier.metrics("backup", job.db, samples, log)
+        log.close()
+        result["log"] = log.lines
+        return result
+
+    def _locked(self, log: RunLog, t0: float) -> dict[str, Any]:
+        job = self.job
+        out: dict[str, Any] = {}
+        with PgClient(job.conn) as pg:
+            major, full = pg.server_version()
+            log(f"PostgreSQL {full} is reachable at {job.conn.where}")
+            if not pg.database_exists(job.db):
+                raise_missing_db(job)
+            dump_argv = self.dump_argv(pg)
+            tables = pg.table_facts(job.db)
+            if self.s3:
+                self.s3.check_bucket()
+            out["leftovers_removed"] = self.clean_leftovers(log)
+            name = f"{self.id}.dump{job.extension}"
+            path = self.local.path("daily", name)
+            if os.path.exists(path):
+                raise StorageError(f"{path} exists already (two runs in the same second?): run again in a moment.")
+            log(f"Starting FULL backup of database {job.db!r}...")
+            log(f"Host: {job.conn.where}")
+            log(f"File: {path}")
+            digest, s3_facts, s3_error = self.stream(dump_argv, pg.env(job.db), name, "daily", ["pg_dump"])
+            log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
+            self.local.put("daily", name + ".md5", checksum_line(digest.md5, name))
+            self.local.put("daily", name + ".sha256", checksum_line(digest.sha256, name))
+            log("MD5 and SHA-256 checksum files written")
+            globals_facts = None
+            if job.globals:
+                gname = f"{job.db}_globals_{self.started.strftime(STAMP)}.sql{job.extension}"
+                gdigest, _, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
+                                               pg.env("postgres"), gname, "daily", ["pg_dumpall"])
+                s3_error = s3_error or gerr
+                globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
+                log(f"Globals (roles, tablespaces) written: {gname}")
+            manifest = Manifest(
+                id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
+                finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
+                size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
+                compression_level=job.compression_level if job.compression_level is not None else pipeline.DEFAULT_LEVELS[job.compression],
+                server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
+                host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
+                s3=s3_facts)
+            s3_manifest = None
+            if self.s3 and not s3_error:
+                try:
+                    s3_dir = os.path.dirname(s3_facts["key"])
+                    self.s3.put(f"{s3_dir}/{name}.md5", checksum_line(digest.md5, name), "daily")
+                    self.s3.put(f"{s3_dir}/{name}.sha256", checksum_line(digest.sha256, name), "daily")
+                    s3_manifest = self.s3.commit_manifest(manifest)
+                    log(f"Uploaded to S3 and verified: {s3_facts['uri']}")
+                except StorageError as exc:
+                    s3_error = str(exc)
+            if s3_error:
+                manifest = dataclasses.replace(manifest, s3=None)
+            local_manifest = self.local.commit_manifest(manifest)
+            log(f"Manifest written: {local_manifest.origin}")
+            out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False})
+            if s3_error:
+                raise StorageError(f"{s3_error} The local backup {path} is complete and kept; "
+                                   "the S3 copy was aborted (no parts left behind).")
+            if job.weekly_due(self.started):
+                self._weekly(local_manifest, s3_manifest, log, out)
+        out["deleted"] = self.retention(log, check_mode=False)
+        log("Backup completed successfully")
+        return out
+
+    def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:
+        s3_weekly = self.s3.add_weekly(s3_manifest) if self.s3 and s3_manifest else None
+        weekly = self.local.add_weekly(local_manifest, s3_weekly.s3 if s3_weekly else None)
+        log(f"Weekly copy made: {os.path.dirname(weekly.origin)}" + (f" and {s3_weekly.s3['uri']}" if s3_weekly else ""))
+        out["backup"].update(weekly=True, weekly_path=self.local.data_path(weekly),
+                             weekly_s3_uri=s3_weekly.s3["uri"] if s3_weekly else None)
+
+
+def raise_missing_db(job: BackupJob) -> None:
+    raise DoctorqError(f"database {job.db!r} does not exist on {job.conn.where}: check the db option "
+                       "(list databases with psql -l).")
+
+
+def run_backup(job: BackupJob, *, check_mode: bool = False, now: dt.datetime | None = None,
+               echo: IO[str] | None = None) -> dict[str, Any]:
+    """Back up one database. Returns the result; ``failed``/``msg`` are set on failure."""
+    run = _Run(job, now, echo)
+    return run.plan() if check_mode else run.run()

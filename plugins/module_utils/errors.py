@@ -1,0 +1,41 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One exception family for the engine.
+
+Every message says what failed, where, and what to do next, and never carries
+a secret: modules turn these into ``fail_json`` and the CLI into an exit code.
+"""
+
+from __future__ import annotations
+
+
+class DoctorqError(Exception):
+    """An error the user can act on."""
+
+
+class ConfigError(DoctorqError):
+    """Bad options: nothing was touched."""
+
+
+class PgError(DoctorqError):
+    """PostgreSQL or its client tools refused or failed."""
+
+
+class StorageError(DoctorqError):
+    """The local directory or the S3 store refused or failed."""
+
+    def __init__(self, msg: str, code: str | None = None) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+class IntegrityError(DoctorqError):
+    """Bytes do not match their recorded checksums."""
+
+
+class LockBusy(DoctorqError):
+    """Another run holds the lock for the same target."""
+
+
+class ArchivedObject(StorageError):
+    """The object sits in an archive tier and must be restored first."""

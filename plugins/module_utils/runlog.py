@@ -1,0 +1,93 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The run log (timestamped lines like the seed's scripts) and the per-target lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import socket
+from typing import IO, Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import LockBusy, StorageError
+
+
+class RunLog:
+    """Collects ``[YYYY-mm-dd HH:MM:SS] message`` lines; mirrors them to a 0600 file and an optional stream."""
+
+    def __init__(self, path: str | None = None, echo: IO[str] | None = None) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self._echo = echo
+        self._fh: IO[str] | None = None
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def __call__(self, message: str) -> None:
+        line = f"[{dt.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        self.lines.append(line)
+        for stream in (self._fh, self._echo):
+            if stream:
+                stream.write(line + "\n")
+                stream.flush()
+
+    def banner(self, title: str) -> None:
+        self("=" * 41)
+        self(title)
+        self("=" * 41)
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+
+class Lock:
+    """An exclusive, non-blocking ``flock`` on ``path``; the holder writes who it is into the file.
+
+    The kernel drops the lock when the process dies, so a crash never leaves
+    a stale lock behind.
+    """
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path, self.what = path, what
+        self._fd: int | None = None
+
+    def __enter__(self) -> "Lock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LockBusy(f"another run of {self.what} is in progress ({holder}); lock file {self.path}. "
+                               "Wait for it to finish; this run changed nothing.") from None
+            raise StorageError(f"cannot lock {self.path}: {exc.strerror}.") from None
+        info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
+                                "since": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+    except (OSError, ValueError):
+        return "holder unknown"

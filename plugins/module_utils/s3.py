@@ -1,0 +1,204 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place that builds S3 clients and maps their errors.
+
+Works with AWS S3 and S3-compatible stores (MinIO, SeaweedFS, Ceph) through
+``endpoint_url``. Credentials come from options, the usual AWS environment
+variables or a profile; they are never logged or returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator
+
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without boto3
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = exc
+
+STORAGE_CLASSES = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+    "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY",
+)
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
+
+def s3_argument_spec() -> dict[str, Any]:
+    """The nested ``s3`` option, shared by every module (doc fragment ``doctorq.backup.s3``)."""
+    from ansible.module_utils.basic import env_fallback  # pylint: disable=import-outside-toplevel
+    return dict(
+        type="dict",
+        options=dict(
+            bucket=dict(type="str", required=True),
+            prefix=dict(type="str", default="postgresql"),
+            endpoint_url=dict(type="str"),
+            region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
+            access_key=dict(type="str", no_log=False, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"])),
+            secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"])),
+            session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
+            profile=dict(type="str", fallback=(env_fallback, ["AWS_PROFILE"])),
+            validate_certs=dict(type="bool", default=True),
+            addressing_style=dict(type="str", default="auto", choices=["auto", "path", "virtual"]),
+            storage_class=dict(type="str", default="STANDARD", choices=list(STORAGE_CLASSES)),
+            encryption=dict(type="str", default="AES256", choices=["AES256", "aws:kms", "none"]),
+            kms_key_id=dict(type="str"),
+            part_size_mb=dict(type="int", default=16),
+            max_attempts=dict(type="int", default=5),
+        ),
+    )
+
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Config:
+    """Where and how to store objects; built once from the ``s3`` option."""
+
+    bucket: str
+    prefix: str = "postgresql"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = dataclasses.field(default=None, repr=False)
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+    session_token: str | None = dataclasses.field(default=None, repr=False)
+    profile: str | None = None
+    validate_certs: bool = True
+    addressing_style: str = "auto"
+    storage_class: str = "STANDARD"
+    encryption: str = "AES256"
+    kms_key_id: str | None = dataclasses.field(default=None, repr=False)
+    part_size_mb: int = 16
+    max_attempts: int = 5
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> "S3Config | None":
+        if not params:
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in params.items() if k in known and v is not None}
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.encryption == "aws:kms" and not self.kms_key_id:
+            raise ConfigError("s3.encryption is aws:kms but s3.kms_key_id is empty: set the KMS key id or alias.")
+        if self.part_size_mb < 5 or self.part_size_mb > 512:
+            raise ConfigError("s3.part_size_mb must be between 5 and 512 (S3 parts are at least 5 MiB).")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ConfigError("s3.access_key and s3.secret_key go together: set both, or neither to use the environment or a profile.")
+
+    @property
+    def clean_prefix(self) -> str:
+        return self.prefix.strip("/")
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.clean_prefix, *parts) if p and p.strip("/"))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def write_args(self) -> dict[str, Any]:
+        """Storage class and server-side encryption for every object we write."""
+        args: dict[str, Any] = {"StorageClass": self.storage_class}
+        if self.encryption == "AES256":
+            args["ServerSideEncryption"] = "AES256"
+        elif self.encryption == "aws:kms":
+            args["ServerSideEncryption"] = "aws:kms"
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+
+def require_boto3() -> None:
+    if not HAS_BOTO3:
+        raise StorageError(f"boto3 is required for S3 but cannot be imported ({BOTO3_IMPORT_ERROR}): pip install boto3 on the host.")
+
+
+def s3_client(cfg: S3Config):
+    """A boto3 S3 client with standard retries (jittered backoff) and sane timeouts."""
+    require_boto3()
+    style = cfg.addressing_style
+    if style == "auto":
+        style = "path" if cfg.endpoint_url else "virtual"
+    config = botocore.config.Config(
+        retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        s3={"addressing_style": style},
+        # Only send/verify the extra CRC checksums when we ask for them: some
+        # S3-compatible servers reject the newer defaults.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session(profile_name=cfg.profile) if cfg.profile else boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=cfg.endpoint_url or None,
+        region_name=cfg.region or "us-east-1",
+        aws_access_key_id=cfg.access_key,
+        aws_secret_access_key=cfg.secret_key,
+        aws_session_token=cfg.session_token,
+        verify=cfg.validate_certs,
+        config=config,
+    )
+
+
+_HINTS = {
+    "NoSuchBucket": "the bucket does not exist: create it (the storage role does) or fix s3.bucket",
+    "InvalidAccessKeyId": "the access key is unknown to the server: check s3.access_key",
+    "SignatureDoesNotMatch": "the secret key does not match the access key: check s3.secret_key",
+    "AccessDenied": "the credentials lack permission for this action: check the bucket policy / IAM",
+    "Forbidden": "the credentials lack permission or are wrong: check s3.access_key / s3.secret_key",
+    "403": "the credentials lack permission or are wrong: check s3.access_key / s3.secret_key",
+    "NoSuchKey": "the object does not exist: list backups with pg_backup_info",
+    "404": "the object or bucket does not exist",
+    "InvalidObjectState": "the object is in an archive tier (GLACIER/DEEP_ARCHIVE): restore it first",
+    "BadDigest": "the bytes received by the server do not match their checksum: retry the run",
+    "XAmzContentSHA256Mismatch": "the bytes received by the server do not match their checksum: retry the run",
+    "NotImplemented": "this S3-compatible server does not implement this feature",
+    "MethodNotAllowed": "this S3-compatible server does not allow this request",
+}
+
+
+def error_code(exc: BaseException) -> str | None:
+    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    return None
+
+
+@contextlib.contextmanager
+def s3_errors(action: str, where: str) -> Iterator[None]:
+    """Turn botocore failures into one ``StorageError`` that says what to do."""
+    require_boto3()
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc) or "unknown"
+        msg = exc.response.get("Error", {}).get("Message") or ""
+        hint = _HINTS.get(code, "see the server's message")
+        raise StorageError(f"S3 {action} failed for {where}: {code} {msg}".rstrip() + f"; {hint}.", code=code) from None
+    except botocore.exceptions.NoCredentialsError:
+        raise StorageError(
+            f"S3 {action} failed for {where}: no credentials found; set s3.access_key/s3.secret_key, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.profile."
+        ) from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
+        raise StorageError(
+            f"S3 {action} failed for {where}: the endpoint cannot be reached ({type(exc).__name__}); "
+            "check s3.endpoint_url, the network and the server."
+        ) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StorageError(f"S3 {action} failed for {where}: {exc}.") from None

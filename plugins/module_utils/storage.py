@@ -1,0 +1,248 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where backup sets live: a local directory and an S3 prefix, one small interface.
+
+A backup set is a data file, its ``.md5`` and ``.sha256`` files, an optional
+globals file, and the manifest, written last. Deletion goes the other way
+round (manifest first), so an interrupted deletion leaves an incomplete set,
+never one that looks complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import posixpath
+from typing import IO, Any, Iterator
+
+from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
+    MANIFEST_SUFFIX, Manifest, belongs_to, newest_first,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import (
+    fsync_dir, remove_quietly, write_file_atomic,
+)
+
+KIND_TAG = "doctorq-backup-kind"
+
+
+class LocalStore:
+    """``<root>/`` holds dailies, ``<root>/weekly/`` weekly copies (hard links)."""
+
+    location = "local"
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def dir(self, kind: str) -> str:
+        return os.path.join(self.root, "weekly") if kind == "weekly" else self.root
+
+    def path(self, kind: str, name: str) -> str:
+        return os.path.join(self.dir(kind), name)
+
+    def ensure_writable(self) -> None:
+        for kind in ("daily", "weekly"):
+            directory = self.dir(kind)
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create backup directory {directory}: {exc.strerror}; create it owned by "
+                                   "the user running the backup (the backup role does).") from None
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise StorageError(f"backup directory {directory} is not writable by uid {os.geteuid()}: fix its owner "
+                                   "or mode (the backup role sets them), or choose another backup_dir.")
+
+    def list(self, db: str | None = None) -> list[Manifest]:
+        found: list[Manifest] = []
+        for kind in ("daily", "weekly"):
+            directory = self.dir(kind)
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    with open(path, "rb") as handle:
+                        manifest = Manifest.from_json(handle.read(), location=self.location, origin=path)
+                except OSError:
+                    continue
+                if manifest is None or manifest.kind != kind or (db and manifest.database != db):
+                    continue
+                data = os.path.join(directory, manifest.file)
+                if not os.path.isfile(data) or os.path.getsize(data) != manifest.size:
+                    continue  # damaged: never listed as complete, never counted by retention
+                found.append(manifest)
+        return newest_first(found)
+
+    def data_path(self, manifest: Manifest) -> str:
+        return os.path.join(os.path.dirname(manifest.origin), manifest.file)
+
+    def sibling(self, manifest: Manifest, name: str) -> str:
+        return os.path.join(os.path.dirname(manifest.origin), name)
+
+    def open(self, manifest: Manifest, name: str | None = None) -> IO[bytes]:
+        return open(self.sibling(manifest, name or manifest.file), "rb")  # pylint: disable=consider-using-with
+
+    def put(self, kind: str, name: str, data: bytes) -> str:
+        path = self.path(kind, name)
+        write_file_atomic(path, data)
+        return path
+
+    def commit_manifest(self, manifest: Manifest) -> Manifest:
+        path = self.put(manifest.kind, manifest.manifest_name, manifest.to_json())
+        fsync_dir(os.path.dirname(path))
+        return dataclasses.replace(manifest, location=self.location, origin=path)
+
+    def delete(self, manifest: Manifest) -> None:
+        for name in reversed(manifest.files()):
+            remove_quietly(self.sibling(manifest, name))
+
+    def leftovers(self, db: str) -> list[str]:
+        """Files of ``db`` in our naming that belong to no complete set: partials, crash remains."""
+        complete: set[str] = set()
+        for manifest in self.list(db):
+            complete.update(self.sibling(manifest, n) for n in manifest.files())
+        stray: list[str] = []
+        for kind in ("daily", "weekly"):
+            directory = self.dir(kind)
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            stray.extend(os.path.join(directory, n) for n in sorted(names)
+                         if belongs_to(n, db) and os.path.join(directory, n) not in complete)
+        return stray
+
+    def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:
+        """Hard-link a daily set into ``weekly/`` (no extra space) with its own manifest."""
+        for name in manifest.files()[:-1]:
+            target = self.path("weekly", name)
+            remove_quietly(target)
+            try:
+                os.link(self.sibling(manifest, name), target)
+            except OSError as exc:
+                raise StorageError(f"cannot link {name} into {self.dir('weekly')}: {exc.strerror}.") from None
+        weekly = dataclasses.replace(manifest, kind="weekly", s3=s3_weekly)
+        return self.commit_manifest(weekly)
+
+
+class S3Store:
+    """Dailies under ``<prefix>/<db>/<YYYY-MM-DD>/``, weeklies under ``<prefix>/weekly/<db>/<YYYY-MM-DD>/``."""
+
+    location = "s3"
+
+    def __init__(self, cfg: s3util.S3Config, client: Any = None) -> None:
+        self.cfg = cfg
+        self.client = client or s3util.s3_client(cfg)
+
+    def dir_key(self, kind: str, db: str, date: str) -> str:
+        return self.cfg.key("weekly", db, date) if kind == "weekly" else self.cfg.key(db, date)
+
+    def _db_prefixes(self, db: str | None) -> list[str]:
+        if db is None:
+            return [self.cfg.key() + "/" if self.cfg.key() else ""]
+        return [self.cfg.key(db) + "/", self.cfg.key("weekly", db) + "/"]
+
+    def check_bucket(self) -> None:
+        with s3util.s3_errors("access check (HEAD bucket)", self.cfg.where):
+            self.client.head_bucket(Bucket=self.cfg.bucket)
+
+    def _objects(self, db: str | None) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for prefix in self._db_prefixes(db):
+            with s3util.s3_errors("listing", self.cfg.uri(prefix)):
+                for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=prefix):
+                    yield from page.get("Contents", [])
+
+    def list(self, db: str | None = None) -> list[Manifest]:
+        objects = {o["Key"]: o for o in self._objects(db)}
+        found: list[Manifest] = []
+        for key in objects:
+            if not key.endswith(MANIFEST_SUFFIX):
+                continue
+            with s3util.s3_errors("reading manifest", self.cfg.uri(key)):
+                raw = self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"].read()
+            manifest = Manifest.from_json(raw, location=self.location, origin=key)
+            if manifest is None or (db and manifest.database != db):
+                continue
+            data = objects.get(posixpath.join(posixpath.dirname(key), manifest.file))
+            if data is None or data["Size"] != manifest.size:
+                continue
+            manifest.s3 = {**(manifest.s3 or {}), "storage_class": data.get("StorageClass", "STANDARD")}
+            found.append(manifest)
+        return newest_first(found)
+
+    def sibling(self, manifest: Manifest, name: str) -> str:
+        return posixpath.join(posixpath.dirname(manifest.origin), name)
+
+    def data_key(self, manifest: Manifest) -> str:
+        return self.sibling(manifest, manifest.file)
+
+    def put(self, key: str, data: bytes, kind: str) -> None:
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        with s3util.s3_errors("upload", self.cfg.uri(key)):
+            self.client.put_object(Bucket=self.cfg.bucket, Key=key, Body=data, ChecksumSHA256=checksum,
+                                   Tagging=f"{KIND_TAG}={kind}", **self.cfg.write_args())
+
+    def delete(self, manifest: Manifest) -> None:
+        for name in reversed(manifest.files()):
+            key = self.sibling(manifest, name)
+            with s3util.s3_errors("delete", self.cfg.uri(key)):
+                self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
+
+    def leftovers(self, db: str) -> tuple[list[str], list[dict[str, str]]]:
+        """Objects of ``db`` in our naming that no manifest covers, and unfinished multipart uploads."""
+        complete: set[str] = set()
+        for manifest in self.list(db):
+            complete.update(self.sibling(manifest, n) for n in manifest.files())
+        stray = [o["Key"] for o in self._objects(db)
+                 if belongs_to(posixpath.basename(o["Key"]), db) and o["Key"] not in complete]
+        uploads: list[dict[str, str]] = []
+        for prefix in self._db_prefixes(db):
+            with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
+                resp = self.client.list_multipart_uploads(Bucket=self.cfg.bucket, Prefix=prefix)
+            uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
+                           if belongs_to(posixpath.basename(u["Key"]), db))
+        return stray, uploads
+
+    def remove_leftovers(self, stray: list[str], uploads: list[dict[str, str]]) -> None:
+        for upload in uploads:
+            with s3util.s3_errors("abort of an unfinished upload", self.cfg.uri(upload["Key"])):
+                self.client.abort_multipart_upload(Bucket=self.cfg.bucket, **upload)
+        for key in stray:
+            with s3util.s3_errors("delete", self.cfg.uri(key)):
+                self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
+
+    def add_weekly(self, manifest: Manifest) -> Manifest:
+        """Server-side copy of a daily set to the weekly prefix (no re-upload), manifest last."""
+        date = manifest.started.strftime("%Y-%m-%d")
+        directory = self.dir_key("weekly", manifest.database, date)
+        extra = {"TaggingDirective": "REPLACE", "Tagging": f"{KIND_TAG}=weekly",
+                 "MetadataDirective": "COPY", **self.cfg.write_args()}
+        for name in manifest.files()[:-1]:
+            source = {"Bucket": self.cfg.bucket, "Key": self.sibling(manifest, name)}
+            key = f"{directory}/{name}"
+            with s3util.s3_errors("server-side copy", self.cfg.uri(key)):
+                self.client.copy(CopySource=source, Bucket=self.cfg.bucket, Key=key, ExtraArgs=extra)
+        weekly = dataclasses.replace(manifest, kind="weekly", s3=self.location_facts(f"{directory}/{manifest.file}"))
+        return self.commit_manifest(weekly)
+
+    def location_facts(self, key: str) -> dict[str, Any]:
+        return {"bucket": self.cfg.bucket, "key": key, "uri": self.cfg.uri(key), "endpoint_url": self.cfg.endpoint_url,
+                "storage_class": self.cfg.storage_class, "encryption": self.cfg.encryption}
+
+    def commit_manifest(self, manifest: Manifest) -> Manifest:
+        key = posixpath.join(posixpath.dirname(manifest.s3["key"]), manifest.manifest_name)
+        self.put(key, manifest.to_json(), manifest.kind)
+        return dataclasses.replace(manifest, location=self.location, origin=key)
+
+    def open(self, manifest: Manifest, name: str | None = None):
+        key = self.sibling(manifest, name or manifest.file)
+        with s3util.s3_errors("download", self.cfg.uri(key)):
+            return self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"]

@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_backup
+short_description: Verified streaming backup of a PostgreSQL database to disk and S3
+version_added: 0.1.0
+description:
+  - Takes a full logical backup of one database with C(pg_dump) (custom format, restorable with stock C(pg_restore)),
+    compresses it, hashes it (SHA-256 and MD5) and writes it to the backup directory and to S3 in one streaming pass.
+  - Writes C(<file>.md5) and C(<file>.sha256) beside the backup (C(md5sum -c) and C(sha256sum -c) accept them) and a JSON
+    manifest last. A backup without a manifest is incomplete; it is never listed, restored or counted by retention, and
+    the next run removes it.
+  - On the configured weekday the backup is also kept as a weekly copy (a hard link on disk, a server-side copy in S3).
+  - Applies retention to daily and weekly backups on disk and in S3; never deletes the newest backup of a kind, nor
+    anything without a manifest written by this collection.
+  - Two runs for the same database never overlap; the second fails at once naming the holder of the lock.
+  - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
+    Prometheus textfile for node_exporter.
+  - The scheduled job on the host (C(doctorq-backup backup)) runs the same code; see the README.
+author:
+  - DoctorQ infrastructure team
+extends_documentation_fragment:
+  - doctorq.backup.postgres
+  - doctorq.backup.s3
+attributes:
+  check_mode:
+    support: full
+    description: Checks access to PostgreSQL, the client programs and the bucket, and reports what would be written and deleted.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  db:
+    description: Database to back up.
+    required: true
+  backup_dir:
+    description:
+      - Local directory of the backups; weekly copies go to its C(weekly/) subdirectory. Created (0700) if missing.
+      - Backup files and their checksum files and manifests are created with mode 0600.
+    type: path
+    default: /var/backups/postgresql
+  compression:
+    description:
+      - Compression of the dump stream. V(zstd) is fastest for its ratio; V(gzip) uses C(pigz) when present.
+      - The dump itself is in C(pg_dump)'s custom format without its own compression, so the outer compressor runs
+        on all cores.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  compression_level:
+    description: Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
+    type: int
+  compression_threads:
+    description: Compressor threads; V(0) means one per core.
+    type: int
+    default: 0
+  globals:
+    description:
+      - Also dump the cluster's globals (roles, tablespaces) with C(pg_dumpall --globals-only), needed to restore on a
+        new server. Needs a superuser.
+    type: bool
+    default: false
+  weekly:
+    description:
+      - When to keep this backup as a weekly copy too. V(auto) does it on O(weekly_day) (local time of the host).
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  weekly_day:
+    description: Day of the weekly copy.
+    type: str
+    choices: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]
+    default: sunday
+  retention_daily_days:
+    description: Days to keep daily backups; V(0) keeps them forever. The newest is always kept.
+    type: int
+    default: 30
+  retention_weekly_days:
+    description: Days to keep weekly copies; V(0) keeps them forever. The newest is always kept.
+    type: int
+    default: 365
+  prune:
+    description: Apply retention after a successful backup.
+    type: bool
+    default: true
+  webhook_url:
+    description: Webhook to notify (the URL is treated as a secret). A failed notification is a warning, never a failed backup.
+    type: str
+  webhook_format:
+    description: V(slack) posts C({"text": ...}); V(json) posts the run's facts.
+    type: str
+    choices: [slack, json]
+    default: slack
+  notify_on:
+    description: Which outcomes to notify.
+    type: str
+    choices: [always, failure, never]
+    default: always
+  metrics_dir:
+    description:
+      - Directory of node_exporter's textfile collector; the module writes C(doctorq_backup_<db>.prom) there with the last
+        run's status, time of the last success, its duration and size.
+    type: path
+  log_dir:
+    description: Directory of the run logs (C(backup_<db>_<timestamp>.log)); defaults to O(backup_dir).
+    type: path
+notes:
+  - Restore without this collection, with stock tools, in one line -
+    C(zstd -dc FILE.dump.zst | pg_restore --dbname=NEWDB --no-owner).
+seealso:
+  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.pg_restore_safe
+  - module: doctorq.backup.s3_lifecycle
+"""
+
+EXAMPLES = r"""
+- name: Back up the app database to disk and S3
+  doctorq.backup.pg_backup:
+    db: doctorq
+    login_host: 127.0.0.1
+    login_password: "{{ vault_pg_password }}"
+    backup_dir: /var/backups/doctorq/database
+    s3:
+      bucket: doctorq-backups
+      prefix: "doctorq/{{ inventory_hostname }}"
+    webhook_url: "{{ vault_slack_webhook }}"
+
+- name: Back up to a MinIO server with gzip, keeping 7 days of dailies
+  doctorq.backup.pg_backup:
+    db: doctorq
+    compression: gzip
+    retention_daily_days: 7
+    s3:
+      bucket: backups
+      endpoint_url: https://minio.internal:9000
+      access_key: "{{ vault_minio_access_key }}"
+      secret_key: "{{ vault_minio_secret_key }}"
+
+- name: See what a backup would do
+  doctorq.backup.pg_backup:
+    db: doctorq
+  check_mode: true
+"""
+
+RETURN = r"""
+backup:
+  description: Facts of the backup made.
+  returned: success, and on an S3 failure after the local copy was completed
+  type: dict
+  contains:
+    id: {description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC)., type: str, returned: always}
+    path: {description: Local path of the backup file., type: str, returned: always}
+    size: {description: Size in bytes., type: int, returned: always}
+    sha256: {description: SHA-256 of the file., type: str, returned: always}
+    md5: {description: MD5 of the file., type: str, returned: always}
+    s3_uri: {description: URI of the S3 copy, null without S3., type: str, returned: always}
+    duration_s: {description: Seconds the backup took., type: float, returned: always}
+    table_count: {description: Number of tables in the database., type: int, returned: always}
+    weekly: {description: Whether a weekly copy was made., type: bool, returned: always}
+    weekly_path: {description: Path of the weekly copy., type: str, returned: when weekly}
+    weekly_s3_uri: {description: URI of the weekly S3 copy., type: str, returned: when weekly}
+  sample:
+    id: doctorq_full_20251107_020000
+    path: /var/backups/doctorq/database/doctorq_full_20251107_020000.dump.zst
+    size: 118231040
+    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    s3_uri: s3://doctorq-backups/doctorq/db1/doctorq/2025-11-07/doctorq_full_20251107_020000.dump.zst
+deleted:
+  description: Backups removed by retention.
+  returned: success
+  type: list
+  elements: dict
+leftovers_removed:
+  description: Files and unfinished uploads of interrupted earlier runs that were removed.
+  returned: success
+  type: list
+  elements: str
+plan:
+  description: In check mode, what a run would write and delete.
+  returned: check mode
+  type: dict
+log:
+  description: The run's log lines.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: Path of the run log.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
+
+
+def argument_spec() -> dict:
+    spec = postgres_argument_spec()
+    spec.update(backup_argument_spec())
+    spec["db"] = dict(spec["db"], required=True)
+    spec["s3"] = s3_argument_spec()
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    require_libs(module, s3=bool(module.params["s3"]))
+    with engine_errors(module):
+        job = BackupJob.from_params(module.params)
+        result = run_backup(job, check_mode=module.check_mode)
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()

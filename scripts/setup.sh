@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything the demo and the tests need on a fresh Debian 12 machine:
+# Debian packages (PostgreSQL 15 server and client, zstd, ...) and a Python
+# virtual environment in .venv with the pinned Python dependencies.
+# Idempotent: a second run only checks.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync)
+[ "${DOCTORQ_WITH_CONTAINERS:-1}" = 1 ] && apt_pkgs+=(podman debootstrap uidmap slirp4netns fuse-overlayfs)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts the distribution's default cluster; the tests and the
+  # demo never use it, so stop it to keep the machine quiet.
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+      pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+    done
+  fi
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$py" -m venv .venv
+fi
+if ! cmp -s requirements-dev.txt .venv/.requirements-installed 2>/dev/null; then
+  echo "setup: installing Python requirements into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  cp requirements-dev.txt .venv/.requirements-installed
+fi
+echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/ansible --version | head -1))"

@@ -350,6 +350,34 @@ def raise_missing_db(job: BackupJob) -> None:
                        "(list databases with psql -l).")
 
 
+def promote_weekly(job: BackupJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
+    """Keep the newest complete daily backup as a weekly copy, unless it is one already.
+
+    The Sunday 03:00 cron line of the seed's schedule: idempotent, so it does
+    nothing when the 02:00 run already made the weekly copy.
+    """
+    run = _Run(job, None, echo)
+    log = RunLog(echo=echo)
+    with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
+        dailies = [m for m in run.local.list(job.db) if m.kind == "daily"]
+        if not dailies:
+            raise DoctorqError(f"no complete daily backup of {job.db!r} in {job.backup_dir} to keep as weekly: "
+                               "run a backup first.")
+        newest = dailies[0]
+        if any(m.kind == "weekly" and m.id == newest.id for m in run.local.list(job.db)):
+            log(f"Weekly copy of {newest.id} already present")
+            return {"changed": False, "id": newest.id, "log": log.lines}
+        s3_weekly = None
+        if run.s3:
+            s3_daily = next((m for m in run.s3.list(job.db) if m.id == newest.id and m.kind == "daily"), None)
+            if s3_daily is None:
+                raise DoctorqError(f"{newest.id} has no complete copy in {job.s3.where}: run a backup to upload one.")
+            s3_weekly = run.s3.add_weekly(s3_daily)
+        weekly = run.local.add_weekly(newest, s3_weekly.s3 if s3_weekly else None)
+        log(f"Weekly copy made of {newest.id}: {os.path.dirname(weekly.origin)}" + (f" and {s3_weekly.s3['uri']}" if s3_weekly else ""))
+        return {"changed": True, "id": newest.id, "log": log.lines}
+
+
 def run_backup(job: BackupJob, *, check_mode: bool = False, now: dt.datetime | None = None,
                echo: IO[str] | None = None) -> dict[str, Any]:
     """Back up one database. Returns the result; ``failed``/``msg`` are set on failure."""

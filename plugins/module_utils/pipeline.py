@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any, Protocol, Sequence
+from typing import IO, Any, Protocol, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
@@ -367,3 +367,15 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     except OSError as exc:
         remove_quietly(partial)
         raise StorageError(f"writing {path} failed: {exc.strerror}; check free space and permissions.") from None
+
+
+def copy_hashed(reader: IO[bytes], writer: IO[bytes] | None = None) -> Digest:
+    """Read a stream to its end, hashing it, optionally writing it out: one pass."""
+    hasher = Hasher()
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            return hasher.digest()
+        hasher.update(chunk)
+        if writer is not None:
+            writer.write(chunk)

@@ -1,0 +1,62 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Listing and re-verifying complete backups (``pg_backup_info``, ``doctorq-backup list``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, newest_first
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import copy_hashed
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
+
+
+def stores(backup_dir: str | None, s3cfg: s3util.S3Config | None) -> list[LocalStore | S3Store]:
+    found: list[LocalStore | S3Store] = []
+    if backup_dir:
+        found.append(LocalStore(backup_dir))
+    if s3cfg:
+        found.append(S3Store(s3cfg))
+    return found
+
+
+def store_for(manifest: Manifest, candidates: list[LocalStore | S3Store]) -> LocalStore | S3Store:
+    return next(s for s in candidates if s.location == manifest.location)
+
+
+def list_backups(candidates: list[LocalStore | S3Store], db: str | None = None) -> list[Manifest]:
+    """Complete backups in every store, newest first."""
+    found: list[Manifest] = []
+    for store in candidates:
+        found.extend(store.list(db))
+    return newest_first(found)
+
+
+def verify(manifest: Manifest, store: LocalStore | S3Store) -> dict[str, Any]:
+    """Re-read the backup (and its globals file) and compare with the manifest."""
+    if manifest.location == "s3" and (manifest.s3 or {}).get("storage_class") in s3util.ARCHIVE_CLASSES:
+        return {"ok": None, "state": "archived",
+                "message": f"{manifest.id} is in {manifest.s3['storage_class']}: restore it from the archive tier to verify it."}
+    checks = [(manifest.file, manifest.size, manifest.sha256, manifest.md5)]
+    if manifest.globals:
+        g = manifest.globals
+        checks.append((g["file"], g["size"], g["sha256"], g["md5"]))
+    problems = []
+    for name, size, sha256, md5 in checks:
+        try:
+            reader = store.open(manifest, name)
+            try:
+                digest = copy_hashed(reader)
+            finally:
+                reader.close()
+        except (OSError, StorageError) as exc:
+            problems.append(f"{name}: cannot be read ({exc})")
+            continue
+        if (digest.size, digest.sha256, digest.md5) != (size, sha256, md5):
+            problems.append(f"{name}: size/sha256/md5 {digest.size}/{digest.sha256}/{digest.md5} "
+                            f"differ from the manifest's {size}/{sha256}/{md5}")
+    if problems:
+        return {"ok": False, "state": "corrupt", "message": "; ".join(problems)}
+    return {"ok": True, "state": "verified", "message": "checksums match the manifest"}

@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_backup_info
+short_description: List complete PostgreSQL backups on disk and in S3, and re-verify them
+version_added: 0.1.0
+description:
+  - Lists the backups written by M(doctorq.backup.pg_backup), newest first, from their manifests. Backups without a
+    manifest (interrupted runs) or whose data file is missing or of the wrong size are never listed.
+  - With O(verify=true), re-reads each listed backup and compares its size, SHA-256 and MD5 with the manifest.
+    Objects in an archive tier (GLACIER, DEEP_ARCHIVE) are reported as C(archived) instead.
+author:
+  - DoctorQ infrastructure team
+extends_documentation_fragment:
+  - doctorq.backup.s3
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  db:
+    description: Only backups of this database.
+    type: str
+  backup_dir:
+    description: Local backup directory to list. Omit to list S3 only.
+    type: path
+  kind:
+    description: Only daily or only weekly backups.
+    type: str
+    choices: [daily, weekly, all]
+    default: all
+  limit:
+    description: At most this many backups (the newest); V(0) lists all.
+    type: int
+    default: 0
+  verify:
+    description: Re-hash each listed backup and compare with its manifest.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Newest backups of doctorq, on disk and in S3
+  doctorq.backup.pg_backup_info:
+    db: doctorq
+    backup_dir: /var/backups/doctorq/database
+    s3:
+      bucket: doctorq-backups
+      prefix: "doctorq/{{ inventory_hostname }}"
+    limit: 5
+  register: backups
+
+- name: Re-verify every local backup
+  doctorq.backup.pg_backup_info:
+    backup_dir: /var/backups/doctorq/database
+    verify: true
+  register: verified
+  failed_when: verified.corrupt | length > 0
+"""
+
+RETURN = r"""
+backups:
+  description: Complete backups, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id: {description: Backup id., type: str, returned: always}
+    database: {description: Database name., type: str, returned: always}
+    kind: {description: C(daily) or C(weekly)., type: str, returned: always}
+    location: {description: C(local) or C(s3)., type: str, returned: always}
+    origin: {description: Path or S3 key of the manifest., type: str, returned: always}
+    started_at: {description: Start of the backup (UTC, ISO 8601)., type: str, returned: always}
+    size: {description: Bytes., type: int, returned: always}
+    sha256: {description: SHA-256 of the backup file., type: str, returned: always}
+    storage_class: {description: S3 storage class of the data object., type: str, returned: for S3 backups}
+    verification: {description: C(ok), C(state) (verified, corrupt, archived) and a message., type: dict, returned: with O(verify=true)}
+corrupt:
+  description: Ids of backups whose checksums did not match (with O(verify=true)).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
+from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups, store_for, stores, verify
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            db=dict(type="str"),
+            backup_dir=dict(type="path"),
+            kind=dict(type="str", default="all", choices=["daily", "weekly", "all"]),
+            limit=dict(type="int", default=0),
+            verify=dict(type="bool", default=False),
+            s3=s3_argument_spec(),
+        ),
+        required_one_of=[("backup_dir", "s3")],
+        supports_check_mode=True,
+    )
+    require_libs(module, postgres=False, s3=bool(module.params["s3"]))
+    params = module.params
+    with engine_errors(module):
+        if params["limit"] < 0:
+            raise ConfigError("limit must be 0 (all) or a positive number.")
+        candidates = stores(params["backup_dir"], S3Config.from_params(params["s3"]))
+        manifests = [m for m in list_backups(candidates, params["db"]) if params["kind"] in ("all", m.kind)]
+        if params["limit"]:
+            manifests = manifests[:params["limit"]]
+        backups, corrupt = [], []
+        for manifest in manifests:
+            entry = manifest.summary()
+            if manifest.s3:
+                entry["storage_class"] = manifest.s3.get("storage_class")
+            if params["verify"]:
+                entry["verification"] = verify(manifest, store_for(manifest, candidates))
+                if entry["verification"]["ok"] is False:
+                    corrupt.append(manifest.id)
+            backups.append(entry)
+    module.exit_json(changed=False, backups=backups, corrupt=corrupt)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import KIND_TAG, LocalStore, S3Store
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, object_tags
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -201,7 +201,7 @@ class _Run:
         s3sink = None
         if self.s3:
             key = f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}"
-            s3sink = pipeline.S3Sink(self.s3.client, self.job.s3, key, tags={KIND_TAG: kind_tag},
+            s3sink = pipeline.S3Sink(self.s3.client, self.job.s3, key, tags=object_tags(kind_tag, data=True),
                                      metadata={"backup-id": self.id}, tolerate_failure=True)
             sinks.append(s3sink)
         compressor = self.compressor()
@@ -281,7 +281,6 @@ class _Run:
             if not pg.database_exists(job.db):
                 raise_missing_db(job)
             dump_argv = self.dump_argv(pg)
-            tables = pg.table_facts(job.db)
             if self.s3:
                 self.s3.check_bucket()
             out["leftovers_removed"] = self.clean_leftovers(log)
@@ -292,7 +291,10 @@ class _Run:
             log(f"Starting FULL backup of database {job.db!r}...")
             log(f"Host: {job.conn.where}")
             log(f"File: {path}")
-            digest, s3_facts, s3_error = self.stream(dump_argv, pg.env(job.db), name, "daily", ["pg_dump"])
+            with pg.snapshot(job.db) as snap:
+                tables = snap.table_facts()
+                digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
+                                                         name, "daily", ["pg_dump"])
             log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
             self.local.put("daily", name + ".md5", checksum_line(digest.md5, name))
             self.local.put("daily", name + ".sha256", checksum_line(digest.sha256, name))

@@ -9,13 +9,14 @@ psycopg2; never through argv, where ``ps`` shows it to every user.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from typing import Any
+from typing import Any, Iterator
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgError
 
@@ -27,6 +28,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without psycopg2
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR = exc
+
+
+# Tables up to this size get an exact row count in the manifest (a count(*) of 64 MiB is a few ms).
+EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def postgres_argument_spec() -> dict[str, Any]:
@@ -200,21 +205,36 @@ class PgClient:
     def database_exists(self, db: str) -> bool:
         return bool(self.query("SELECT 1 FROM pg_database WHERE datname = %s", (db,), db="postgres"))
 
-    def table_facts(self, db: str) -> list[dict[str, Any]]:
-        """User tables with row estimates and sizes, for the manifest and the checks after a restore."""
-        rows = self.query(
-            """
-            SELECT n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p')
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
-            ORDER BY 1, 2
-            """,
-            db=db,
-        )
-        return [dict(schema=s, name=t, rows_estimate=int(r), bytes=int(b)) for s, t, r, b in rows]
+    @contextlib.contextmanager
+    def snapshot(self, db: str) -> Iterator["Snapshot"]:
+        """A read-only repeatable-read transaction whose snapshot ``pg_dump --snapshot`` can share.
+
+        Facts read through it (tables, exact row counts) describe exactly
+        the data in the dump, even while the database is being written to.
+        """
+        conn = self.connect(db)
+        try:
+            conn.autocommit = False
+            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_export_snapshot()")
+                snap_id = cur.fetchone()[0]
+                yield Snapshot(snap_id, cur, self)
+        except psycopg2.Error as exc:
+            raise PgError(self.explain(str(exc), db)) from None
+        finally:
+            conn.rollback()
+            conn.close()
+
+    def table_facts(self, db: str, exact_max_bytes: int = EXACT_COUNT_MAX_BYTES) -> list[dict[str, Any]]:
+        conn = self.connect(db)
+        try:
+            with conn.cursor() as cur:
+                return Snapshot("", cur, self).table_facts(exact_max_bytes)
+        except psycopg2.Error as exc:
+            raise PgError(self.explain(str(exc), db)) from None
+        finally:
+            conn.close()
 
     # -- client programs ---------------------------------------------------
     def tool(self, name: str) -> str:
@@ -247,6 +267,38 @@ class PgClient:
             raise PgError(f"{name} is older than the server ({full}): found {', '.join(seen)}; install "
                           f"postgresql-client-{major} (the client role does) or point pg_bin_dir at version {major} or newer.")
         raise PgError(f"{name} not found in {where}: install postgresql-client-{major} (the client role does) or set pg_bin_dir.")
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A cursor inside one snapshot (exported as ``id`` when taken by ``PgClient.snapshot``)."""
+
+    id: str
+    cur: Any
+    client: PgClient
+
+    def table_facts(self, exact_max_bytes: int = EXACT_COUNT_MAX_BYTES) -> list[dict[str, Any]]:
+        """User tables with sizes, row estimates, and exact row counts for tables up to ``exact_max_bytes``."""
+        self.cur.execute(
+            """
+            SELECT n.nspname, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+            ORDER BY 1, 2
+            """
+        )
+        facts = []
+        for schema, name, estimate, size in self.cur.fetchall():
+            rows = None
+            if size <= exact_max_bytes:
+                self.cur.execute(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(name)}")
+                rows = int(self.cur.fetchone()[0])
+            facts.append(dict(schema=schema, name=name, rows=rows,
+                              rows_estimate=int(estimate) if estimate >= 0 else None, bytes=int(size)))
+        return facts
 
 
 def client_major(path: str) -> int:

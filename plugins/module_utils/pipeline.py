@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 from typing import IO, Any, Protocol, Sequence
+from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
@@ -180,7 +181,7 @@ class S3Sink:
             with s3util.s3_errors("create multipart upload", self.where):
                 resp = self.client.create_multipart_upload(
                     Bucket=self.cfg.bucket, Key=self.key, ChecksumAlgorithm="SHA256",
-                    Tagging=_tagging(self.tags), Metadata=self.metadata, **self.cfg.write_args())
+                    Tagging=urlencode(self.tags), Metadata=self.metadata, **self.cfg.write_args())
             self._upload_id = resp["UploadId"]
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
         for done in [f for f in self._futures if f.done()]:
@@ -222,7 +223,7 @@ class S3Sink:
         checksum = _b64(bytes.fromhex(digest.sha256))
         with s3util.s3_errors("upload", self.where):
             self.client.put_object(Bucket=self.cfg.bucket, Key=self.key, Body=body, ChecksumSHA256=checksum,
-                                   Tagging=_tagging(self.tags), Metadata={**self.metadata, "sha256": digest.sha256},
+                                   Tagging=urlencode(self.tags), Metadata={**self.metadata, "sha256": digest.sha256},
                                    **self.cfg.write_args())
         return checksum
 
@@ -263,11 +264,6 @@ class S3Sink:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
-
-
-def _tagging(tags: dict[str, str]) -> str:
-    from urllib.parse import urlencode  # pylint: disable=import-outside-toplevel
-    return urlencode(tags)
 
 
 class StageFailed(DoctorqError):

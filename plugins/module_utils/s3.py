@@ -106,9 +106,13 @@ class S3Config:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def write_args(self) -> dict[str, Any]:
-        """Storage class and server-side encryption for every object we write."""
-        args: dict[str, Any] = {"StorageClass": self.storage_class}
+    def write_args(self, data: bool = True) -> dict[str, Any]:
+        """Storage class and server-side encryption for an object we write.
+
+        Only backup data takes the configured class: checksum files and
+        manifests stay in STANDARD so listing never hits an archived object.
+        """
+        args: dict[str, Any] = {"StorageClass": self.storage_class if data else "STANDARD"}
         if self.encryption == "AES256":
             args["ServerSideEncryption"] = "AES256"
         elif self.encryption == "aws:kms":

@@ -16,6 +16,7 @@ import hashlib
 import os
 import posixpath
 from typing import IO, Any, Iterator
+from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
@@ -27,6 +28,12 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import (
 )
 
 KIND_TAG = "doctorq-backup-kind"
+PART_TAG = "doctorq-backup-part"
+
+
+def object_tags(kind: str, data: bool) -> dict[str, str]:
+    """Tags lifecycle rules filter on: the set's kind, and data vs. metadata (only data moves to archive tiers)."""
+    return {KIND_TAG: kind, PART_TAG: "data" if data else "meta"}
 
 
 class LocalStore:
@@ -185,10 +192,11 @@ class S3Store:
         return self.sibling(manifest, manifest.file)
 
     def put(self, key: str, data: bytes, kind: str) -> None:
+        """Upload a small metadata object (checksum file, manifest) in one verified PUT."""
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         with s3util.s3_errors("upload", self.cfg.uri(key)):
             self.client.put_object(Bucket=self.cfg.bucket, Key=key, Body=data, ChecksumSHA256=checksum,
-                                   Tagging=f"{KIND_TAG}={kind}", **self.cfg.write_args())
+                                   Tagging=urlencode(object_tags(kind, data=False)), **self.cfg.write_args(data=False))
 
     def delete(self, manifest: Manifest) -> None:
         for name in reversed(manifest.files()):
@@ -223,9 +231,10 @@ class S3Store:
         """Server-side copy of a daily set to the weekly prefix (no re-upload), manifest last."""
         date = manifest.started.strftime("%Y-%m-%d")
         directory = self.dir_key("weekly", manifest.database, date)
-        extra = {"TaggingDirective": "REPLACE", "Tagging": f"{KIND_TAG}=weekly",
-                 "MetadataDirective": "COPY", **self.cfg.write_args()}
         for name in manifest.files()[:-1]:
+            data = not name.endswith((".md5", ".sha256"))
+            extra = {"TaggingDirective": "REPLACE", "Tagging": urlencode(object_tags("weekly", data)),
+                     "MetadataDirective": "COPY", **self.cfg.write_args(data)}
             source = {"Bucket": self.cfg.bucket, "Key": self.sibling(manifest, name)}
             key = f"{directory}/{name}"
             with s3util.s3_errors("server-side copy", self.cfg.uri(key)):

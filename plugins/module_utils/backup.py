@@ -44,11 +44,18 @@ def backup_argument_spec() -> dict[str, Any]:
         retention_daily_days=dict(type="int", default=30),
         retention_weekly_days=dict(type="int", default=365),
         prune=dict(type="bool", default=True),
+        log_dir=dict(type="path"),
+        **notify_argument_spec(),
+    )
+
+
+def notify_argument_spec() -> dict[str, Any]:
+    """Webhook and metrics options, shared by every job that reports an outcome."""
+    return dict(
         webhook_url=dict(type="str", no_log=True),
         webhook_format=dict(type="str", default="slack", choices=["slack", "json"]),
         notify_on=dict(type="str", default="always", choices=["always", "failure", "never"]),
         metrics_dir=dict(type="path"),
-        log_dir=dict(type="path"),
     )
 
 
@@ -60,6 +67,11 @@ class Notifier:
     webhook_format: str = "slack"
     notify_on: str = "always"
     metrics_dir: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Notifier":
+        return cls(params.get("webhook_url"), params.get("webhook_format") or "slack",
+                   params.get("notify_on") or "always", params.get("metrics_dir"))
 
     def send(self, event: dict[str, Any], log: RunLog) -> list[str]:
         if not self.webhook_url or self.notify_on == "never":
@@ -123,8 +135,7 @@ class BackupJob:
             retention_daily_days=params.get("retention_daily_days", 30),
             retention_weekly_days=params.get("retention_weekly_days", 365),
             prune=params.get("prune", True),
-            notifier=Notifier(params.get("webhook_url"), params.get("webhook_format") or "slack",
-                              params.get("notify_on") or "always", params.get("metrics_dir")),
+            notifier=Notifier.from_params(params),
             log_dir=params.get("log_dir"),
         )
 

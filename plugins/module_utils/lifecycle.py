@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, error_code, s3_errors
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import KIND_TAG
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import KIND_TAG, PART_TAG
 
 # The order S3 lets objects move in (the "waterfall"): a rule may only send
 # objects to a class further down this list as days increase.
@@ -487,24 +487,33 @@ def seed_preset(cfg: S3Config) -> list[dict[str, Any]]:
 
     Dailies live at ``<prefix>/<db>/<date>/`` and weeklies at
     ``<prefix>/weekly/<db>/<date>/``; the daily prefix contains the weekly one,
-    so each rule also filters on the ``doctorq-backup-kind`` tag every object
-    carries. Ids carry the prefix so several prefixes can share a bucket
-    (with ``purge: false``).
+    so each rule also filters on the tags every object carries: the kind
+    (daily/weekly) and the part (data moves to archive tiers; checksum files
+    and manifests stay in STANDARD, readable, and expire with their data).
+    Ids carry the prefix so several prefixes can share a bucket (with
+    ``purge: false``).
     """
     base = cfg.key()
     daily_prefix = f"{base}/" if base else ""
     weekly_prefix = cfg.key("weekly") + "/"
     stem = "doctorq-" + (f"{_id_part(base)}-" if _id_part(base) else "")
     glacier = {"days": SEED_GLACIER_AFTER_DAYS, "storage_class": "GLACIER"}
-    rules = [
-        {"id": stem + "daily", "filter": {"prefix": daily_prefix, "tags": {KIND_TAG: "daily"}},
-         "transitions": [glacier], "expiration_days": SEED_DAILY_EXPIRATION_DAYS},
-        {"id": stem + "weekly", "filter": {"prefix": weekly_prefix, "tags": {KIND_TAG: "weekly"}},
-         "transitions": [glacier, {"days": SEED_DEEP_ARCHIVE_AFTER_DAYS, "storage_class": "DEEP_ARCHIVE"}],
-         "expiration_days": SEED_WEEKLY_EXPIRATION_DAYS},
-        {"id": stem + "abort-multipart", "filter": {"prefix": daily_prefix},
-         "abort_incomplete_multipart_days": SEED_ABORT_MULTIPART_DAYS},
-    ]
+    deep = {"days": SEED_DEEP_ARCHIVE_AFTER_DAYS, "storage_class": "DEEP_ARCHIVE"}
+    schedule = (
+        ("daily", daily_prefix, [glacier], SEED_DAILY_EXPIRATION_DAYS),
+        ("weekly", weekly_prefix, [glacier, deep], SEED_WEEKLY_EXPIRATION_DAYS),
+    )
+    rules: list[dict[str, Any]] = []
+    for kind, prefix, transitions, expiration in schedule:
+        for part in ("data", "meta"):
+            rules.append({
+                "id": f"{stem}{kind}-{part}",
+                "filter": {"prefix": prefix, "tags": {KIND_TAG: kind, PART_TAG: part}},
+                "transitions": transitions if part == "data" else [],
+                "expiration_days": expiration,
+            })
+    rules.append({"id": stem + "abort-multipart", "filter": {"prefix": daily_prefix},
+                  "abort_incomplete_multipart_days": SEED_ABORT_MULTIPART_DAYS})
     return [normalise_declared(rule) for rule in rules]
 
 

@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_restore_safe
+short_description: Verified, reversible restore of a PostgreSQL database from disk, S3 or Glacier
+version_added: 0.1.0
+description:
+  - Restores a backup written by M(doctorq.backup.pg_backup) so that the on-call engineer cannot make things worse.
+  - Finds the backup through its manifest (a local file, an C(s3://bucket/key) URI, or the newest complete backup of a
+    database, optionally the newest before a time). A backup without a manifest is refused.
+  - Reads every byte once and compares SHA-256 and MD5 with the manifest before touching any database; S3 downloads are
+    hashed while they stream. A mismatch fails and leaves the target untouched.
+  - Objects in GLACIER or DEEP_ARCHIVE are restored from the archive tier first; the module waits up to
+    O(wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
+  - Replacing an existing database needs O(confirm) equal to its name, and takes a safety backup of it first.
+  - In O(mode=swap) (default) the backup is restored into C(<db>__restoring_<timestamp>), verified (every table of the
+    manifest present, row counts equal), and only then swapped in one transaction; the old database is kept as
+    C(<db>__pre_restore_<timestamp>). Any failure drops the half-restored database and leaves the target as it was.
+  - In O(mode=replace) the target is dropped and restored in place, as the old scripts did; if that fails the safety
+    backup is restored automatically.
+  - Every step is logged with a timestamp in C(restore_<db>_<timestamp>.log), an audit record is appended to
+    C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
+author:
+  - DoctorQ infrastructure team
+extends_documentation_fragment:
+  - doctorq.backup.postgres
+  - doctorq.backup.s3
+attributes:
+  check_mode:
+    support: full
+    description: Finds the backup, checks its archive state, verifies its checksums and reports the plan; changes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  db:
+    description: Database to restore into. Created if it does not exist (no confirmation needed then).
+    required: true
+  source:
+    description:
+      - V(latest) (the newest complete backup of O(source_db) on disk or in O(s3); the local copy is preferred when
+        both hold it), a local backup file path, or an C(s3://bucket/key) URI of a backup file.
+    type: str
+    default: latest
+  source_db:
+    description: Database whose backups O(source=latest) searches; defaults to O(db).
+    type: str
+  before:
+    description: With O(source=latest), only backups started before this time (ISO 8601, UTC when no offset is given).
+    type: str
+  backup_dir:
+    description: Local backup directory; also where the run log, the audit log and (by default) safety backups go.
+    type: path
+    default: /var/backups/postgresql
+  confirm:
+    description:
+      - Must equal O(db) when O(db) exists and would be replaced; anything else fails and names what to type.
+    type: str
+    default: ''
+  mode:
+    description: V(swap) restores beside the target and swaps names when verified; V(replace) drops and restores in place.
+    type: str
+    choices: [swap, replace]
+    default: swap
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs; V(0) means one per core. With more than one job the archive is first decompressed
+        to O(work_dir) (C(pg_restore -j) needs a seekable file); with V(1) it streams with no extra disk space.
+    type: int
+    default: 0
+  safety_backup:
+    description: Back up the existing target before replacing it (required by O(mode=replace)).
+    type: bool
+    default: true
+  safety_dir:
+    description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
+    type: path
+  drop_previous:
+    description: After a successful swap, drop the previous database instead of keeping it.
+    type: bool
+    default: false
+  previous_retention_days:
+    description: Drop C(<db>__pre_restore_*) databases older than this many days; V(0) keeps them until dropped by hand.
+    type: int
+    default: 0
+  restore_globals:
+    description: Restore the backup's globals (roles, tablespaces) first, for a restore onto a new server. Existing roles are kept.
+    type: bool
+    default: false
+  no_owner:
+    description: Do not restore object ownership (C(pg_restore --no-owner)).
+    type: bool
+    default: false
+  no_privileges:
+    description: Do not restore privileges (C(pg_restore --no-privileges)).
+    type: bool
+    default: false
+  row_tolerance:
+    description:
+      - Tables of the manifest with an exact row count must match exactly; larger tables (estimates only) may differ by
+        this fraction (or 1000 rows).
+    type: float
+    default: 0.1
+  archive_tier:
+    description: Retrieval tier of an archive restore.
+    type: str
+    choices: [Expedited, Standard, Bulk]
+    default: Standard
+  archive_days:
+    description: Days the restored copy of an archived object stays readable.
+    type: int
+    default: 1
+  wait_timeout:
+    description: Seconds to wait for an archive restore; V(0) returns C(pending) at once.
+    type: int
+    default: 0
+  poll_interval:
+    description: Seconds between checks while waiting for an archive restore.
+    type: int
+    default: 30
+  work_dir:
+    description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
+    type: path
+  webhook_url:
+    description: Webhook notified of the outcome (treated as a secret).
+    type: str
+  webhook_format:
+    description: V(slack) or V(json).
+    type: str
+    choices: [slack, json]
+    default: slack
+  notify_on:
+    description: Which outcomes to notify.
+    type: str
+    choices: [always, failure, never]
+    default: always
+  metrics_dir:
+    description: Unused by restores; accepted so the backup options can be shared.
+    type: path
+seealso:
+  - module: doctorq.backup.pg_backup
+  - module: doctorq.backup.pg_backup_info
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest backup of doctorq in place of the live database
+  doctorq.backup.pg_restore_safe:
+    db: doctorq
+    confirm: doctorq
+    backup_dir: /var/backups/doctorq/database
+    s3:
+      bucket: doctorq-backups
+      prefix: "doctorq/{{ inventory_hostname }}"
+
+- name: Restore yesterday's state into a new database to look at it (no confirmation needed)
+  doctorq.backup.pg_restore_safe:
+    db: doctorq_yesterday
+    source_db: doctorq
+    before: "{{ '%Y-%m-%dT00:00:00Z' | strftime }}"
+
+- name: Restore an archived backup, waiting up to 10 minutes for an Expedited retrieval
+  doctorq.backup.pg_restore_safe:
+    db: doctorq
+    confirm: doctorq
+    source: s3://doctorq-backups/doctorq/db1/doctorq/2025-10-01/doctorq_full_20251001_020000.dump.zst
+    archive_tier: Expedited
+    wait_timeout: 600
+  register: restore
+  until: not (restore.pending | default(false))
+"""
+
+RETURN = r"""
+source:
+  description: The backup restored (id, database, kind, location, ref, started_at, size).
+  returned: when a backup was found
+  type: dict
+checksums:
+  description: SHA-256 and MD5 of the backup and whether the bytes read matched them.
+  returned: when a backup was found
+  type: dict
+pending:
+  description: True while the backup is being restored from an archive tier; run again later.
+  returned: when archived
+  type: bool
+archive:
+  description: Per file, the storage class and the state of its archive restore.
+  returned: when archived
+  type: dict
+plan:
+  description: In check mode, what would be done.
+  returned: check mode
+  type: dict
+tables:
+  description: The verification after the restore (expected, found, missing, mismatched, exact).
+  returned: success
+  type: dict
+safety_backup:
+  description: Path of the safety backup of the replaced database.
+  returned: when a database was replaced
+  type: str
+previous_database:
+  description: Name the replaced database is kept under (O(mode=swap)).
+  returned: when a database was replaced in swap mode
+  type: str
+durations:
+  description: Seconds per phase (download, verify, safety_backup, restore, verify_after, swap).
+  returned: always
+  type: dict
+log:
+  description: Timestamped log lines of every step.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: Path of the run log.
+  returned: when not in check mode
+  type: str
+audit_file:
+  description: Path of the audit log the run was appended to.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec, run_restore
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
+
+
+def main() -> None:
+    spec = postgres_argument_spec()
+    spec.update(restore_argument_spec())
+    spec["db"] = dict(spec["db"], required=True)
+    spec["s3"] = s3_argument_spec()
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    source = module.params["source"] or ""
+    require_libs(module, s3=bool(module.params["s3"]) or source.startswith("s3://"))
+    with engine_errors(module):
+        result = run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode)
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@
     doctorq-backup backup --config /etc/doctorq-backup/backup.json [--database DB ...] [--check]
     doctorq-backup promote-weekly --config FILE [--database DB ...]
     doctorq-backup list --config FILE [--database DB] [--verify]
+    doctorq-backup drill --config FILE [--database DB ...] [--report-dir DIR] [--max-rpo-hours H]
 
 The config file is JSON: the ``pg_backup`` module's options plus
 ``databases``, a list of names. Log lines go to stdout (cron mails them),
@@ -14,6 +15,7 @@ errors to stderr. Exit status: 0 success, 1 a run failed, 2 bad config.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import stat
@@ -23,6 +25,7 @@ from typing import Any
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, backup_argument_spec, promote_weekly, run_backup,
 )
+from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, run_drill
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups, store_for, stores, verify
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("backup", "back up each configured database"),
                        ("promote-weekly", "keep the newest daily backup as a weekly copy (idempotent)"),
-                       ("list", "list complete backups")):
+                       ("list", "list complete backups"),
+                       ("drill", "restore the newest backup into a scratch database, verify, report RTO/RPO")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", default="/etc/doctorq-backup/backup.json")
         cmd.add_argument("--database", action="append", help="only this database (repeatable)")
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--check", action="store_true", help="check access and show the plan; write nothing")
         if name == "list":
             cmd.add_argument("--verify", action="store_true", help="re-hash each backup")
+        if name == "drill":
+            cmd.add_argument("--report-dir", default="/var/lib/doctorq-backup/drills")
+            cmd.add_argument("--max-rpo-hours", type=float, default=26.0)
     args = parser.parse_args(argv)
     try:
         params = load_config(args.config)
@@ -96,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_backup(job, check_mode=args.check, echo=sys.stdout)
             elif args.command == "promote-weekly":
                 result = promote_weekly(job, echo=sys.stdout)
+            elif args.command == "drill":
+                report = run_drill(DrillJob(conn=job.conn, db=job.db, backup_dir=job.backup_dir, s3=job.s3,
+                                            report_dir=args.report_dir, max_rpo_hours=args.max_rpo_hours,
+                                            notifier=dataclasses.replace(job.notifier, notify_on="failure")),
+                                   echo=sys.stdout)
+                result = {"failed": report["status"] != "success", "msg": report.get("error")}
             else:
                 result = _list(job, args.verify)
         except DoctorqError as exc:

@@ -33,6 +33,8 @@ def engine_errors(module: AnsibleModule) -> Iterator[None]:
 
 def exit_with(module: AnsibleModule, result: dict) -> None:
     """``fail_json`` when the engine reported a failure, else ``exit_json``."""
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -46,7 +46,7 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     started = utcnow()
     suffix = f"__drill_{started.strftime(STAMP)}"
     scratch = job.db[:MAX_IDENT - len(suffix)] + suffix
-    restore = RestoreJob(conn=job.conn, db=scratch, source="latest", source_db=job.db, backup_dir=job.backup_dir,
+    restore = RestoreJob(conn=dataclasses.replace(job.conn, db=None), db=scratch, source="latest", source_db=job.db, backup_dir=job.backup_dir,
                          s3=job.s3, safety_backup=False, jobs=job.jobs)
     t0 = time.monotonic()
     try:

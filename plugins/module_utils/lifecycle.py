@@ -639,7 +639,12 @@ class LifecycleOutcome:
     after: list[dict[str, Any]]
     changes: dict[str, list[str]]
     unsupported: list[dict[str, str]] = dataclasses.field(default_factory=list)
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    cost_warnings: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.cost_warnings + self.notes
 
 
 def _short(rules: list[Mapping[str, Any]]) -> str:
@@ -701,17 +706,18 @@ def ensure_lifecycle(client: Any, cfg: S3Config, declared: list[dict[str, Any]],
     where = cfg.where
     raw = read_rules(client, cfg.bucket, where) if bucket_exists else []
     plan = make_plan(raw, declared, purge)
-    warnings = cost_warnings(declared)
+    costs = cost_warnings(declared)
     if not plan.changed or check_mode:
-        return LifecycleOutcome(plan.changed, plan.before, plan.after, plan.changes(), warnings=warnings)
+        return LifecycleOutcome(plan.changed, plan.before, plan.after, plan.changes(), cost_warnings=costs)
     try:
         write_rules(client, cfg.bucket, plan.s3_rules(), where)
     except StorageError as exc:
         if exc.code not in UNSUPPORTED_CODES:
             raise
-        return _degrade(client, cfg, plan, exc, on_unsupported, warnings, sleep, verify_delays)
+        return _degrade(client, cfg, plan, declared, exc, on_unsupported, sleep, verify_delays)
     stale = _verify(client, cfg.bucket, where, plan, sleep, verify_delays)
-    return LifecycleOutcome(True, plan.before, plan.after, plan.changes(), warnings=warnings + ([stale] if stale else []))
+    return LifecycleOutcome(True, plan.before, plan.after, plan.changes(), cost_warnings=costs,
+                            notes=[stale] if stale else [])
 
 
 def _left_out_note(where: str, item: Mapping[str, str]) -> str:
@@ -722,8 +728,8 @@ def _left_out_note(where: str, item: Mapping[str, str]) -> str:
             "the rest of the rule was applied.")
 
 
-def _degrade(client: Any, cfg: S3Config, plan: Plan, refusal: StorageError, on_unsupported: str,
-             warnings: list[str], sleep: Callable[[float], None], verify_delays: tuple[float, ...]) -> LifecycleOutcome:
+def _degrade(client: Any, cfg: S3Config, plan: Plan, declared: list[dict[str, Any]], refusal: StorageError,
+             on_unsupported: str, sleep: Callable[[float], None], verify_delays: tuple[float, ...]) -> LifecycleOutcome:
     """The server refused part of the document: name it, or apply the largest part it accepts.
 
     A refused PUT changes nothing, so trying smaller documents is safe; they
@@ -734,8 +740,7 @@ def _degrade(client: Any, cfg: S3Config, plan: Plan, refusal: StorageError, on_u
     named = "; ".join(f"{label} in rule{'s' if len(ids) > 1 else ''} {', '.join(repr(i) for i in ids)}"
                       for _key, label, ids in used)
     if on_unsupported != "warn" or not used:
-        hint = (f" The declaration uses what S3-compatible servers (SeaweedFS, MinIO without tiers) commonly "
-                f"lack: {named}. Nothing was changed. Set on_unsupported=warn to apply the rest without them, "
+        hint = (f" The declaration uses what some S3-compatible servers (SeaweedFS for one) lack: {named}. Nothing was changed. Set on_unsupported=warn to apply the rest without them, "
                 "or leave them out of the declaration.") if used else " Nothing was changed."
         raise StorageError(f"{where} does not implement part of this lifecycle configuration "
                            f"({refusal.code}).{hint}", code=refusal.code)
@@ -745,8 +750,10 @@ def _degrade(client: Any, cfg: S3Config, plan: Plan, refusal: StorageError, on_u
             trimmed, left_out = strip_features(plan.after, subset)
             sub = Plan(before=plan.before, after=sort_rules(trimmed), raw_before=plan.raw_before)
             notes = [_left_out_note(where, item) for item in left_out]
+            # cost traps of what is really applied: a transition left out costs nothing
+            costs = cost_warnings(strip_features(declared, subset)[0])
             if not sub.changed:
-                return LifecycleOutcome(False, sub.before, sub.after, sub.changes(), left_out, warnings + notes)
+                return LifecycleOutcome(False, sub.before, sub.after, sub.changes(), left_out, costs, notes)
             try:
                 write_rules(client, cfg.bucket, sub.s3_rules(), where)
             except StorageError as exc:
@@ -754,8 +761,8 @@ def _degrade(client: Any, cfg: S3Config, plan: Plan, refusal: StorageError, on_u
                     continue
                 raise
             stale = _verify(client, cfg.bucket, where, sub, sleep, verify_delays)
-            return LifecycleOutcome(True, sub.before, sub.after, sub.changes(), left_out,
-                                    warnings + notes + ([stale] if stale else []))
+            return LifecycleOutcome(True, sub.before, sub.after, sub.changes(), left_out, costs,
+                                    notes + ([stale] if stale else []))
     raise StorageError(f"{where} does not implement part of this lifecycle configuration ({refusal.code}), even "
                        f"without {named}; nothing was changed. Reduce the declaration to expiration rules "
                        "filtered by prefix, which S3-compatible servers implement most widely.", code=refusal.code)

@@ -115,7 +115,10 @@ class RestoreJob:
         if (params.get("archive_days") or 1) < 1 or (params.get("poll_interval") or 30) < 1:
             raise ConfigError("archive_days and poll_interval must be at least 1.")
         return cls(
-            conn=PgConn.from_params(params), db=params["db"], source=params.get("source") or "latest",
+            # Server-level work (CREATE/RENAME/DROP DATABASE) runs from the maintenance database: the
+            # target may not exist yet.
+            conn=dataclasses.replace(PgConn.from_params(params), db=None), db=params["db"],
+            source=params.get("source") or "latest",
             source_db=params.get("source_db"), before=parse_when(params.get("before")),
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",

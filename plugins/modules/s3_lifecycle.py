@@ -183,7 +183,7 @@ options:
     description:
       - What to do when the server answers C(NotImplemented) to the configuration (SeaweedFS does for
         transitions; nothing is changed by a refused request).
-      - V(fail) fails, naming the parts of the declaration such servers commonly lack.
+      - V(fail) fails, naming the parts of the declaration that such servers lack (transitions).
       - V(warn) applies the configuration without storage class transitions and/or noncurrent version transitions
         (as few of them left out as the server needs), drops rules left with no action, warns, and lists what was
         left out in RV(unsupported). Only actions are ever left out, never a filter, so nothing is deleted that the
@@ -196,8 +196,8 @@ options:
       - Create the bucket if it does not exist and converge the settings given here. Omit to require an existing
         bucket and leave its settings alone; unset suboptions are left as they are.
       - Built in (rather than requiring M(amazon.aws.s3_bucket)) so a backup bucket is declared with the same O(s3)
-        connection and credentials as the backups, works with SeaweedFS and MinIO, and gets Object Lock at
-        creation, the only moment every S3 server allows it.
+        connection and credentials as the backups, works with S3-compatible servers (tested with SeaweedFS), and
+        gets Object Lock at creation, the only moment every S3 server allows it.
       - A bucket is never deleted, and Object Lock is never disabled (S3 cannot).
     type: dict
     suboptions:
@@ -363,7 +363,9 @@ unsupported:
       left_out: transitions
       detail: GLACIER after 7 days, DEEP_ARCHIVE after 30 days
 cost_warnings:
-  description: Valid but costly parts of the declaration (also emitted as warnings).
+  description:
+    - Valid but costly parts of the declaration, as applied (also emitted as warnings). A transition left out
+      under O(on_unsupported=warn) costs nothing and is not warned about.
   returned: always
   type: list
   elements: str
@@ -495,7 +497,7 @@ def main() -> None:
         rules=outcome.after,
         changes=outcome.changes,
         unsupported=outcome.unsupported,
-        cost_warnings=lifecycle.cost_warnings(declared),
+        cost_warnings=outcome.cost_warnings,
     )
     if module._diff:  # pylint: disable=protected-access
         result["diff"] = dict(before=before, after=after)

@@ -62,29 +62,34 @@ class LocalStore:
                 raise StorageError(f"backup directory {directory} is not writable by uid {os.geteuid()}: fix its owner "
                                    "or mode (the backup role sets them), or choose another backup_dir.")
 
-    def list(self, db: str | None = None) -> list[Manifest]:
-        found: list[Manifest] = []
+    def _entries(self) -> Iterator[tuple[str, str, str]]:
+        """(kind, directory, name) of every file in the daily and weekly directories."""
         for kind in ("daily", "weekly"):
             directory = self.dir(kind)
             try:
-                names = os.listdir(directory)
+                names = sorted(os.listdir(directory))
             except FileNotFoundError:
                 continue
             for name in names:
-                if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
-                    continue
-                path = os.path.join(directory, name)
-                try:
-                    with open(path, "rb") as handle:
-                        manifest = Manifest.from_json(handle.read(), location=self.location, origin=path)
-                except OSError:
-                    continue
-                if manifest is None or manifest.kind != kind or (db and manifest.database != db):
-                    continue
-                data = os.path.join(directory, manifest.file)
-                if not os.path.isfile(data) or os.path.getsize(data) != manifest.size:
-                    continue  # damaged: never listed as complete, never counted by retention
-                found.append(manifest)
+                yield kind, directory, name
+
+    def list(self, db: str | None = None) -> list[Manifest]:
+        found: list[Manifest] = []
+        for kind, directory, name in self._entries():
+            if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as handle:
+                    manifest = Manifest.from_json(handle.read(), location=self.location, origin=path)
+            except OSError:
+                continue
+            if manifest is None or manifest.kind != kind or (db and manifest.database != db):
+                continue
+            data = os.path.join(directory, manifest.file)
+            if not os.path.isfile(data) or os.path.getsize(data) != manifest.size:
+                continue  # damaged: never listed as complete, never counted by retention
+            found.append(manifest)
         return newest_first(found)
 
     def data_path(self, manifest: Manifest) -> str:
@@ -115,16 +120,8 @@ class LocalStore:
         complete: set[str] = set()
         for manifest in self.list(db):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
-        stray: list[str] = []
-        for kind in ("daily", "weekly"):
-            directory = self.dir(kind)
-            try:
-                names = os.listdir(directory)
-            except FileNotFoundError:
-                continue
-            stray.extend(os.path.join(directory, n) for n in sorted(names)
-                         if belongs_to(n, db) and os.path.join(directory, n) not in complete)
-        return stray
+        return [os.path.join(directory, name) for _, directory, name in self._entries()
+                if belongs_to(name, db) and os.path.join(directory, name) not in complete]
 
     def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:
         """Hard-link a daily set into ``weekly/`` (no extra space) with its own manifest."""

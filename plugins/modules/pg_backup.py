@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
+  - doctorq.backup.notify
 attributes:
   check_mode:
     support: full
@@ -88,24 +89,6 @@ options:
     description: Apply retention after a successful backup.
     type: bool
     default: true
-  webhook_url:
-    description: Webhook to notify (the URL is treated as a secret). A failed notification is a warning, never a failed backup.
-    type: str
-  webhook_format:
-    description: V(slack) posts C({"text": ...}); V(json) posts the run's facts.
-    type: str
-    choices: [slack, json]
-    default: slack
-  notify_on:
-    description: Which outcomes to notify.
-    type: str
-    choices: [always, failure, never]
-    default: always
-  metrics_dir:
-    description:
-      - Directory of node_exporter's textfile collector; the module writes C(doctorq_backup_<db>.prom) there with the last
-        run's status, time of the last success, its duration and size.
-    type: path
   log_dir:
     description: Directory of the run logs (C(backup_<db>_<timestamp>.log)); defaults to O(backup_dir).
     type: path

@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
+  - doctorq.backup.notify
 attributes:
   check_mode:
     support: full
@@ -125,22 +126,6 @@ options:
     default: 30
   work_dir:
     description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
-    type: path
-  webhook_url:
-    description: Webhook notified of the outcome (treated as a secret).
-    type: str
-  webhook_format:
-    description: V(slack) or V(json).
-    type: str
-    choices: [slack, json]
-    default: slack
-  notify_on:
-    description: Which outcomes to notify.
-    type: str
-    choices: [always, failure, never]
-    default: always
-  metrics_dir:
-    description: Unused by restores; accepted so the backup options can be shared.
     type: path
 seealso:
   - module: doctorq.backup.pg_backup

@@ -1,0 +1,32 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Docs of the notification options; edit together with module_utils/backup.py:notify_argument_spec."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:  # pylint: disable=too-few-public-methods
+    DOCUMENTATION = r"""
+options:
+  webhook_url:
+    description:
+      - Webhook notified of the outcome. The URL is treated as a secret (Slack keeps the token in it).
+      - A failed notification is a warning, never a failed run.
+    type: str
+  webhook_format:
+    description:
+      - V(slack) posts a Slack message (a C(text) field); V(json) posts the run's facts as a JSON object.
+    type: str
+    choices: [slack, json]
+    default: slack
+  notify_on:
+    description: Which outcomes to notify.
+    type: str
+    choices: [always, failure, never]
+    default: always
+  metrics_dir:
+    description:
+      - Directory of node_exporter's textfile collector; a C(doctorq_<job>_<db>.prom) file with the last run's
+        status, time of the last success, duration and size is written there.
+    type: path
+"""

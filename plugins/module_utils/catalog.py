@@ -20,10 +20,15 @@ TOOL_VERSION = "0.1.0"
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = ("daily", "weekly")
+# What a backup set holds: a database (the default; older manifests carry no
+# type) or a set of files and directories (files.py), named <set>_files_<stamp>.tar[.zst|.gz].
+TYPES = ("database", "files")
+WHATS = {"database": ("full", "globals"), "files": ("files",)}
 STAMP = "%Y%m%d_%H%M%S"
-# <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz] and <db>_globals_<...>.sql[.zst|.gz],
-# plus their .md5/.sha256/.manifest.json companions and hidden .partial files.
-NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals)_(?P<stamp>\d{8}_\d{6})\.(?P<rest>(?:dump|sql)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
+# <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
+# <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
+# companions and hidden .partial files.
+NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\.(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
 
 def utcnow() -> dt.datetime:
@@ -38,14 +43,20 @@ def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
-def backup_id(db: str, started: dt.datetime) -> str:
-    return f"{db}_full_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
+def backup_id(db: str, started: dt.datetime, what: str = "full") -> str:
+    return f"{db}_{what}_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
 
 
-def belongs_to(name: str, db: str) -> bool:
-    """True when ``name`` is a file this tool writes for database ``db``."""
+def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
+    """True when ``name`` is a file this tool writes for database (or file set) ``db``.
+
+    A database and a file set may share a name and a directory: each only
+    ever claims its own files (``_full_``/``_globals_`` vs ``_files_...tar``).
+    """
     match = NAME_RE.match(name)
-    return bool(match) and match.group("db") == db
+    if not match or match.group("db") != db or match.group("what") not in WHATS[of_type]:
+        return False
+    return match.group("rest").startswith("tar") == (of_type == "files")
 
 
 @dataclasses.dataclass
@@ -73,6 +84,10 @@ class Manifest:
     tables: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     globals: dict[str, Any] | None = None
     s3: dict[str, Any] | None = None
+    # "files": ``database`` names the file set, ``fileset`` says what it holds
+    # (count, bytes, root, paths, changed_during_backup; see files.py).
+    type: str = "database"
+    fileset: dict[str, Any] | None = None
     tool: str = TOOL
     tool_version: str = TOOL_VERSION
     manifest_version: int = MANIFEST_VERSION
@@ -99,6 +114,8 @@ class Manifest:
         data = dataclasses.asdict(self)
         data.pop("location")
         data.pop("origin")
+        if data["type"] == "database":  # database manifests stay as they always were
+            del data["type"], data["fileset"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     def summary(self) -> dict[str, Any]:
@@ -109,6 +126,7 @@ class Manifest:
             "sha256": self.sha256, "md5": self.md5, "table_count": self.table_count,
             "server_version": self.server_version, "location": self.location, "origin": self.origin,
             "s3_uri": (self.s3 or {}).get("uri"), "globals_file": (self.globals or {}).get("file"),
+            "type": self.type, **({"fileset": self.fileset} if self.fileset is not None else {}),
         }
 
     @classmethod
@@ -120,6 +138,8 @@ class Manifest:
             return None
         if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("kind") not in KINDS:
             return None
+        if data.get("type", "database") not in TYPES:
+            return None  # a kind of backup this version does not know how to handle
         known = {f.name for f in dataclasses.fields(cls)} - {"location", "origin"}
         try:
             manifest = cls(**{k: v for k, v in data.items() if k in known})

@@ -26,11 +26,12 @@ def store_for(manifest: Manifest, candidates: list[LocalStore | S3Store]) -> Loc
     return next(s for s in candidates if s.location == manifest.location)
 
 
-def list_backups(candidates: list[LocalStore | S3Store], db: str | None = None) -> list[Manifest]:
-    """Complete backups in every store, newest first."""
+def list_backups(candidates: list[LocalStore | S3Store], db: str | None = None,
+                 of_type: str | None = "database") -> list[Manifest]:
+    """Complete backups in every store, newest first (``of_type`` None: databases and file sets)."""
     found: list[Manifest] = []
     for store in candidates:
-        found.extend(store.list(db))
+        found.extend(store.list(db, of_type))
     return newest_first(found)
 
 

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import IO, Any, Protocol, Sequence
+from typing import IO, Any, Callable, Protocol, Sequence
 from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
@@ -271,12 +271,16 @@ class StageFailed(DoctorqError):
 
 
 def run(stages: Sequence[Sequence[str] | None], env: dict[str, str], sinks: Sequence[Sink], *,
-        names: Sequence[str] | None = None) -> tuple[Digest, list[dict[str, Any]]]:
+        names: Sequence[str] | None = None,
+        accept: Callable[[int, int, str], bool] | None = None) -> tuple[Digest, list[dict[str, Any]]]:
     """Run ``stages`` as a pipe, hash the last stage's output and feed it to every sink.
 
     On any failure (a program's exit status, a sink's error) every process is
     stopped, every sink aborted, and the error raised: nothing is left that
-    looks complete.
+    looks complete. ``accept(index, status, stderr)`` may declare a non-zero
+    status of the stage at ``index`` (of the stages run) a success, for
+    programs whose status also carries warnings (GNU tar's 1: "a file changed
+    as we read it"); the caller gets the program's whole stderr to report them.
     """
     argvs = [list(s) for s in stages if s]
     names = list(names or [os.path.basename(a[0]) for a in argvs])
@@ -304,11 +308,14 @@ def run(stages: Sequence[Sequence[str] | None], env: dict[str, str], sinks: Sequ
             for sink in sinks:
                 sink.write(chunk)
         out.close()
-        for proc, name, errf in zip(procs, names, errfiles):
+        for index, (proc, name, errf) in enumerate(zip(procs, names, errfiles)):
             code = proc.wait()
             if code != 0:
                 errf.seek(0)
-                tail = errf.read()[-2000:].decode("utf-8", "replace").strip()
+                stderr = errf.read()
+                if accept is not None and accept(index, code, stderr.decode("utf-8", "replace")):
+                    continue
+                tail = stderr[-2000:].decode("utf-8", "replace").strip()
                 raise StageFailed(f"{name} exited with status {code}: {tail or 'no message'}")
         digest = hasher.digest()
         results = [sink.commit(digest) for sink in sinks]

@@ -11,18 +11,18 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Mani
 
 
 def to_delete(manifests: list[Manifest], now: dt.datetime, keep_days: dict[str, int | None]) -> list[Manifest]:
-    """Backups older than their kind's window, per (location, database, kind).
+    """Backups older than their kind's window, per (location, type, database or file set, kind).
 
     Only complete backups (parsed manifests written by this tool) ever reach
     this function. The newest backup of each database and kind is always
     kept, whatever its age, so a stopped schedule never empties the store.
     A kind whose window is 0 or None is kept forever.
     """
-    groups: dict[tuple[str, str, str], list[Manifest]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[Manifest]] = defaultdict(list)
     for manifest in manifests:
-        groups[(manifest.location, manifest.database, manifest.kind)].append(manifest)
+        groups[(manifest.location, manifest.type, manifest.database, manifest.kind)].append(manifest)
     doomed: list[Manifest] = []
-    for (_, _, kind), group in sorted(groups.items()):
+    for (_, _, _, kind), group in sorted(groups.items()):
         days = keep_days.get(kind)
         if not days:
             continue

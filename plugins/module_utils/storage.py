@@ -73,7 +73,8 @@ class LocalStore:
             for name in names:
                 yield kind, directory, name
 
-    def list(self, db: str | None = None) -> list[Manifest]:
+    def list(self, db: str | None = None, of_type: str | None = "database") -> list[Manifest]:
+        """Complete sets, newest first: of database (or file set) ``db``, of ``of_type`` (None: every type)."""
         found: list[Manifest] = []
         for kind, directory, name in self._entries():
             if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
@@ -85,6 +86,8 @@ class LocalStore:
             except OSError:
                 continue
             if manifest is None or manifest.kind != kind or (db and manifest.database != db):
+                continue
+            if of_type and manifest.type != of_type:
                 continue
             data = os.path.join(directory, manifest.file)
             if not os.path.isfile(data) or os.path.getsize(data) != manifest.size:
@@ -115,13 +118,13 @@ class LocalStore:
         for name in reversed(manifest.files()):
             remove_quietly(self.sibling(manifest, name))
 
-    def leftovers(self, db: str) -> list[str]:
+    def leftovers(self, db: str, of_type: str = "database") -> list[str]:
         """Files of ``db`` in our naming that belong to no complete set: partials, crash remains."""
         complete: set[str] = set()
-        for manifest in self.list(db):
+        for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         return [os.path.join(directory, name) for _, directory, name in self._entries()
-                if belongs_to(name, db) and os.path.join(directory, name) not in complete]
+                if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete]
 
     def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:
         """Hard-link a daily set into ``weekly/`` (no extra space) with its own manifest."""
@@ -164,7 +167,8 @@ class S3Store:
                 for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=prefix):
                     yield from page.get("Contents", [])
 
-    def list(self, db: str | None = None) -> list[Manifest]:
+    def list(self, db: str | None = None, of_type: str | None = "database") -> list[Manifest]:
+        """Complete sets, newest first: of database (or file set) ``db``, of ``of_type`` (None: every type)."""
         objects = {o["Key"]: o for o in self._objects(db)}
         found: list[Manifest] = []
         for key in objects:
@@ -173,7 +177,7 @@ class S3Store:
             with s3util.s3_errors("reading manifest", self.cfg.uri(key)):
                 raw = self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"].read()
             manifest = Manifest.from_json(raw, location=self.location, origin=key)
-            if manifest is None or (db and manifest.database != db):
+            if manifest is None or (db and manifest.database != db) or (of_type and manifest.type != of_type):
                 continue
             data = objects.get(posixpath.join(posixpath.dirname(key), manifest.file))
             if data is None or data["Size"] != manifest.size:
@@ -201,19 +205,19 @@ class S3Store:
             with s3util.s3_errors("delete", self.cfg.uri(key)):
                 self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
 
-    def leftovers(self, db: str) -> tuple[list[str], list[dict[str, str]]]:
+    def leftovers(self, db: str, of_type: str = "database") -> tuple[list[str], list[dict[str, str]]]:
         """Objects of ``db`` in our naming that no manifest covers, and unfinished multipart uploads."""
         complete: set[str] = set()
-        for manifest in self.list(db):
+        for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         stray = [o["Key"] for o in self._objects(db)
-                 if belongs_to(posixpath.basename(o["Key"]), db) and o["Key"] not in complete]
+                 if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete]
         uploads: list[dict[str, str]] = []
         for prefix in self._db_prefixes(db):
             with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
                 resp = self.client.list_multipart_uploads(Bucket=self.cfg.bucket, Prefix=prefix)
             uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
-                           if belongs_to(posixpath.basename(u["Key"]), db))
+                           if belongs_to(posixpath.basename(u["Key"]), db, of_type))
         return stray, uploads
 
     def remove_leftovers(self, stray: list[str], uploads: list[dict[str, str]]) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pg_backup_info
-short_description: List complete PostgreSQL backups on disk and in S3, and re-verify them
+short_description: List complete PostgreSQL and file backups on disk and in S3, and re-verify them
 version_added: 0.1.0
 description:
-  - Lists the backups written by M(doctorq.backup.pg_backup), newest first, from their manifests. Backups without a
-    manifest (interrupted runs) or whose data file is missing or of the wrong size are never listed.
+  - Lists the backups written by M(doctorq.backup.pg_backup) and M(doctorq.backup.files_backup), newest first, from
+    their manifests. Backups without a manifest (interrupted runs) or whose data file is missing or of the wrong size
+    are never listed.
   - With O(verify=true), re-reads each listed backup and compares its size, SHA-256 and MD5 with the manifest.
     Objects in an archive tier (GLACIER, DEEP_ARCHIVE) are reported as C(archived) instead.
 author:
@@ -27,8 +28,13 @@ attributes:
     platforms: posix
 options:
   db:
-    description: Only backups of this database.
+    description: Only backups of this database (or, for file backups, of this file set).
     type: str
+  type:
+    description: Only database backups, only file backups (M(doctorq.backup.files_backup)), or both.
+    type: str
+    choices: [database, files, all]
+    default: all
   backup_dir:
     description: Local backup directory to list. Omit to list S3 only.
     type: path
@@ -74,7 +80,9 @@ backups:
   elements: dict
   contains:
     id: {description: Backup id., type: str, returned: always}
-    database: {description: Database name., type: str, returned: always}
+    database: {description: Database name (the file set's name for file backups)., type: str, returned: always}
+    type: {description: C(database) or C(files)., type: str, returned: always}
+    fileset: {description: "For file backups: root, paths, count, files, bytes, changed_during_backup.", type: dict, returned: for file backups}
     kind: {description: C(daily) or C(weekly)., type: str, returned: always}
     location: {description: C(local) or C(s3)., type: str, returned: always}
     origin: {description: Path or S3 key of the manifest., type: str, returned: always}
@@ -104,6 +112,7 @@ def main() -> None:
             db=dict(type="str"),
             backup_dir=dict(type="path"),
             kind=dict(type="str", default="all", choices=["daily", "weekly", "all"]),
+            type=dict(type="str", default="all", choices=["database", "files", "all"]),
             limit=dict(type="int", default=0),
             verify=dict(type="bool", default=False),
             s3=s3_argument_spec(),
@@ -117,7 +126,8 @@ def main() -> None:
         if params["limit"] < 0:
             raise ConfigError("limit must be 0 (all) or a positive number.")
         candidates = stores(params["backup_dir"], S3Config.from_params(params["s3"]))
-        manifests = [m for m in list_backups(candidates, params["db"]) if params["kind"] in ("all", m.kind)]
+        of_type = None if params["type"] == "all" else params["type"]
+        manifests = [m for m in list_backups(candidates, params["db"], of_type) if params["kind"] in ("all", m.kind)]
         if params["limit"]:
             manifests = manifests[:params["limit"]]
         backups, corrupt = [], []

@@ -251,22 +251,32 @@ class _Run:
                                           "leftovers": self.local.leftovers(self.job.db)},
                 "log": log.lines, "warnings": self.warnings}
 
+    def _open_log(self) -> RunLog:
+        self.local.ensure_writable()
+        path = os.path.join(self.job.log_dir or self.job.backup_dir, f"backup_{self.job.db}_{self.started.strftime(STAMP)}.log")
+        try:
+            return RunLog(path, echo=self.echo)
+        except OSError as exc:
+            raise StorageError(f"cannot write the run log {path}: {exc.strerror}; create log_dir or fix its permissions.") from None
+
     def run(self) -> dict[str, Any]:
         job = self.job
-        self.local.ensure_writable()
-        log_dir = job.log_dir or job.backup_dir
-        log = RunLog(os.path.join(log_dir, f"backup_{job.db}_{self.started.strftime(STAMP)}.log"), echo=self.echo)
-        result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": self.warnings}
+        result: dict[str, Any] = {"changed": False, "warnings": self.warnings}
+        out: dict[str, Any] = {}  # what was done so far: returned (and notified) even when the run fails
         t0 = time.monotonic()
-        log.banner(f"Backup {job.db} - kind: full")
+        log = RunLog(echo=self.echo)  # in memory until the directory proves writable; failures there are notified too
         try:
+            log = self._open_log()
+            result["log_file"] = log.path
+            log.banner(f"Backup {job.db} - kind: full")
             with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
-                result.update(self._locked(log, t0))
+                self._locked(log, t0, out)
             status, error = "success", None
         except DoctorqError as exc:
             status, error = "failure", str(exc)
             log(f"ERROR: {error}")
             result.update(failed=True, msg=error)
+        result.update(out)
         duration = round(time.monotonic() - t0, 3)
         backup = result.get("backup") or {}
         summary = (f"Backup of {job.db} on {socket.gethostname()} succeeded: {human(backup.get('size', 0))} in {duration:.1f}s"
@@ -283,9 +293,8 @@ class _Run:
         result["log"] = log.lines
         return result
 
-    def _locked(self, log: RunLog, t0: float) -> dict[str, Any]:
+    def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job = self.job
-        out: dict[str, Any] = {}
         with PgClient(job.conn) as pg:
             major, full = pg.server_version()
             log(f"PostgreSQL {full} is reachable at {job.conn.where}")
@@ -343,12 +352,11 @@ class _Run:
             out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False})
             if s3_error:
                 raise StorageError(f"{s3_error} The local backup {path} is complete and kept; "
-                                   "the S3 copy was aborted (no parts left behind).")
+                                   "the S3 copy was abandoned, and the next run removes anything it left unfinished.")
             if job.weekly_due(self.started):
                 self._weekly(local_manifest, s3_manifest, log, out)
         out["deleted"] = self.retention(log, check_mode=False)
         log("Backup completed successfully")
-        return out
 
     def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:
         s3_weekly = self.s3.add_weekly(s3_manifest) if self.s3 and s3_manifest else None

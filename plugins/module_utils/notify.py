@@ -54,15 +54,37 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _previous_samples(path: str, prefix: str) -> dict[str, float]:
+    """The samples an earlier run wrote, so a failed run keeps the time (and facts) of the last success."""
+    found: dict[str, float] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                match = re.match(rf"^{re.escape(prefix)}(\w+)\{{.*\}} (\S+)$", line.strip())
+                if match:
+                    try:
+                        found[match.group(1)] = float(match.group(2))
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return found
+
+
 def write_metrics(directory: str, job: str, database: str, samples: dict[str, float]) -> str:
-    """Write ``doctorq_<job>_<metric>{database="..."}`` samples to a .prom file for node_exporter."""
+    """Write ``doctorq_<job>_<metric>{database="..."}`` samples to a .prom file for node_exporter.
+
+    Samples this run does not set (``last_success_*`` after a failure) keep their previous values.
+    """
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
     path = os.path.join(directory, f"doctorq_{job}_{safe}.prom")
+    merged = {**_previous_samples(path, f"doctorq_{job}_"), **samples}
     lines = []
-    for metric, value in sorted(samples.items()):
+    for metric, value in sorted(merged.items()):
         name = f"doctorq_{job}_{metric}"
         lines.append(f"# TYPE {name} gauge")
-        lines.append(f'{name}{{database="{_label(database)}"}} {value:.6g}' if isinstance(value, float) and not value.is_integer()
+        # repr: full precision (a Unix time needs 10+ digits; "%g" would round it to days)
+        lines.append(f'{name}{{database="{_label(database)}"}} {float(value)!r}' if not float(value).is_integer()
                      else f'{name}{{database="{_label(database)}"}} {int(value)}')
     write_file_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o644)
     return path

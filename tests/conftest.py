@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import warnings
@@ -64,7 +65,17 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 # --------------------------------------------------------------------------
-# markers
+# markers, signals
+
+
+def _sigterm_to_interrupt(signum, frame):  # pylint: disable=unused-argument
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:  # pylint: disable=unused-argument
+    """A SIGTERM (CI timeout, `timeout`, kill) stops pytest like Ctrl-C: fixtures tear down, servers stop."""
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Throwaway servers for the tests: PostgreSQL 15, SeaweedFS (S3) and moto (S3).
 
 Everything binds to 127.0.0.1 on free ports and lives in one directory, so
@@ -44,7 +43,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 LOCALHOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -88,7 +87,7 @@ def free_ports(count: int) -> list[int]:
     """
     held: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _index in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((LOCALHOST, 0))
             held.append(sock)
@@ -128,7 +127,7 @@ def _pid_alive(pid: int | None) -> bool:
         return True
     # a zombie child still answers kill(0); reap it if it is ours
     with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, _status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
     try:

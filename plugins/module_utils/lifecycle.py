@@ -317,6 +317,12 @@ def same_rules(left: Iterable[Mapping[str, Any]], right: Iterable[Mapping[str, A
 # validation and cost traps
 
 
+def _has_action(rule: Mapping[str, Any]) -> bool:
+    """Any action set at all (0 days counts: it is wrong, and validate() says so, but it is there)."""
+    return any(rule.get(key) is not None and rule.get(key) is not False and rule.get(key) != []
+               for key in ACTION_KEYS)
+
+
 def _is_count(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -382,15 +388,14 @@ def validate(rules: list[Mapping[str, Any]]) -> list[str]:
         seen.add(rid)
         if rule.get("status") not in ("enabled", "disabled"):
             errors.append(f"rule '{rid}': status must be enabled or disabled, got {rule.get('status')!r}.")
-        if not any(rule.get(key) not in (None, [], False) for key in ACTION_KEYS):
+        if not _has_action(rule):
             errors.append(f"rule '{rid}' has no action; set transitions, expiration_days, "
                           "expired_object_delete_marker, noncurrent_transitions, noncurrent_expiration_days or "
                           "abort_incomplete_multipart_days.")
 
         flt = rule.get("filter") or {}
-        narrow_by = [name for name, present in (("tags", bool(flt.get("tags"))),
-                                                 ("object size", "object_size_greater_than" in flt
-                                                  or "object_size_less_than" in flt)) if present]
+        sized = "object_size_greater_than" in flt or "object_size_less_than" in flt
+        narrow_by = [name for name, present in (("tags", bool(flt.get("tags"))), ("object size", sized)) if present]
         for key in ("object_size_greater_than", "object_size_less_than"):
             if key in flt and not _is_count(flt[key], 0):
                 errors.append(f"rule '{rid}': filter.{key} must be a whole number of bytes >= 0, got {flt[key]!r}.")
@@ -567,10 +572,10 @@ def make_plan(raw_current: list[Mapping[str, Any]], declared: list[dict[str, Any
     """purge: the declaration is the whole set; else declared rules replace same-id rules, the rest stay."""
     pairs = sorted(((normalise_s3(r), dict(r)) for r in raw_current),
                    key=lambda p: (p[0].get("id", ""), json.dumps(p[0], sort_keys=True, default=str)))
-    before = [c for c, _ in pairs]
+    before = [canonical for canonical, _raw in pairs]
     ids = {r["id"] for r in declared}
     after = list(declared) if purge else [c for c in before if c["id"] not in ids] + list(declared)
-    return Plan(before=before, after=sort_rules(after), raw_before=[r for _, r in pairs])
+    return Plan(before=before, after=sort_rules(after), raw_before=[raw for _canonical, raw in pairs])
 
 
 def features_used(rules: list[Mapping[str, Any]]) -> list[tuple[str, str, list[str]]]:
@@ -597,7 +602,7 @@ def strip_features(rules: list[dict[str, Any]], features: Iterable[str]) -> tupl
             if trimmed.get(feature):
                 left_out.append({"rule": rule["id"], "left_out": feature, "detail": _describe_steps(trimmed[feature])})
                 del trimmed[feature]
-        if any(trimmed.get(key) not in (None, [], False) for key in ACTION_KEYS):
+        if _has_action(trimmed):
             kept.append(trimmed)
         else:
             left_out.append({"rule": rule["id"], "left_out": "rule",
@@ -645,10 +650,6 @@ class LifecycleOutcome:
     @property
     def warnings(self) -> list[str]:
         return self.cost_warnings + self.notes
-
-
-def _short(rules: list[Mapping[str, Any]]) -> str:
-    return json.dumps(sort_rules(rules), sort_keys=True, default=str)
 
 
 def _mismatch(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> str:
@@ -740,7 +741,8 @@ def _degrade(client: Any, cfg: S3Config, plan: Plan, declared: list[dict[str, An
     named = "; ".join(f"{label} in rule{'s' if len(ids) > 1 else ''} {', '.join(repr(i) for i in ids)}"
                       for _key, label, ids in used)
     if on_unsupported != "warn" or not used:
-        hint = (f" The declaration uses what some S3-compatible servers (SeaweedFS for one) lack: {named}. Nothing was changed. Set on_unsupported=warn to apply the rest without them, "
+        hint = (f" The declaration uses what some S3-compatible servers (SeaweedFS for one) lack: {named}. "
+                "Nothing was changed. Set on_unsupported=warn to apply the rest without them, "
                 "or leave them out of the declaration.") if used else " Nothing was changed."
         raise StorageError(f"{where} does not implement part of this lifecycle configuration "
                            f"({refusal.code}).{hint}", code=refusal.code)

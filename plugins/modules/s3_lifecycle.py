@@ -29,7 +29,7 @@ description:
     Anything else about a bucket (policy, public access block, tags, ownership) is left to M(amazon.aws.s3_bucket).
   - O(s3) is required; O(s3.bucket) names the bucket to manage.
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (!UNKNOWN)
 extends_documentation_fragment:
   - doctorq.backup.s3
 attributes:
@@ -45,6 +45,7 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Runs wherever boto3 can reach the S3 endpoint (usually the controller or a backup host); keeps no local state.
 requirements:
   - boto3 >= 1.34
 notes:
@@ -153,7 +154,7 @@ options:
     description:
       - Add a ready set of rules to O(rules).
       - V(seed) reproduces the policy of the original backup scripts for the layout M(doctorq.backup.pg_backup)
-        writes under O(s3.prefix) (default V(postgresql)): dailies under C(<prefix>/<db>/), weeklies under
+        writes under O(s3.prefix) (default V(postgresql)), dailies under C(<prefix>/<db>/) and weeklies under
         C(<prefix>/weekly/<db>/). Every object there is tagged C(doctorq-backup-kind) (V(daily) or V(weekly)) and
         C(doctorq-backup-part) (V(data) for the dump, V(meta) for checksum files and manifests); each rule filters
         on prefix and both tags.
@@ -451,16 +452,13 @@ def argument_spec() -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        # s3 is shared with modules where it is optional, so its doc fragment
-        # cannot say required; this keeps the parse-time error without a doc mismatch.
-        required_one_of=[["s3"]],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    if params["s3"] is None:
+        # the shared doc fragment cannot mark s3 required (it is optional elsewhere)
+        module.fail_json(msg="missing required argument: s3 (at least s3.bucket, the bucket whose lifecycle to manage)")
     if not HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3") + f" ({BOTO3_IMPORT_ERROR})")
-    params = module.params
     result: dict = dict(changed=False, rules=[], changes=dict(added=[], removed=[], modified=[]),
                         unsupported=[], cost_warnings=[])
     try:

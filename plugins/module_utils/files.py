@@ -1,0 +1,1065 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""File sets: application directories and the server's configuration, backed up and restored.
+
+Backup (``files_backup``): GNU tar writes the set (owners as numbers, modes,
+symlinks, hard links, xattrs, ACLs, sparse files) straight into the
+compressor; the same pipeline as a database dump hashes it once and writes it
+to disk and S3, with the same checksum files, manifest (``type: files``),
+weekly copies, retention, lock, log, webhook and metrics. A file that changed
+while tar read it (tar's exit status 1) is reported by name in the result,
+the manifest, the log and the webhook; by default that is a warning (the
+archive is complete, only that file may be inconsistent), ``on_change: fail``
+makes it a failure.
+
+Restore (``files_restore``): checksums verified first; every member of the
+archive checked before anything is extracted (no absolute names, no ``..``,
+no hard link out of the archive, nothing under a symlink of the archive, no
+device); confirmation needed to replace a non-empty directory; a safety backup
+of it; extraction into a staging directory beside the target, checked against
+the archive, then swapped into place (the old directory kept as
+``<target>.pre_restore_<ts>``). A failure before the swap leaves the target
+as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import datetime as dt
+import errno
+import functools
+import getpass
+import json
+import os
+import posixpath
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from typing import IO, Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import WEEKDAYS, Notifier, human, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
+    MANIFEST_SUFFIX, STAMP, Manifest, backup_id, iso, utcnow,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
+    ConfigError, DoctorqError, IntegrityError, StorageError,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
+from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import Source, parse_when
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
+
+TYPE = "files"
+PRESETS = ("postgresql_config",)
+SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# tar's messages (LC_ALL=C) for a file that was not read as one consistent state.
+CHANGE_RE = re.compile(r"^(?:\S*/)?tar: (?P<path>.+): (?P<what>file changed as we read it|File removed before we read it|"
+                       r"File shrank by \d+ bytes; padding with zeros)$")
+# Settings of postgresql.conf that name files the server needs to start as it did.
+PG_FILE_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "ssl_crl_dir", "hba_file",
+                    "ident_file")
+
+
+def files_backup_argument_spec() -> dict[str, Any]:
+    """Options of the file-set backup (doc: plugins/modules/files_backup.py)."""
+    return dict(
+        name=dict(type="str"),
+        paths=dict(type="list", elements="path", default=[]),
+        preset=dict(type="str", choices=list(PRESETS)),
+        pg_config_dir=dict(type="path", default="/etc/postgresql"),
+        pg_version=dict(type="str"),
+        pg_cluster=dict(type="str", default="main"),
+        root=dict(type="path"),
+        exclude=dict(type="list", elements="str", default=[]),
+        one_file_system=dict(type="bool", default=False),
+        on_change=dict(type="str", default="warn", choices=["warn", "fail"]),
+        backup_dir=dict(type="path", default="/var/backups/files"),
+        compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
+        compression_level=dict(type="int"),
+        compression_threads=dict(type="int", default=0),
+        weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
+        weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
+        retention_daily_days=dict(type="int", default=30),
+        retention_weekly_days=dict(type="int", default=365),
+        prune=dict(type="bool", default=True),
+        log_dir=dict(type="path"),
+        **notify_argument_spec(),
+    )
+
+
+def files_restore_argument_spec() -> dict[str, Any]:
+    """Options of the file-set restore (doc: plugins/modules/files_restore.py)."""
+    return dict(
+        name=dict(type="str"),
+        source=dict(type="str", default="latest"),
+        before=dict(type="str"),
+        backup_dir=dict(type="path", default="/var/backups/files"),
+        target=dict(type="path"),
+        confirm=dict(type="str", default=""),
+        safety_backup=dict(type="bool", default=True),
+        safety_dir=dict(type="path"),
+        drop_previous=dict(type="bool", default=False),
+        work_dir=dict(type="path"),
+        **notify_argument_spec(),
+    )
+
+
+def check_set_name(name: str | None) -> str:
+    if not name or not SET_NAME_RE.match(name) or name == "weekly":
+        raise ConfigError(f"name {name!r} is not a usable file-set name: use letters, digits, '.', '_' and '-' "
+                          "(it names the backup files and the S3 folder; 'weekly' is reserved).")
+    return name
+
+
+def norm(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def under(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+# --------------------------------------------------------------------------
+# the PostgreSQL configuration preset
+
+
+def _pg_value(raw: str) -> str:
+    """A postgresql.conf value: a quoted string ('' and \\' escapes) or a bare word, comments removed."""
+    raw = raw.strip()
+    if raw.startswith("'"):
+        out, i = [], 1
+        while i < len(raw):
+            char = raw[i]
+            if char == "\\" and i + 1 < len(raw):
+                out.append(raw[i + 1])
+                i += 2
+                continue
+            if char == "'":
+                if raw[i + 1:i + 2] == "'":
+                    out.append("'")
+                    i += 2
+                    continue
+                break
+            out.append(char)
+            i += 1
+        return "".join(out)
+    return raw.split("#", 1)[0].strip()
+
+
+def pg_conf_settings(path: str, _depth: int = 0) -> tuple[dict[str, str], list[str]]:
+    """Settings of a postgresql.conf (the last one wins) and every file it includes, in the server's order."""
+    settings: dict[str, str] = {}
+    files = [path]
+    if _depth > 10:
+        raise ConfigError(f"{path}: include nesting deeper than 10.")
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    base = os.path.dirname(path)
+    for line in lines:
+        match = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:=\s*|\s+)(.*)$", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        key, value = match.group(1).lower(), _pg_value(match.group(2))
+        if key in ("include", "include_if_exists", "include_dir"):
+            target = value if os.path.isabs(value) else os.path.join(base, value)
+            if key == "include_dir":
+                included = sorted(os.path.join(target, n) for n in os.listdir(target)
+                                  if n.endswith(".conf") and not n.startswith(".")) if os.path.isdir(target) else []
+            elif os.path.isfile(target):
+                included = [target]
+            elif key == "include":
+                raise ConfigError(f"{path} includes {target}, which does not exist: the server would not start either.")
+            else:
+                included = []
+            for child in included:
+                sub, subfiles = pg_conf_settings(child, _depth + 1)
+                settings.update(sub)
+                files += subfiles
+            continue
+        settings[key] = value
+    return settings, files
+
+
+def postgresql_config_paths(config_dir: str, version: str | None, cluster: str) -> tuple[list[str], list[str]]:
+    """``/etc/postgresql/<version>/<cluster>/`` (conf.d, pg_hba.conf, ...) and the files postgresql.conf names.
+
+    Paths named by the configuration are relative to the data directory, as
+    the server reads them; those outside the cluster's directory (certificates
+    and keys in /etc/ssl, an hba_file elsewhere) are added, those missing are
+    reported as warnings.
+    """
+    if version:
+        versions = [version]
+    else:
+        try:
+            versions = sorted((v for v in os.listdir(config_dir) if os.path.isdir(os.path.join(config_dir, v, cluster))),
+                              key=lambda v: (len(v), v))
+        except OSError:
+            versions = []
+    clusters = [os.path.join(config_dir, v, cluster) for v in versions]
+    if not clusters or not all(os.path.isdir(c) for c in clusters):
+        raise ConfigError(f"no PostgreSQL configuration for cluster {cluster!r} under {config_dir} "
+                          f"({'version ' + version if version else 'any version'}): set pg_version/pg_cluster/"
+                          "pg_config_dir (pg_lsclusters lists the clusters).")
+    paths: list[str] = []
+    warnings: list[str] = []
+    for version_, cdir in zip(versions, clusters):
+        paths.append(cdir)
+        conf = os.path.join(cdir, "postgresql.conf")
+        if not os.path.isfile(conf):
+            warnings.append(f"{conf} does not exist; only the directory is backed up.")
+            continue
+        settings, conf_files = pg_conf_settings(conf)
+        data_dir = settings.get("data_directory") or f"/var/lib/postgresql/{version_}/{cluster}"
+        named = [settings[k] for k in PG_FILE_SETTINGS if settings.get(k)]
+        if settings.get("ssl", "off").lower() in ("on", "true", "yes", "1"):
+            named += [d for k, d in (("ssl_cert_file", "server.crt"), ("ssl_key_file", "server.key")) if not settings.get(k)]
+        for value in named:
+            path = norm(value if os.path.isabs(value) else os.path.join(data_dir, value))
+            if under(path, cdir) or path in paths:
+                continue
+            if os.path.exists(path):
+                paths.append(path)
+            else:
+                warnings.append(f"{path} (named in {conf}) does not exist; it is not in the backup.")
+        paths += [norm(f) for f in conf_files if not under(norm(f), cdir) and norm(f) not in paths]
+    return paths, warnings
+
+
+# --------------------------------------------------------------------------
+# the backup job
+
+
+@functools.lru_cache(maxsize=None)
+def tar_features(tar: str) -> frozenset[str]:
+    """Which optional GNU tar options this tar has (``--acls`` needs a tar built with libacl)."""
+    try:
+        out = subprocess.run([tar, "--help"], capture_output=True, text=True, check=False,
+                             env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}).stdout
+    except OSError:
+        return frozenset()
+    if "GNU" not in subprocess.run([tar, "--version"], capture_output=True, text=True, check=False).stdout:
+        return frozenset()
+    return frozenset(opt for opt in ("--acls", "--xattrs", "--sparse", "--index-file") if opt in out) | {"gnu"}
+
+
+def find_tar() -> str:
+    tar = shutil.which("tar")
+    if not tar or "gnu" not in tar_features(tar):
+        raise DoctorqError("GNU tar not found on PATH: install the tar package (Debian's tar is GNU tar).")
+    return tar
+
+
+def tool_env() -> dict[str, str]:
+    """C locale (tar's messages are parsed) and no TAR_OPTIONS that could change what is archived."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TAR_OPTIONS", "TAPE", "TAR_SUBCOMMAND")}
+    env.update(LC_ALL="C", LANG="C")
+    return env
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesJob:
+    name: str
+    paths: tuple[str, ...]
+    root: str
+    backup_dir: str
+    s3: s3util.S3Config | None = None
+    exclude: tuple[str, ...] = ()
+    one_file_system: bool = False
+    on_change: str = "warn"
+    compression: str = "zstd"
+    compression_level: int | None = None
+    compression_threads: int = 0
+    weekly: str = "auto"
+    weekly_day: str = "sunday"
+    retention_daily_days: int = 30
+    retention_weekly_days: int = 365
+    prune: bool = True
+    notifier: Notifier = Notifier()
+    log_dir: str | None = None
+    preset: str | None = None
+    notes: tuple[str, ...] = ()  # what resolving the preset found worth a warning
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "FilesJob":
+        check_policy(params)
+        paths = [norm(p) for p in params.get("paths") or []]
+        notes: list[str] = []
+        preset = params.get("preset")
+        if preset == "postgresql_config":
+            found, notes = postgresql_config_paths(params.get("pg_config_dir") or "/etc/postgresql",
+                                                   params.get("pg_version"), params.get("pg_cluster") or "main")
+            paths += [p for p in found if p not in paths]
+        if not paths:
+            raise ConfigError("nothing to back up: give paths (directories or files) or a preset.")
+        name = check_set_name(params.get("name") or (preset if preset else None))
+        for path in paths:
+            if not os.path.lexists(path):
+                raise ConfigError(f"{path} does not exist: fix the paths option (nothing was written).")
+        root = norm(params["root"]) if params.get("root") else (
+            paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) and not os.path.islink(paths[0]) else "/")
+        outside = [p for p in paths if not under(p, root)]
+        if outside:
+            raise ConfigError(f"{', '.join(outside)} not under root {root}: every path must be inside root.")
+        return cls(
+            name=name, paths=tuple(dict.fromkeys(paths)), root=root, backup_dir=params.get("backup_dir") or "/var/backups/files",
+            s3=s3util.S3Config.from_params(params.get("s3")), exclude=tuple(params.get("exclude") or ()),
+            one_file_system=bool(params.get("one_file_system")), on_change=params.get("on_change") or "warn",
+            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
+            compression_threads=params.get("compression_threads") or 0,
+            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
+            retention_daily_days=params.get("retention_daily_days", 30),
+            retention_weekly_days=params.get("retention_weekly_days", 365),
+            prune=params.get("prune", True), notifier=Notifier.from_params(params), log_dir=params.get("log_dir"),
+            preset=preset, notes=tuple(notes),
+        )
+
+    @property
+    def members(self) -> list[str]:
+        """The paths as tar names them, relative to root (``.`` for root itself)."""
+        return ["." if p == self.root else os.path.relpath(p, self.root) for p in self.paths]
+
+    @property
+    def keep_days(self) -> dict[str, int | None]:
+        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
+
+    def weekly_due(self, started: dt.datetime) -> bool:
+        if self.weekly == "always":
+            return True
+        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
+
+    @property
+    def extension(self) -> str:
+        return ".tar" + pipeline.EXTENSIONS[self.compression]
+
+    def self_excludes(self) -> list[str]:
+        """Member names of our own output (backup and log directories) when they lie inside the set."""
+        names = []
+        for directory in dict.fromkeys(norm(d) for d in (self.backup_dir, self.log_dir) if d):
+            for path, member in zip(self.paths, self.members):
+                if under(directory, path) and directory != path:
+                    rel = os.path.relpath(directory, path)
+                    names.append(rel if member == "." else f"{member}/{rel}")
+                    if member == ".":
+                        names.append(f"./{rel}")
+        return names
+
+    def tar_argv(self, tar: str, index_file: str) -> list[str]:
+        features = tar_features(tar)
+        argv = [tar, "--create", "--file=-", "--format=posix", "--numeric-owner", f"--directory={self.root}",
+                "--sparse", "--xattrs", "--warning=file-changed", "--warning=file-removed", "--warning=file-shrank",
+                "--verbose", "--verbose", f"--index-file={index_file}", "--full-time", "--quoting-style=escape"]
+        if "--acls" in features:
+            argv.append("--acls")
+        if self.one_file_system:
+            argv.append("--one-file-system")
+        own = self.self_excludes()
+        if own:
+            argv += ["--anchored"] + [f"--exclude={n}" for n in own] + ["--no-anchored"]
+        argv += [f"--exclude={pattern}" for pattern in self.exclude]
+        return argv + ["--"] + self.members
+
+
+def parse_index(path: str) -> dict[str, int]:
+    """Counts from tar's ``-vv`` listing: members, regular files (hard links too), dirs, symlinks, file bytes."""
+    counts = {"count": 0, "files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            parts = line.split(None, 5)
+            if len(parts) < 6:
+                continue
+            kind = parts[0][0]
+            counts["count"] += 1
+            if kind in "-h":
+                counts["files"] += 1
+                if kind == "-" and parts[2].isdigit():
+                    counts["bytes"] += int(parts[2])
+            elif kind == "d":
+                counts["dirs"] += 1
+            elif kind == "l":
+                counts["symlinks"] += 1
+    return counts
+
+
+def changed_files(stderr: str) -> list[dict[str, str]]:
+    found = []
+    for line in stderr.splitlines():
+        match = CHANGE_RE.match(line.strip())
+        if match:
+            found.append({"path": match.group("path"), "reason": match.group("what")})
+    return found
+
+
+class _FilesRun:
+    """One run of a file-set backup."""
+
+    def __init__(self, job: FilesJob, now: dt.datetime | None, echo: IO[str] | None) -> None:
+        self.job = job
+        self.started = now or utcnow()
+        self.id = backup_id(job.name, self.started, "files")
+        local = LocalStore(job.backup_dir)
+        self.stores = Stores(local, S3Store(job.s3) if job.s3 else None, job.name, TYPE)
+        self.echo = echo
+        self.warnings: list[str] = list(job.notes)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.id}{self.job.extension}"
+
+    def plan(self) -> dict[str, Any]:
+        log = RunLog(echo=self.echo)
+        job = self.job
+        log.banner(f"Backup of file set {job.name} - check mode, nothing is written")
+        find_tar()
+        pipeline.compressor_argv(job.compression, job.compression_level, job.compression_threads)
+        unreadable = [p for p in job.paths if not os.access(p, os.R_OK)]
+        if unreadable:
+            raise DoctorqError(f"cannot read {', '.join(unreadable)} as uid {os.geteuid()}: run the backup as a user "
+                               "who can (root for the server configuration).")
+        if self.stores.s3:
+            self.stores.s3.check_bucket()
+            log(f"Bucket {job.s3.where} reachable")
+        path = self.stores.local.path("daily", self.file_name)
+        s3_uri = job.s3.uri(self.stores.s3_key(self.started, self.file_name)) if self.stores.s3 else None
+        log(f"Would archive {', '.join(job.paths)} (root {job.root}) into {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
+        weekly = job.weekly_due(self.started)
+        would_delete = self.stores.retention(self.started, job.keep_days, log, check_mode=True) if job.prune else []
+        return {"changed": True, "plan": {"name": job.name, "paths": list(job.paths), "root": job.root, "path": path,
+                                          "s3_uri": s3_uri, "weekly": weekly, "would_delete": would_delete,
+                                          "leftovers": self.stores.local.leftovers(job.name, TYPE)},
+                "log": log.lines, "warnings": self.warnings}
+
+    def run(self) -> dict[str, Any]:
+        job = self.job
+        self.stores.local.ensure_writable()
+        log_dir = job.log_dir or job.backup_dir
+        log = RunLog(os.path.join(log_dir, f"backup_{job.name}_files_{self.started.strftime(STAMP)}.log"), echo=self.echo)
+        result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": self.warnings}
+        t0 = time.monotonic()
+        log.banner(f"Backup of file set {job.name}")
+        for note in job.notes:
+            log(f"WARNING: {note}")
+        try:
+            with Lock(os.path.join(job.backup_dir, f".{job.name}.files.lock"), f"the backup of file set {job.name!r}"):
+                result.update(self._locked(log, t0))
+            status, error = "success", None
+        except DoctorqError as exc:
+            status, error = "failure", str(exc)
+            log(f"ERROR: {error}")
+            result.update(failed=True, msg=error)
+        duration = round(time.monotonic() - t0, 3)
+        backup = result.get("backup") or {}
+        changed = (backup.get("fileset") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
+        host = socket.gethostname()
+        if status == "success":
+            summary = (f"Backup of file set {job.name} on {host} succeeded: {backup['fileset']['count']} entries, "
+                       f"{human(backup.get('size', 0))} in {duration:.1f}s"
+                       + (f"; {len(changed)} file(s) changed while read" if changed else ""))
+        else:
+            summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
+        self.warnings += job.notifier.send({"event": "files_backup", "status": status, "database": job.name,
+                                            "file_set": job.name, "host": host, "summary": summary,
+                                            "duration_s": duration, "backup": backup or None,
+                                            "changed_during_backup": changed, "error": error}, log)
+        samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time(),
+                   "last_changed_files": float(len(changed))}
+        if status == "success":
+            samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
+                           last_size_bytes=float(backup.get("size", 0)), last_file_count=float(backup["fileset"]["count"]))
+        self.warnings += job.notifier.metrics("files_backup", job.name, samples, log)
+        log.close()
+        result["log"] = log.lines
+        return result
+
+    def _locked(self, log: RunLog, t0: float) -> dict[str, Any]:
+        job, stores = self.job, self.stores
+        tar = find_tar()
+        compressor = pipeline.compressor_argv(job.compression, job.compression_level, job.compression_threads)
+        if stores.s3:
+            stores.s3.check_bucket()
+        out: dict[str, Any] = {"leftovers_removed": stores.clean_leftovers(log)}
+        name = self.file_name
+        path = stores.local.path("daily", name)
+        if os.path.exists(path):
+            raise StorageError(f"{path} exists already (two runs in the same second?): run again in a moment.")
+        log(f"Archiving {', '.join(job.paths)} (root {job.root})" + (f", excluding {', '.join(job.exclude)}" if job.exclude else ""))
+        log(f"File: {path}")
+        changed: list[dict[str, str]] = []
+        stderr_seen: list[str] = []
+
+        def accept(index: int, status: int, stderr: str) -> bool:
+            stderr_seen.append(stderr)
+            if index != 0 or status != 1:
+                return False  # tar's 2 is fatal; the compressor never fails harmlessly
+            changed.extend(changed_files(stderr))
+            return job.on_change == "warn"
+
+        with tempfile.TemporaryDirectory(prefix=".files-index-", dir=job.backup_dir) as tmp:
+            index = os.path.join(tmp, "index")
+            try:
+                digest, s3_facts, s3_error = stores.stream(
+                    [job.tar_argv(tar, index), compressor], tool_env(), name, self.started, self.id,
+                    ["tar"] + ([os.path.basename(compressor[0])] if compressor else []), accept=accept)
+            except pipeline.StageFailed as exc:
+                if changed and job.on_change == "fail":
+                    out["changed_during_backup"] = changed
+                    raise DoctorqError(f"{len(changed)} file(s) changed while they were read "
+                                       f"({', '.join(c['path'] for c in changed[:10])}) and on_change is fail: nothing "
+                                       "was kept. Stop what writes them, or set on_change: warn.") from None
+                raise
+            counts = parse_index(index)
+        if changed:
+            warning = (f"{len(changed)} file(s) changed while they were read; the backup is kept, but these may be "
+                       f"inconsistent in it: {', '.join(c['path'] + ' (' + c['reason'] + ')' for c in changed[:20])}"
+                       + (" ..." if len(changed) > 20 else ""))
+            self.warnings.append(warning)
+            log(f"WARNING: {warning}")
+        log(f"Archive finished: {counts['count']} entries, {counts['files']} files, {human(counts['bytes'])} of file "
+            f"data; {human(digest.size)} ({job.compression})")
+        fileset = {"root": job.root, "paths": job.members, "sources": list(job.paths), "exclude": list(job.exclude),
+                   "preset": job.preset, **counts, "changed_during_backup": changed,
+                   "tar_version": _tar_version(tar)}
+        manifest = Manifest(
+            id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
+            duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
+            md5=digest.md5, compression=job.compression,
+            compression_level=job.compression_level if job.compression_level is not None else pipeline.DEFAULT_LEVELS[job.compression],
+            format="tar", host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
+        local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
+        out.update(changed=True, changed_during_backup=changed,
+                   backup={**local_manifest.summary(), "path": path, "weekly": False})
+        if s3_error:
+            raise StorageError(f"{s3_error} The local backup {path} is complete and kept; "
+                               "the S3 copy was aborted (no parts left behind).")
+        if job.weekly_due(self.started):
+            out["backup"].update(stores.weekly(local_manifest, s3_manifest, log))
+        out["deleted"] = stores.retention(self.started, job.keep_days, log, check_mode=False) if job.prune else []
+        log("Backup completed successfully" + (" (with files changed while read)" if changed else ""))
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _tar_version(tar: str) -> str:
+    try:
+        return subprocess.run([tar, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def run_files_backup(job: FilesJob, *, check_mode: bool = False, now: dt.datetime | None = None,
+                     echo: IO[str] | None = None) -> dict[str, Any]:
+    """Back up one file set. Returns the result; ``failed``/``msg`` are set on failure."""
+    run = _FilesRun(job, now, echo)
+    return run.plan() if check_mode else run.run()
+
+
+# --------------------------------------------------------------------------
+# the restore
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesRestoreJob:
+    name: str | None = None
+    source: str = "latest"
+    before: dt.datetime | None = None
+    backup_dir: str = "/var/backups/files"
+    s3: s3util.S3Config | None = None
+    target: str | None = None
+    confirm: str = ""
+    safety_backup: bool = True
+    safety_dir: str | None = None
+    drop_previous: bool = False
+    work_dir: str | None = None
+    notifier: Notifier = Notifier()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "FilesRestoreJob":
+        source = params.get("source") or "latest"
+        if source == "latest":
+            check_set_name(params.get("name"))
+        target = norm(params["target"]) if params.get("target") else None
+        if target == "/":
+            raise ConfigError("target / cannot be swapped: restore into a directory (a new one to copy from, or the "
+                              "directory that was backed up).")
+        return cls(name=params.get("name"), source=source, before=parse_when(params.get("before")),
+                   backup_dir=params.get("backup_dir") or "/var/backups/files",
+                   s3=s3util.S3Config.from_params(params.get("s3")), target=target,
+                   confirm=params.get("confirm") or "", safety_backup=params.get("safety_backup", True),
+                   safety_dir=params.get("safety_dir"), drop_previous=bool(params.get("drop_previous")),
+                   work_dir=params.get("work_dir"), notifier=Notifier.from_params(params))
+
+
+@dataclasses.dataclass
+class Member:
+    """What the archive holds, from its headers, counted the way the extracted tree is counted."""
+
+    count: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+
+
+def member_problem(member: tarfile.TarInfo, symlinks: set[str]) -> str | None:
+    """Why extracting ``member`` could write outside the target, or None."""
+    name = member.name
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' in the path"
+    clean = posixpath.normpath(name)
+    if member.islnk():
+        if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
+            return f"hard link to {member.linkname!r} outside the archive"
+    if member.ischr() or member.isblk():
+        return "device file"
+    parent = clean
+    while "/" in parent:
+        parent = parent.rsplit("/", 1)[0]
+        if parent in symlinks:
+            return f"path through the archive's symlink {parent!r}"
+    return None
+
+
+def inspect_archive(path: str, compression: str) -> Member:
+    """Read every header of a (verified) archive; refuse it whole if any member could escape the target."""
+    decompress = pipeline.decompressor_argv(compression)
+    with open(path, "rb") as raw:
+        proc = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE) if decompress else None  # pylint: disable=consider-using-with
+        stream = proc.stdout if proc else raw
+        counts, symlinks, bad = Member(), set(), []
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    problem = member_problem(member, symlinks)
+                    if problem:
+                        bad.append(f"{member.name!r} ({problem})")
+                        continue
+                    counts.count += 1
+                    if member.isreg() or member.islnk():
+                        counts.files += 1
+                        counts.bytes += member.size if member.isreg() else 0
+                    elif member.isdir():
+                        counts.dirs += 1
+                    elif member.issym():
+                        counts.symlinks += 1
+                        symlinks.add(posixpath.normpath(member.name))
+        except tarfile.TarError as exc:
+            raise IntegrityError(f"{path} is not a readable tar archive ({exc}); nothing was extracted.") from None
+        finally:
+            if proc:
+                proc.stdout.close()
+                proc.wait()
+    if proc and proc.returncode:
+        raise IntegrityError(f"decompressing {path} failed: {proc.stderr.read().decode(errors='replace')[-300:]}")
+    if bad:
+        raise IntegrityError(f"{path} holds {len(bad)} member(s) that would be written outside the target: "
+                             f"{', '.join(bad[:10])}. Refusing to restore it; nothing was extracted.")
+    return counts
+
+
+def tree_counts(top: str) -> Member:
+    """Counts of an extracted tree, as inspect_archive counts an archive (hard-linked bytes once)."""
+    counts, inodes = Member(), set()
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(directory, name))
+            if stat.S_ISLNK(st.st_mode):
+                counts.symlinks += 1
+                if name in dirs:
+                    dirs.remove(name)
+            elif stat.S_ISDIR(st.st_mode):
+                counts.dirs += 1
+            elif stat.S_ISREG(st.st_mode):
+                counts.files += 1
+                if (st.st_dev, st.st_ino) not in inodes:
+                    inodes.add((st.st_dev, st.st_ino))
+                    counts.bytes += st.st_size
+    return counts
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two directories atomically (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _rename(src: str, dst: str) -> None:
+    os.rename(src, dst)
+
+
+def swap_into_place(staging: str, target: str, previous: str) -> None:
+    """``target`` becomes ``staging``'s tree; the old one moves to ``previous``. All or nothing."""
+    if _exchange(staging, target):
+        try:
+            _rename(staging, previous)  # ``staging`` holds the old tree now
+        except OSError:
+            _exchange(staging, target)
+            raise
+        return
+    _rename(target, previous)
+    try:
+        _rename(staging, target)
+    except OSError:
+        _rename(previous, target)
+        raise
+
+
+class _FilesRestore:
+    def __init__(self, job: FilesRestoreJob, echo: IO[str] | None) -> None:
+        self.job = job
+        self.echo = echo
+        self.now = utcnow()
+        self.stamp = self.now.strftime(STAMP)
+        self.local = LocalStore(job.backup_dir)
+        self.warnings: list[str] = []
+        self.durations: dict[str, float] = {}
+        self.result: dict[str, Any] = {"changed": False}
+
+    def timed(self, phase: str, started: float) -> None:
+        self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - started, 3)
+
+    # -- source ------------------------------------------------------------------
+    def find_source(self, log: RunLog) -> Source:
+        src = self.job.source
+        if src.startswith("s3://"):
+            bucket, _, key = src[5:].partition("/")
+            if not bucket or not key:
+                raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
+            key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
+            cfg = self.job.s3 or s3util.S3Config(bucket=bucket)
+            store = S3Store(dataclasses.replace(cfg, bucket=bucket))
+            with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX)):
+                try:
+                    raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
+                except Exception as exc:  # pylint: disable=broad-except
+                    if s3util.error_code(exc) in ("NoSuchKey", "404"):
+                        raise StorageError(f"{src} has no manifest: it is not a complete backup written by "
+                                           "doctorq.backup; refusing to restore it.") from None
+                    raise
+            return Source(self._checked(raw, "s3", key + MANIFEST_SUFFIX, os.path.basename(key), src), store)
+        if src != "latest":
+            path = os.path.abspath(src[:-len(MANIFEST_SUFFIX)] if src.endswith(MANIFEST_SUFFIX) else src)
+            try:
+                with open(path + MANIFEST_SUFFIX, "rb") as handle:
+                    raw = handle.read()
+            except FileNotFoundError:
+                raise StorageError(f"{path} has no manifest ({path + MANIFEST_SUFFIX}): it is not a complete backup "
+                                   "written by doctorq.backup; refusing to restore it. List complete backups with "
+                                   "pg_backup_info (type: files).") from None
+            except OSError as exc:
+                raise StorageError(f"cannot read {path + MANIFEST_SUFFIX}: {exc.strerror}.") from None
+            return Source(self._checked(raw, "local", path + MANIFEST_SUFFIX, os.path.basename(path), src), self.local)
+        stores: list[LocalStore | S3Store] = [self.local] + ([S3Store(self.job.s3)] if self.job.s3 else [])
+        found = [m for m in list_backups(stores, self.job.name, TYPE) if not self.job.before or m.started < self.job.before]
+        if not found:
+            where = " and ".join([self.job.backup_dir] + ([self.job.s3.where] if self.job.s3 else []))
+            raise StorageError(f"no complete backup of file set {self.job.name!r}"
+                               + (f" before {iso(self.job.before)}" if self.job.before else "")
+                               + f" in {where}: check name/backup_dir/s3, or list them with pg_backup_info (type: files).")
+        same = [m for m in found if m.id == found[0].id]
+        chosen = next((m for m in same if m.location == "local"), same[0])
+        log(f"Newest complete backup of file set {self.job.name!r}: {chosen.id} ({chosen.location}, {chosen.kind})")
+        return Source(chosen, self.local if chosen.location == "local" else stores[-1])
+
+    @staticmethod
+    def _checked(raw: bytes, location: str, origin: str, name: str, src: str) -> Manifest:
+        manifest = Manifest.from_json(raw, location=location, origin=origin)
+        if manifest is None or manifest.file != name:
+            raise StorageError(f"the manifest of {src} is not a doctorq.backup manifest for that file; refusing to restore it.")
+        if manifest.type != TYPE:
+            raise ConfigError(f"{src} is a {manifest.type} backup, not a file backup: restore it with pg_restore_safe.")
+        return manifest
+
+    # -- target and confirmation ----------------------------------------------------
+    def target(self, manifest: Manifest) -> str:
+        if self.job.target:
+            target = self.job.target
+        else:
+            root = (manifest.fileset or {}).get("root") or "/"
+            if root == "/":
+                raise ConfigError(f"{manifest.id} was taken relative to / ({', '.join((manifest.fileset or {}).get('sources', []))}): "
+                                  "set target to a directory to restore into (its tree appears under it).")
+            target = root
+        backup_dir = norm(self.job.backup_dir)
+        if under(backup_dir, target):
+            raise ConfigError(f"target {target} contains the backup directory {backup_dir}: restoring there would move "
+                              "the backups away. Choose another target.")
+        return target
+
+    def check_confirmation(self, target: str) -> bool:
+        """True when the target holds something the restore replaces (then confirm must name it)."""
+        if not os.path.lexists(target):
+            return False
+        if os.path.islink(target) or not os.path.isdir(target):
+            raise ConfigError(f"target {target} exists and is not a directory: choose a directory.")
+        if not os.listdir(target):
+            return False
+        if not self.confirmed(target):
+            said = f"confirm={self.job.confirm!r} does not match" if self.job.confirm else "no confirmation was given"
+            raise ConfigError(f"restoring into {target} replaces a non-empty directory and {said}: set confirm={target} "
+                              "(the target directory's path) to go ahead. Nothing was touched.")
+        return True
+
+    def confirmed(self, target: str) -> bool:
+        return bool(self.job.confirm) and norm(self.job.confirm) == target
+
+    # -- fetch and verify --------------------------------------------------------------
+    def work_dir(self) -> str:
+        path = self.job.work_dir or os.path.join(self.job.backup_dir, ".restore-work")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def fetch_verified(self, source: Source, log: RunLog) -> str:
+        m = source.manifest
+        started = time.monotonic()
+        if isinstance(source.store, LocalStore):
+            path = source.store.data_path(m)
+            try:
+                with open(path, "rb") as handle:
+                    digest = pipeline.copy_hashed(handle)
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc.strerror}.") from None
+            partial = None
+        else:
+            if (m.s3 or {}).get("storage_class") in s3util.ARCHIVE_CLASSES:
+                raise StorageError(f"{source.ref} is in {m.s3['storage_class']}: restore it from the archive tier "
+                                   "first (aws s3api restore-object), then run this restore again.")
+            path = os.path.join(self.work_dir(), m.file)
+            partial = path + ".partial"
+            body = source.store.open(m)
+            try:
+                with open(partial, "wb") as out:
+                    with s3util.s3_errors("download", source.ref):
+                        digest = pipeline.copy_hashed(body, out)
+            except BaseException:
+                pipeline.remove_quietly(partial)
+                raise
+            finally:
+                body.close()
+            log(f"Downloaded {m.file} ({human(digest.size)}) in {time.monotonic() - started:.1f}s")
+        self.timed("verify", started)
+        if (digest.size, digest.sha256, digest.md5) != (m.size, m.sha256, m.md5):
+            if partial:
+                pipeline.remove_quietly(partial)
+            raise IntegrityError(
+                f"checksum mismatch for {m.file}: read {digest.size} bytes with sha256 {digest.sha256} and md5 "
+                f"{digest.md5}, the manifest says {m.size} bytes, sha256 {m.sha256}, md5 {m.md5}. The backup is "
+                "damaged; the target was not touched. Restore another backup (pg_backup_info lists them).")
+        if partial:
+            os.rename(partial, path)
+        log(f"Checksums verified (SHA-256 and MD5) for {m.file}")
+        return path
+
+    def inspect(self, path: str, m: Manifest, log: RunLog) -> Member:
+        started = time.monotonic()
+        counts = inspect_archive(path, m.compression)
+        self.timed("inspect", started)
+        expected = m.fileset or {}
+        if (counts.count, counts.bytes) != (expected.get("count"), expected.get("bytes")):
+            self.warnings.append(f"the archive holds {counts.count} entries / {counts.bytes} bytes, its manifest says "
+                                 f"{expected.get('count')} / {expected.get('bytes')}")
+        log(f"Archive checked: {counts.count} entries, none outside the target")
+        return counts
+
+    # -- extract and swap -----------------------------------------------------------------
+    def extract(self, path: str, m: Manifest, staging: str, log: RunLog) -> None:
+        started = time.monotonic()
+        tar = find_tar()
+        root = os.geteuid() == 0
+        argv = [tar, "--extract", "--file=-", f"--directory={staging}", "--numeric-owner", "--preserve-permissions",
+                "--xattrs", f"--xattrs-include={'*' if root else 'user.*'}", "--delay-directory-restore",
+                "--same-owner" if root else "--no-same-owner"]
+        if "--acls" in tar_features(tar):
+            argv.append("--acls")
+        decompress = pipeline.decompressor_argv(m.compression)
+        with open(path, "rb") as raw, tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
+            first = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=err1) if decompress else None  # pylint: disable=consider-using-with
+            second = subprocess.run(argv, stdin=first.stdout if first else raw, stderr=err2, env=tool_env(), check=False)
+            if first:
+                first.stdout.close()
+                first.wait()
+            for proc, errf, what in ((first, err1, "decompression"), (second, err2, "tar")):
+                if proc and proc.returncode:
+                    errf.seek(0)
+                    raise DoctorqError(f"{what} failed while extracting {m.file} (status {proc.returncode}): "
+                                       f"{errf.read()[-1500:].decode(errors='replace').strip()}")
+        self.timed("extract", started)
+        log(f"Extracted into {staging} in {time.monotonic() - started:.1f}s")
+
+    def check_tree(self, staging: str, counts: Member) -> None:
+        got = tree_counts(staging)
+        if (got.files, got.symlinks, got.bytes) != (counts.files, counts.symlinks, counts.bytes):
+            raise IntegrityError(f"the extracted tree has {got.files} files, {got.symlinks} symlinks, {got.bytes} "
+                                 f"bytes; the archive holds {counts.files}, {counts.symlinks}, {counts.bytes}. "
+                                 "The target was not touched.")
+
+    def take_safety_backup(self, m: Manifest, target: str, log: RunLog) -> dict[str, Any]:
+        started = time.monotonic()
+        safety_dir = self.job.safety_dir or os.path.join(self.job.backup_dir, "safety")
+        log(f"Creating a safety backup of {target} before the restore: {safety_dir}")
+        job = FilesJob(name=m.database, paths=(target,), root=target, backup_dir=safety_dir, weekly="never",
+                       prune=False)
+        outcome = run_files_backup(job, echo=None)
+        if outcome.get("failed"):
+            raise DoctorqError(f"the safety backup of {target} failed, so nothing was restored: {outcome['msg']}")
+        self.warnings += outcome.get("warnings") or []
+        self.timed("safety_backup", started)
+        log(f"Safety backup written: {outcome['backup']['path']} ({human(outcome['backup']['size'])})")
+        return outcome["backup"]
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, check_mode: bool) -> dict[str, Any]:
+        job = self.job
+        if not check_mode:
+            self.local.ensure_writable()
+        label = job.name or os.path.basename(job.source)
+        log = RunLog(None if check_mode else os.path.join(job.backup_dir, f"restore_{label}_files_{self.stamp}.log"),
+                     echo=self.echo)
+        log.banner(f"Restore of file set {label}" + (" (check mode: nothing is changed)" if check_mode else ""))
+        t0 = time.monotonic()
+        status, error = "success", None
+        try:
+            self._run(log, check_mode)
+        except DoctorqError as exc:
+            status, error = "failure", str(exc)
+            log(f"ERROR: {error}")
+            self.result.update(failed=True, msg=error)
+        self.result.update(durations=self.durations, duration_s=round(time.monotonic() - t0, 3),
+                           warnings=self.warnings, log=log.lines, log_file=log.path)
+        if not check_mode:
+            self._audit(status, error)
+            summary = (f"Restore of file set {label} into {self.result.get('target')} on {socket.gethostname()}: "
+                       f"{status}" + (f" ({error})" if error else ""))
+            self.warnings += job.notifier.send({"event": "files_restore", "status": status, "file_set": label,
+                                                "target": self.result.get("target"), "host": socket.gethostname(),
+                                                "summary": summary, "error": error, "source": self.result.get("source"),
+                                                "duration_s": self.result["duration_s"]}, log)
+        log.close()
+        return self.result
+
+    def _run(self, log: RunLog, check_mode: bool) -> None:
+        source = self.find_source(log)
+        m = source.manifest
+        self.result["source"] = {"id": m.id, "name": m.database, "kind": m.kind, "location": m.location,
+                                 "ref": source.ref, "started_at": m.started_at, "size": m.size}
+        self.result["checksums"] = {"sha256": m.sha256, "md5": m.md5, "verified": False}
+        target = self.target(m)
+        self.result["target"] = target
+        with contextlib.ExitStack() as stack:
+            if check_mode:
+                replaces = os.path.isdir(target) and not os.path.islink(target) and bool(os.listdir(target))
+            else:
+                stack.enter_context(Lock(os.path.join(self.job.backup_dir, f".{m.database}.files.lock"),
+                                         f"a backup or restore of file set {m.database!r}"))
+                replaces = self.check_confirmation(target)
+            path = self.fetch_verified(source, log)
+            try:
+                self.result["checksums"]["verified"] = True
+                counts = self.inspect(path, m, log)
+                self.result["archive"] = dataclasses.asdict(counts)
+                previous = f"{target}.pre_restore_{self.stamp}"
+                if check_mode:
+                    self.result.update(changed=True, plan={
+                        "target": target, "target_exists": os.path.lexists(target), "replaces": replaces,
+                        "confirmation_ok": not replaces or self.confirmed(target),
+                        "safety_backup": bool(replaces and self.job.safety_backup),
+                        "previous": previous if replaces else None})
+                    log(f"Plan: {json.dumps(self.result['plan'], sort_keys=True)}")
+                    return
+                self._restore(path, m, counts, target, replaces, previous, log)
+            finally:
+                if isinstance(source.store, S3Store):
+                    pipeline.remove_quietly(path)
+
+    def _restore(self, path: str, m: Manifest, counts: Member, target: str, replaces: bool, previous: str,
+                 log: RunLog) -> None:
+        if replaces:
+            log(f"Confirmation received for {target}")
+            if self.job.safety_backup:
+                self.result["safety_backup"] = self.take_safety_backup(m, target, log)["path"]
+        parent = os.path.dirname(target)
+        staging = os.path.join(parent, f".{os.path.basename(target)}.restoring_{self.stamp}")
+        if os.path.lexists(staging) or os.path.lexists(previous):
+            raise StorageError(f"{staging} or {previous} exists already (two restores in the same second?): "
+                               "run again in a moment.")
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            os.mkdir(staging, 0o700)  # beside the target: same file system, so the swap is a rename
+        except OSError as exc:
+            raise StorageError(f"cannot create the staging directory {staging}: {exc.strerror}; the target was not "
+                               "touched.") from None
+        try:
+            self.extract(path, m, staging, log)
+            self.check_tree(staging, counts)
+            log("Extracted tree matches the archive (files, symlinks, bytes)")
+            started = time.monotonic()
+            if replaces:
+                swap_into_place(staging, target, previous)
+                self.result["previous"] = previous
+                log(f"Swapped: {target} is the restored tree; the previous one is kept as {previous}")
+            else:
+                if os.path.isdir(target) and not os.path.islink(target):
+                    os.rmdir(target)  # empty: nothing to keep
+                _rename(staging, target)
+                log(f"Restored into {target}")
+            self.timed("swap", started)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            log(f"Removed the staging directory {staging}; {target} is as it was")
+            if isinstance(exc, OSError):
+                raise StorageError(f"restoring into {target} failed ({exc}); {target} is as it was.") from None
+            raise
+        self.result["changed"] = True
+        if replaces and self.job.drop_previous:
+            shutil.rmtree(previous)
+            self.result["previous_dropped"] = True
+            log(f"Dropped the previous tree {previous} (drop_previous)")
+        log("=" * 41)
+        log("RESTORE COMPLETED SUCCESSFULLY")
+        log("=" * 41)
+
+    def _audit(self, status: str, error: str | None) -> None:
+        """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``, as database restores write it."""
+        record = {"at": iso(self.now), "finished_at": iso(utcnow()), "who": getpass.getuser(),
+                  "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(), "type": TYPE,
+                  "target": self.result.get("target"), "source": self.result.get("source"), "status": status,
+                  "error": error, "safety_backup": self.result.get("safety_backup"),
+                  "previous": self.result.get("previous"), "durations": self.durations}
+        path = os.path.join(self.job.backup_dir, "restore_audit.jsonl")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self.result["audit_file"] = path
+        except OSError as exc:
+            self.warnings.append(f"cannot append to the audit log {path}: {exc.strerror}")
+
+
+def run_files_restore(job: FilesRestoreJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:
+    """Restore one file-set backup. Returns the result; ``failed``/``msg`` on failure."""
+    return _FilesRestore(job, echo).run(check_mode)

@@ -1,0 +1,187 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: files_restore
+short_description: Verified, reversible restore of a file backup into a directory
+version_added: 0.1.0
+description:
+  - Restores a backup written by M(doctorq.backup.files_backup) so that the target directory is either what it was or
+    exactly the backup's tree, never half of each.
+  - Finds the backup through its manifest (a local file, an C(s3://bucket/key) URI, or the newest complete backup of the
+    file set O(name), optionally the newest before a time). A backup without a manifest is refused, so is a database
+    backup.
+  - Reads every byte once and compares SHA-256 and MD5 with the manifest before anything else; S3 downloads are hashed
+    while they stream. A mismatch fails and leaves the target untouched.
+  - Reads every header of the archive before extracting anything and refuses the whole archive if any member has an
+    absolute path, a C(..) component, is a hard link out of the archive, lies under a symlink of the archive, or is a
+    device file.
+  - Replacing a non-empty directory needs O(confirm) equal to its path, and takes a safety backup of it first
+    (C(<backup_dir>/safety/), a complete file backup).
+  - Extracts into a staging directory beside the target, checks the tree against the archive (files, symlinks, bytes),
+    then swaps it into place (atomically with C(renameat2) where the file system allows, else two renames rolled back on
+    failure). The old directory is kept as C(<target>.pre_restore_<timestamp>). Any failure before the swap removes
+    the staging directory and leaves the target as it was.
+  - A new or empty directory is restored into without confirmation.
+  - Run as root, owners and groups are restored (by number), as are extended attributes and ACLs; otherwise the files
+    belong to the user running the restore.
+  - Every step is logged in C(restore_<name>_files_<timestamp>.log), an audit record is appended to
+    C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
+author:
+  - DoctorQ infrastructure team
+extends_documentation_fragment:
+  - doctorq.backup.s3
+  - doctorq.backup.notify
+attributes:
+  check_mode:
+    support: full
+    description: Finds the backup, verifies its checksums, checks every member of the archive and reports the plan; changes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  name:
+    description: File set whose newest backup O(source=latest) restores.
+    type: str
+  source:
+    description:
+      - V(latest) (the newest complete backup of O(name) on disk or in O(s3); the local copy is preferred when both hold
+        it), a local backup file path, or an C(s3://bucket/key) URI of a backup file.
+    type: str
+    default: latest
+  before:
+    description: With O(source=latest), only backups started before this time (ISO 8601, UTC when no offset is given).
+    type: str
+  backup_dir:
+    description: Local backup directory; also where the run log, the audit log and (by default) safety backups go.
+    type: path
+    default: /var/backups/files
+  target:
+    description:
+      - Directory to restore into. Defaults to the directory that was backed up (the backup's root), which needs
+        O(confirm). Required when the backup was taken relative to C(/) (several paths, or the configuration preset);
+        its tree then appears under O(target).
+      - Must not be C(/) nor contain O(backup_dir).
+    type: path
+  confirm:
+    description: Must equal the target directory's path when it exists and is not empty; anything else fails and names what to type.
+    type: str
+    default: ''
+  safety_backup:
+    description: Back up the non-empty target before replacing it.
+    type: bool
+    default: true
+  safety_dir:
+    description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
+    type: path
+  drop_previous:
+    description: After a successful swap, delete the previous tree instead of keeping it as C(<target>.pre_restore_<timestamp>).
+    type: bool
+    default: false
+  work_dir:
+    description: Where S3 downloads go; defaults to C(<backup_dir>/.restore-work).
+    type: path
+notes:
+  - Objects already moved to GLACIER or DEEP_ARCHIVE by lifecycle rules must be restored from the archive tier first.
+seealso:
+  - module: doctorq.backup.files_backup
+  - module: doctorq.backup.pg_backup_info
+"""
+
+EXAMPLES = r"""
+- name: Put the newest backup of the uploads back in place (the old tree is kept beside it)
+  doctorq.backup.files_restore:
+    name: uploads
+    confirm: /srv/doctorq/uploads
+    backup_dir: /var/backups/doctorq/files
+
+- name: Restore the PostgreSQL configuration into a new directory to compare it with the live one
+  doctorq.backup.files_restore:
+    name: postgresql_config
+    target: /root/restored-pg-config
+    backup_dir: /var/backups/doctorq/files
+
+- name: Restore yesterday's reports from S3 into a scratch directory
+  doctorq.backup.files_restore:
+    name: reports
+    before: "{{ '%Y-%m-%dT00:00:00Z' | strftime }}"
+    target: /srv/scratch/reports
+    s3:
+      bucket: doctorq-backups
+      prefix: "doctorq/{{ inventory_hostname }}"
+"""
+
+RETURN = r"""
+source:
+  description: The backup restored (id, name, kind, location, ref, started_at, size).
+  returned: when a backup was found
+  type: dict
+checksums:
+  description: SHA-256 and MD5 of the archive and whether the bytes read matched them.
+  returned: when a backup was found
+  type: dict
+target:
+  description: The directory restored into.
+  returned: when a backup was found
+  type: str
+archive:
+  description: What the archive holds (count, files, dirs, symlinks, bytes), from its headers.
+  returned: when the checksums matched
+  type: dict
+plan:
+  description: In check mode, what would be done.
+  returned: check mode
+  type: dict
+safety_backup:
+  description: Path of the safety backup of the replaced directory.
+  returned: when a non-empty directory was replaced
+  type: str
+previous:
+  description: Where the replaced tree is kept.
+  returned: when a non-empty directory was replaced
+  type: str
+durations:
+  description: Seconds per phase (verify, inspect, safety_backup, extract, swap).
+  returned: always
+  type: dict
+log:
+  description: Timestamped log lines of every step.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: Path of the run log.
+  returned: when not in check mode
+  type: str
+audit_file:
+  description: Path of the audit log the run was appended to.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.files import (
+    FilesRestoreJob, files_restore_argument_spec, run_files_restore,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
+
+
+def main() -> None:
+    spec = files_restore_argument_spec()
+    spec["s3"] = s3_argument_spec()
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    source = module.params["source"] or ""
+    require_libs(module, postgres=False, s3=bool(module.params["s3"]) or source.startswith("s3://"))
+    with engine_errors(module):
+        result = run_files_restore(FilesRestoreJob.from_params(module.params), check_mode=module.check_mode)
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()

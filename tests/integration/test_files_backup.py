@@ -1,0 +1,618 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""files_backup / files_restore with real files, real GNU tar and zstd, and real SeaweedFS.
+
+Round trips compare a full snapshot of the tree (every entry's type, mode,
+owner, group, content hash or symlink target, hard links, xattrs) with the
+original. Failure cases assert what must *not* have happened too: no staging
+directory left, no previous tree, the target's snapshot unchanged, nothing
+written outside the target. The tests run as root (CI does) so owners can be
+set and restored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ansible_collections.doctorq.backup.plugins.module_utils import files as filesmod
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, checksum_line, iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.files import (
+    FilesJob, FilesRestoreJob, run_files_backup, run_files_restore,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import Hasher
+
+DAY = dt.timedelta(days=1)
+OWNER = (4321, 8765)  # uid/gid that exist nowhere: restored by number
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def failed(result: dict[str, Any], *needles: str) -> str:
+    assert result.get("failed"), result
+    for needle in needles:
+        assert needle in result["msg"], result["msg"]
+    return result["msg"]
+
+
+def xattrs_supported(path: str) -> bool:
+    probe = os.path.join(path, ".xattr-probe")
+    open(probe, "w", encoding="utf-8").close()
+    try:
+        os.setxattr(probe, "user.doctorq", b"1")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
+def make_tree(root: str) -> None:
+    """Files of several modes and owners, symlinks (relative, absolute, dangling), a hard link, a sparse file,
+    an empty directory, awkward names, and an xattr where the file system has them."""
+    os.makedirs(os.path.join(root, "docs", "2025"), exist_ok=True)
+    os.makedirs(os.path.join(root, "empty"), exist_ok=True)
+    os.makedirs(os.path.join(root, "private"), exist_ok=True)
+    specs = {
+        "docs/2025/report.pdf": (os.urandom(300_000), 0o640, OWNER),
+        "docs/readme.txt": ("Grüße, 東京 – naïve café\n".encode(), 0o644, (0, 0)),
+        "docs/with space & 'quote'.txt": (b"odd name\n", 0o600, OWNER),
+        "private/key.pem": (b"-----BEGIN PRIVATE KEY-----\nxyz\n", 0o400, (0, OWNER[1])),
+        "run.sh": (b"#!/bin/sh\necho hi\n", 0o755, (0, 0)),
+        "empty-file": (b"", 0o666, OWNER),
+    }
+    for rel, (data, mode, (uid, gid)) in specs.items():
+        path = os.path.join(root, rel)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    os.chmod(os.path.join(root, "private"), 0o700)
+    os.chown(os.path.join(root, "private"), *OWNER)
+    os.chmod(os.path.join(root, "empty"), 0o2775)  # setgid directory
+    os.symlink("2025/report.pdf", os.path.join(root, "docs", "latest.pdf"))
+    os.symlink("/etc/hostname", os.path.join(root, "absolute-link"))
+    os.symlink("does/not/exist", os.path.join(root, "dangling"))
+    os.lchown(os.path.join(root, "dangling"), *OWNER)
+    os.link(os.path.join(root, "run.sh"), os.path.join(root, "run-hardlink.sh"))
+    with open(os.path.join(root, "sparse.img"), "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+        handle.seek(10 * 1024 * 1024)
+        handle.write(b"island of data")
+    if xattrs_supported(root):
+        os.setxattr(os.path.join(root, "docs", "readme.txt"), "user.doctorq.origin", b"upload-42")
+    os.chmod(root, 0o751)
+
+
+def snapshot(root: str) -> dict[str, tuple]:
+    """Every entry below root (and root itself): type, mode, owner, content hash / link target, hard-link group, xattrs."""
+    found: dict[str, tuple] = {}
+    inodes: dict[tuple[int, int], str] = {}
+    for directory, dirs, names in os.walk(root):
+        for name in sorted(dirs + names) + ([""] if directory == root else []):
+            path = os.path.join(directory, name) if name else directory
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                what: Any = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                what = ("dir",)
+            else:
+                with open(path, "rb") as handle:
+                    what = ("file", hashlib.sha256(handle.read()).hexdigest(), st.st_size)
+            link_group = None
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                link_group = inodes.setdefault((st.st_dev, st.st_ino), rel)
+            xattrs = ()
+            if not stat.S_ISLNK(st.st_mode):
+                try:
+                    xattrs = tuple(sorted((k, os.getxattr(path, k)) for k in os.listxattr(path) if k.startswith("user.")))
+                except OSError:
+                    pass
+            found[rel] = (what, stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode) else None,
+                          st.st_uid, st.st_gid, link_group, xattrs)
+    return found
+
+
+def relpaths(root: str) -> set[str]:
+    return set(snapshot(root)) - {"."}
+
+
+def files_job(paths: list[str], backup_dir: str, **extra: Any) -> FilesJob:
+    return FilesJob.from_params({"name": extra.pop("name", "app"), "paths": paths, "backup_dir": backup_dir, **extra})
+
+
+def stray_dirs(parent: str, base: str) -> list[str]:
+    """Staging or previous trees a restore left beside the target."""
+    return sorted(n for n in os.listdir(parent) if n != base and base in n)
+
+
+@pytest.fixture
+def app(tmp_path) -> str:
+    root = str(tmp_path / "srv" / "app")
+    os.makedirs(root)
+    make_tree(root)
+    return root
+
+
+@pytest.fixture
+def backup_dir(tmp_path) -> str:
+    return str(tmp_path / "backups")
+
+
+def s3_keys(s3_option: dict[str, Any]) -> list[str]:
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    client = boto3.client("s3", endpoint_url=s3_option["endpoint_url"], aws_access_key_id=s3_option["access_key"],
+                          aws_secret_access_key=s3_option["secret_key"], region_name=s3_option.get("region", "us-east-1"))
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=s3_option["bucket"])
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+# --------------------------------------------------------------------------
+# round trips
+
+
+def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_module, s3_bucket):
+    before = snapshot(app)
+    result = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket}))
+    made = result["backup"]
+    assert result["changed"] is True and result["changed_during_backup"] == []
+    assert made["type"] == "files" and made["id"].startswith("app_files_") and made["path"].endswith(".tar.zst")
+    fileset = made["fileset"]
+    assert fileset["root"] == app and fileset["paths"] == ["."] and fileset["sources"] == [app]
+    regular = [k for k, v in before.items() if v[0][0] == "file"]
+    assert fileset["files"] == len(regular) == 8
+    assert fileset["symlinks"] == 3 and fileset["dirs"] == 5 and fileset["count"] == len(before)
+    assert fileset["bytes"] == sum(v[0][2] for k, v in before.items() if v[0][0] == "file" and k != "run-hardlink.sh")
+    # the set on disk: archive 0600, checksum files sha256sum/md5sum accept, manifest last
+    for suffix in ("", ".md5", ".sha256", ".manifest.json"):
+        assert stat.S_IMODE(os.stat(made["path"] + suffix).st_mode) == 0o600
+    subprocess.run(["sha256sum", "-c", os.path.basename(made["path"]) + ".sha256"], cwd=backup_dir, check=True,
+                   capture_output=True)
+    manifest = json.loads(open(made["path"] + ".manifest.json", encoding="utf-8").read())
+    assert manifest["type"] == "files" and manifest["format"] == "tar" and manifest["fileset"] == fileset
+    # and in S3, beside where database backups go
+    day = made["started_at"][:10]
+    prefix = f"{s3_bucket.get('prefix', 'postgresql')}/app/{day}/{made['file']}"
+    assert {prefix, prefix + ".md5", prefix + ".sha256", prefix + ".manifest.json"} <= set(s3_keys(s3_bucket))
+    assert made["s3_uri"] == f"s3://{s3_bucket['bucket']}/{prefix}"
+
+    # restore from S3 (the local copy gone) into a new directory: no confirmation needed
+    os.unlink(made["path"])
+    target = str(tmp_path / "restored" / "app")
+    restored = ok(run_module("files_restore", {"name": "app", "backup_dir": backup_dir, "s3": s3_bucket,
+                                               "target": target}))
+    assert restored["source"]["location"] == "s3" and restored["checksums"]["verified"] is True
+    assert restored["target"] == target and "previous" not in restored and "safety_backup" not in restored
+    after = snapshot(target)
+    assert after == before
+    # sparse stays sparse: 64 MiB apparent, a few blocks allocated
+    assert os.stat(os.path.join(target, "sparse.img")).st_blocks * 512 < 1024 * 1024
+    assert os.listdir(os.path.join(backup_dir, ".restore-work")) == []  # the download is removed
+    assert stray_dirs(os.path.dirname(target), "app") == []
+
+    # without this collection: zstd -dc | tar -x gives the same tree
+    stock = tmp_path / "stock"
+    stock.mkdir()
+    archive = str(tmp_path / "from-s3.tar.zst")
+    import boto3  # pylint: disable=import-outside-toplevel
+    boto3.client("s3", endpoint_url=s3_bucket["endpoint_url"], aws_access_key_id=s3_bucket["access_key"],
+                 aws_secret_access_key=s3_bucket["secret_key"], region_name="us-east-1").download_file(
+        s3_bucket["bucket"], prefix, archive)
+    subprocess.run(f"zstd -dc {archive} | tar -x --numeric-owner --xattrs --xattrs-include='*' --acls -C {stock}",
+                   shell=True, check=True)  # noqa: S602 - the README's one-liner, on paths of this test
+    assert snapshot(str(stock)) == before
+
+
+def test_restore_in_place_needs_confirmation_keeps_previous_and_a_safety_backup(app, backup_dir, run_module):
+    original = snapshot(app)
+    made = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir}))["backup"]
+    # the application changes its files after the backup
+    with open(os.path.join(app, "docs", "readme.txt"), "ab") as handle:
+        handle.write(b"edited\n")
+    os.unlink(os.path.join(app, "run.sh"))
+    with open(os.path.join(app, "new-upload.bin"), "wb") as handle:
+        handle.write(b"new")
+    modified = snapshot(app)
+    parent = os.path.dirname(app)
+
+    # default target: the directory that was backed up; refused without / with a wrong confirmation
+    for confirm in ("", "/srv/other", app + "-x"):
+        msg = failed(run_module("files_restore", {"name": "app", "backup_dir": backup_dir, "confirm": confirm}),
+                     f"confirm={app}", "Nothing was touched")
+        assert "non-empty directory" in msg
+        assert snapshot(app) == modified and stray_dirs(parent, "app") == []
+    assert not os.path.exists(os.path.join(backup_dir, "safety"))
+
+    # check mode: verifies and plans, changes nothing
+    plan = ok(run_module("files_restore", {"name": "app", "backup_dir": backup_dir}, check_mode=True))
+    assert plan["plan"]["replaces"] is True and plan["plan"]["confirmation_ok"] is False
+    assert plan["checksums"]["verified"] is True and snapshot(app) == modified
+
+    result = ok(run_module("files_restore", {"name": "app", "backup_dir": backup_dir, "confirm": app + "/"}))
+    assert result["changed"] is True and result["source"]["id"] == made["id"]
+    assert snapshot(app) == original
+    previous = result["previous"]
+    assert previous.startswith(app + ".pre_restore_") and snapshot(previous) == modified
+    assert stray_dirs(parent, "app") == [os.path.basename(previous)]
+    # the safety backup is a complete file backup of what was replaced, and restores to it
+    safety = result["safety_backup"]
+    assert safety.startswith(os.path.join(backup_dir, "safety") + os.sep)
+    check = os.path.join(parent, "from-safety")
+    ok(run_module("files_restore", {"source": safety, "backup_dir": backup_dir, "target": check}))
+    assert snapshot(check) == modified
+    # one audit line per restore
+    with open(os.path.join(backup_dir, "restore_audit.jsonl"), encoding="utf-8") as handle:
+        audit = [json.loads(line) for line in handle]
+    assert [a["status"] for a in audit] == ["failure"] * 3 + ["success", "success"]
+    assert audit[3]["type"] == "files" and audit[3]["target"] == app and audit[3]["previous"] == previous
+
+
+def test_excludes_and_the_backup_directory_inside_the_set(app, tmp_path, run_module):
+    for rel in ("cache/thumb1.jpg", "docs/cache/x", "docs/2025/draft.tmp", "tmp.tmp"):
+        path = os.path.join(app, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(b"skip me")
+    backup_dir = os.path.join(app, "var", "backups")  # inside the set: must not archive itself
+    made = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
+                                          "exclude": ["*.tmp", "cache"]}))["backup"]
+    assert made["fileset"]["exclude"] == ["*.tmp", "cache"]
+    with subprocess.Popen(["zstd", "-dc", made["path"]], stdout=subprocess.PIPE) as proc:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            names = {os.path.normpath(m.name) for m in archive}
+    assert not [n for n in names if "cache" in n.split("/") or n.endswith(".tmp") or n.startswith("var/backups")]
+    assert {"docs/readme.txt", "docs/2025/report.pdf", "private/key.pem", "var"} <= names
+    target = str(tmp_path / "restored")
+    ok(run_module("files_restore", {"name": "app", "backup_dir": backup_dir, "target": target}))
+    expected = {p for p in relpaths(app) if "cache" not in p.split("/") and not p.endswith(".tmp")
+                and not p.startswith("var/backups")}
+    assert relpaths(target) == expected
+
+
+def test_file_modified_during_the_backup_is_reported(app, backup_dir, tmp_path, run_module):
+    growing = os.path.join(app, "growing.log")
+    with open(growing, "wb") as handle:
+        handle.write(os.urandom(1024 * 1024) * 96)  # ~96 MiB: tar takes a while over it
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with open(growing, "ab") as out:
+                out.write(b"line\n")
+            time.sleep(0.002)
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        result = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
+                                                "metrics_dir": str(metrics), "compression_level": 1}))
+        failing = run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
+                                              "on_change": "fail", "compression_level": 1})
+    finally:
+        stop.set()
+        thread.join()
+    # warn (default): kept, and the file named everywhere a person or a program looks
+    changed = result["changed_during_backup"]
+    assert {"path": "./growing.log", "reason": "file changed as we read it"} in changed
+    assert result["backup"]["fileset"]["changed_during_backup"] == changed
+    assert any("changed while they were read" in w and "./growing.log" in w for w in result["warnings"])
+    assert any("WARNING" in line and "./growing.log" in line for line in result["log"])
+    manifest = json.loads(open(result["backup"]["path"] + ".manifest.json", encoding="utf-8").read())
+    assert manifest["fileset"]["changed_during_backup"] == changed
+    prom = (metrics / "doctorq_files_backup_app.prom").read_text()
+    assert f'doctorq_files_backup_last_changed_files{{database="app"}} {len(changed)}' in prom
+    assert 'doctorq_files_backup_last_run_status{database="app"} 1' in prom
+    # fail: nothing kept, nothing left behind
+    msg = failed(failing, "changed while they were read", "./growing.log", "nothing was kept")
+    assert "on_change" in msg
+    listed = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "type": "files"}))["backups"]
+    assert [b["id"] for b in listed] == [result["backup"]["id"]]
+    assert not [n for n in os.listdir(backup_dir) if n.endswith(".partial")]
+
+
+# --------------------------------------------------------------------------
+# refusing what must not be restored
+
+
+def flip_byte(path: str) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_corrupted_archive_is_refused_and_the_target_untouched(app, backup_dir, run_module):
+    made = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir}))["backup"]
+    with open(os.path.join(app, "docs", "readme.txt"), "ab") as handle:
+        handle.write(b"changed after the backup\n")
+    current = snapshot(app)
+    flip_byte(made["path"])
+    result = run_module("files_restore", {"name": "app", "backup_dir": backup_dir, "confirm": app})
+    failed(result, "checksum mismatch", "the target was not touched")
+    assert result["checksums"]["verified"] is False
+    assert snapshot(app) == current
+    assert stray_dirs(os.path.dirname(app), "app") == []
+    assert not os.path.exists(os.path.join(backup_dir, "safety"))  # the safety backup comes after verification
+    info = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "verify": True}))
+    assert info["corrupt"] == [made["id"]] and info["backups"][0]["type"] == "files"
+
+
+def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | None]], name: str = "evil") -> str:
+    """A complete-looking file backup (checksums and manifest right) around a hand-made archive."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    compressed = subprocess.run(["zstd", "-q", "-c"], input=raw.getvalue(), capture_output=True, check=True).stdout
+    started = utcnow()
+    bid = backup_id(name, started, "files")
+    file = f"{bid}.tar.zst"
+    os.makedirs(backup_dir, exist_ok=True)
+    path = os.path.join(backup_dir, file)
+    with open(path, "wb") as handle:
+        handle.write(compressed)
+    hasher = Hasher()
+    hasher.update(compressed)
+    digest = hasher.digest()
+    with open(path + ".sha256", "wb") as handle:
+        handle.write(checksum_line(digest.sha256, file))
+    manifest = Manifest(id=bid, database=name, kind="daily", started_at=iso(started), finished_at=iso(started),
+                        duration_s=0.1, file=file, size=digest.size, sha256=digest.sha256, md5=digest.md5,
+                        compression="zstd", compression_level=3, format="tar", type="files",
+                        fileset={"root": "/srv/evil", "paths": ["."], "count": len(members), "bytes": 0})
+    with open(path + ".manifest.json", "wb") as handle:
+        handle.write(manifest.to_json())
+    return path
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"pwned\n", link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o644
+    info.linkname = link
+    info.size = len(data) if data is not None and kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ([entry("../escaped.txt")], "'..' in the path"),
+    ([entry("ok/../../escaped.txt")], "'..' in the path"),
+    ([entry("/tmp/doctorq-absolute-member.txt")], "absolute path"),
+    ([entry("hl", tarfile.LNKTYPE, link="../escaped.txt")], "hard link"),
+    ([entry("link", tarfile.SYMTYPE, link="/tmp"), entry("link/doctorq-through-symlink.txt")], "symlink 'link'"),
+    ([entry("dev", tarfile.CHRTYPE)], "device file"),
+], ids=["dotdot", "nested-dotdot", "absolute", "hardlink-out", "through-symlink", "device"])
+def test_archive_escaping_the_target_is_refused_before_extracting(bad, reason, tmp_path, backup_dir, run_module):
+    innocent = [entry("aaa-first.txt", data=b"harmless\n"), entry("dir/", tarfile.DIRTYPE)]
+    path = forge_backup(backup_dir, innocent + bad)
+    target = str(tmp_path / "restore" / "evil")
+    outside = [str(tmp_path / "restore" / "escaped.txt"), "/tmp/doctorq-absolute-member.txt",
+               "/tmp/doctorq-through-symlink.txt", str(tmp_path / "escaped.txt")]
+    for check_mode in (True, False):
+        result = run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": target},
+                            check_mode=check_mode)
+        failed(result, "would be written outside the target", reason, "nothing was extracted")
+        assert result["checksums"]["verified"] is True  # the bytes are what the manifest says; the content is refused
+    # nothing at all was extracted: not even the harmless first member, no staging directory, nothing outside
+    assert not os.path.exists(target)
+    assert not os.path.exists(os.path.dirname(target)) or os.listdir(os.path.dirname(target)) == []
+    for path_ in outside:
+        assert not os.path.lexists(path_), path_
+
+
+# --------------------------------------------------------------------------
+# failures midway leave the old directory as it was
+
+
+def test_extraction_failure_leaves_the_old_directory_intact(tmp_path, backup_dir, run_module):
+    # a checksummed archive tar cannot extract whole: "x" is a file, then "x/y" needs it to be a directory
+    path = forge_backup(backup_dir, [entry("a.txt", data=b"new\n"), entry("x", data=b"file\n"),
+                                     entry("x/y", data=b"below a file\n")], name="broken")
+    target = tmp_path / "live"
+    target.mkdir()
+    (target / "keep.txt").write_text("live data\n")
+    before = snapshot(str(target))
+    result = run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(target),
+                                          "confirm": str(target)})
+    failed(result, "tar failed while extracting")
+    assert snapshot(str(target)) == before
+    assert stray_dirs(str(tmp_path), "live") == []
+    assert any("Removed the staging directory" in line for line in result["log"])
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "two-renames"])
+def test_swap_failure_rolls_back_and_leaves_the_old_directory_intact(atomic, app, backup_dir, monkeypatch):
+    ok(run_files_backup(files_job([app], backup_dir)))
+    with open(os.path.join(app, "run.sh"), "wb") as handle:
+        handle.write(b"#!/bin/sh\necho live\n")
+    before = snapshot(app)
+    real_rename = filesmod._rename  # pylint: disable=protected-access
+    calls = []
+
+    def failing_rename(src: str, dst: str) -> None:
+        calls.append((src, dst))
+        if len(calls) == 1 and (dst == app or ".pre_restore_" in dst):
+            raise OSError(5, "Input/output error (injected)", dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(filesmod, "_rename", failing_rename)
+    if not atomic:
+        monkeypatch.setattr(filesmod, "_exchange", lambda a, b: False)
+    else:
+        assert filesmod._exchange.__name__ == "_exchange"  # pylint: disable=protected-access
+    job = FilesRestoreJob.from_params({"name": "app", "backup_dir": backup_dir, "confirm": app})
+    result = run_files_restore(job)
+    assert result["failed"] and "injected" in result["msg"]
+    assert calls, "the swap was never attempted"
+    assert snapshot(app) == before
+    assert stray_dirs(os.path.dirname(app), "app") == []
+    assert result["safety_backup"]  # taken before the swap, and kept
+
+
+# --------------------------------------------------------------------------
+# weekly copies and retention, as for databases
+
+
+def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_module, s3_bucket):
+    now = utcnow()
+    base = {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket, "prune": False,
+            "retention_daily_days": 30, "retention_weekly_days": 365}
+    ids = {}
+    for label, days, weekly in (("A", 400, "always"), ("B", 200, "always"), ("C", 40, "never"), ("D", 10, "never")):
+        ids[label] = ok(run_files_backup(FilesJob.from_params({**base, "weekly": weekly}), now=now - days * DAY))["backup"]["id"]
+    weekly_b = os.path.join(backup_dir, "weekly", f"{ids['B']}.tar.zst")
+    assert os.stat(weekly_b).st_nlink == 2  # a hard link of the daily: no extra space
+    prefix = s3_bucket.get("prefix", "postgresql")
+    b_day = (now - 200 * DAY).strftime("%Y-%m-%d")
+    assert f"{prefix}/weekly/app/{b_day}/{ids['B']}.tar.zst.manifest.json" in s3_keys(s3_bucket)
+
+    # a database backup set of the same name, old enough to be deleted were it counted with the files: untouched
+    db_bid = backup_id("app", now - 500 * DAY)
+    db_file = os.path.join(backup_dir, f"{db_bid}.dump.zst")
+    with open(db_file, "wb") as handle:
+        handle.write(b"dump")
+    db_manifest = Manifest(id=db_bid, database="app", kind="daily", started_at=iso(now - 500 * DAY),
+                           finished_at=iso(now - 500 * DAY), duration_s=1.0, file=os.path.basename(db_file), size=4,
+                           sha256="0" * 64, md5="0" * 32, compression="zstd", compression_level=3)
+    with open(db_file + ".manifest.json", "wb") as handle:
+        handle.write(db_manifest.to_json())
+
+    final = ok(run_module("files_backup", {**base, "prune": True, "weekly": "never"}))
+    gone = {(d["id"], d["kind"], d["location"]) for d in final["deleted"]}
+    expected = {(ids[x], "daily", where) for x in "ABC" for where in ("local", "s3")} | \
+        {(ids["A"], "weekly", where) for where in ("local", "s3")}
+    assert gone == expected
+    listed = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "s3": s3_bucket, "type": "files"}))["backups"]
+    assert {(b["id"], b["kind"], b["location"]) for b in listed} == \
+        {(i, k, where) for i, k in ((ids["D"], "daily"), (final["backup"]["id"], "daily"), (ids["B"], "weekly"))
+         for where in ("local", "s3")}
+    assert os.stat(weekly_b).st_nlink == 1  # the daily link went, the weekly bytes stay
+    keys = s3_keys(s3_bucket)
+    assert not [k for k in keys if ids["A"] in k or ids["C"] in k]
+    assert os.path.exists(db_file) and os.path.exists(db_file + ".manifest.json")
+    # pg_backup_info lists both kinds side by side, each with its type
+    both = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "db": "app"}))["backups"]
+    assert {b["type"] for b in both} == {"database", "files"}
+    assert [b["id"] for b in both if b["type"] == "database"] == [db_bid]
+
+
+def test_crash_leftovers_are_cleaned_per_type(app, backup_dir, run_module):
+    os.makedirs(backup_dir)
+    stamp = "20200101_020000"
+    ours = [f".app_files_{stamp}.tar.zst.partial", f"app_files_{stamp}.tar.zst"]  # no manifest: incomplete
+    theirs = [f".app_full_{stamp}.dump.zst.partial", "notes.txt"]  # a database's crash remains, a foreign file
+    for name in ours + theirs:
+        with open(os.path.join(backup_dir, name), "wb") as handle:
+            handle.write(b"x")
+    result = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir}))
+    assert sorted(os.path.basename(p) for p in result["leftovers_removed"]) == sorted(ours)
+    for name in theirs:
+        assert os.path.exists(os.path.join(backup_dir, name)), name
+
+
+# --------------------------------------------------------------------------
+# the PostgreSQL configuration preset
+
+
+def write(path: str, text: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def test_postgresql_config_preset_round_trip(tmp_path, backup_dir, run_module):
+    etc = tmp_path / "etc" / "postgresql"
+    cluster = etc / "15" / "main"
+    data = tmp_path / "data"
+    ssl = tmp_path / "ssl"
+    write(str(cluster / "postgresql.conf"),
+          f"data_directory = '{data}'\t\t# use data in another directory\n"
+          "hba_file = '" + str(cluster / "pg_hba.conf") + "'\n"
+          "ssl = on\n"
+          "include_dir = 'conf.d'\n"
+          f"include_if_exists = '{tmp_path / 'nowhere.conf'}'\n")
+    write(str(cluster / "conf.d" / "10-ssl.conf"),
+          f"ssl_cert_file = '{ssl / 'server.crt'}'  # absolute\nssl_key_file = 'server.key'  # relative to data\n"
+          f"ssl_ca_file = '{ssl / 'missing-ca.crt'}'\n")
+    write(str(cluster / "conf.d" / "20-memory.conf"), "shared_buffers = 256MB\n")
+    write(str(cluster / "pg_hba.conf"), "local all postgres peer\nhostssl all all 0.0.0.0/0 scram-sha-256\n", 0o640)
+    write(str(cluster / "pg_ident.conf"), "# empty\n", 0o640)
+    write(str(cluster / "start.conf"), "auto\n")
+    write(str(ssl / "server.crt"), "-----BEGIN CERTIFICATE-----\n")
+    write(str(data / "server.key"), "-----BEGIN PRIVATE KEY-----\n", 0o600)
+    os.chown(data / "server.key", *OWNER)
+    write(str(etc / "16" / "other" / "postgresql.conf"), "port = 5433\n")  # another cluster: not in this backup
+
+    result = ok(run_module("files_backup", {"preset": "postgresql_config", "pg_config_dir": str(etc),
+                                            "backup_dir": backup_dir}))
+    made = result["backup"]
+    assert made["database"] == "postgresql_config" and made["fileset"]["preset"] == "postgresql_config"
+    assert made["fileset"]["root"] == "/"
+    assert made["fileset"]["sources"] == [str(cluster), str(ssl / "server.crt"), str(data / "server.key")]
+    assert any("missing-ca.crt" in w for w in result["warnings"])
+
+    target = str(tmp_path / "restored")
+    ok(run_module("files_restore", {"name": "postgresql_config", "backup_dir": backup_dir, "target": target}))
+    inside = target + str(cluster)
+    assert snapshot(inside) == snapshot(str(cluster))
+    assert set(os.listdir(inside)) == {"postgresql.conf", "conf.d", "pg_hba.conf", "pg_ident.conf", "start.conf"}
+    key = os.lstat(target + str(data / "server.key"))
+    assert (key.st_uid, key.st_gid, stat.S_IMODE(key.st_mode)) == (*OWNER, 0o600)
+    assert open(target + str(ssl / "server.crt"), encoding="utf-8").read() == "-----BEGIN CERTIFICATE-----\n"
+    assert not os.path.exists(target + str(etc / "16"))
+    # a backup taken relative to / has no in-place default: the target must be named
+    failed(run_module("files_restore", {"name": "postgresql_config", "backup_dir": backup_dir}), "set target")
+
+
+# --------------------------------------------------------------------------
+# check mode and options
+
+
+def test_check_mode_writes_nothing(app, backup_dir, run_module, s3_bucket):
+    plan = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket},
+                         check_mode=True))
+    assert plan["plan"]["root"] == app and plan["plan"]["path"].startswith(os.path.join(backup_dir, "app_files_"))
+    assert not os.path.exists(backup_dir) and s3_keys(s3_bucket) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({"name": "app", "paths": ["/nonexistent/doctorq"]}, "does not exist"),
+    ({"name": "we/ird", "paths": ["/etc/hostname"]}, "not a usable file-set name"),
+    ({"name": "weekly", "paths": ["/etc/hostname"]}, "not a usable file-set name"),
+    ({"name": "app", "paths": ["/etc/hostname"], "root": "/srv"}, "not under root"),
+    ({"preset": "postgresql_config", "pg_config_dir": "/nonexistent/pg"}, "no PostgreSQL configuration"),
+])
+def test_bad_options_fail_before_writing(args, needle, backup_dir, run_module):
+    failed(run_module("files_backup", {**args, "backup_dir": backup_dir}), needle)
+    assert not os.path.exists(backup_dir)
+
+
+def test_database_backup_is_not_restored_as_files(backup_dir, run_module, tmp_path):
+    path = forge_backup(backup_dir, [entry("a.txt")])
+    raw = json.loads(open(path + ".manifest.json", encoding="utf-8").read())
+    del raw["type"], raw["fileset"]  # what a pg_backup manifest looks like
+    with open(path + ".manifest.json", "w", encoding="utf-8") as handle:
+        json.dump(raw, handle)
+    failed(run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(tmp_path / "t")}),
+           "is a database backup", "pg_restore_safe")
+    assert not os.path.exists(tmp_path / "t")

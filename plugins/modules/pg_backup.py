@@ -21,12 +21,16 @@ description:
   - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
     Prometheus textfile for node_exporter.
   - The scheduled job on the host (C(doctorq-backup backup)) runs the same code; see the README.
+  - With O(kind) V(physical_full), V(differential) or V(incremental) it takes a physical backup of the whole cluster
+    with pgBackRest instead (configured by the C(doctorq.backup.pgbackrest) role), with the same run log, lock, webhook
+    and metrics; pgBackRest applies its own retention (the recoverable window). See C(docs/pitr.md).
 author:
   - DoctorQ infrastructure team
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.notify
+  - doctorq.backup.pgbackrest
 attributes:
   check_mode:
     support: full
@@ -36,9 +40,19 @@ attributes:
   platform:
     platforms: posix
 options:
+  kind:
+    description:
+      - V(logical) is the C(pg_dump) backup of O(db) described above.
+      - V(physical_full), V(differential) and V(incremental) drive pgBackRest (C(backup --type=full|diff|incr)) for the
+        whole cluster of O(stanza); O(db), the compression, weekly and retention options and O(s3) do not apply (the
+        repository is the one in O(pgbackrest_config)). A differential or incremental backup without a full one
+        before it becomes a full one.
+      - Physical backups need the module to run as root (C(become)) or as O(pgbackrest_user).
+    type: str
+    choices: [logical, physical_full, differential, incremental]
+    default: logical
   db:
-    description: Database to back up.
-    required: true
+    description: Database to back up. Required for O(kind=logical).
   backup_dir:
     description:
       - Local directory of the backups; weekly copies go to its C(weekly/) subdirectory. Created (0700) if missing.
@@ -128,6 +142,13 @@ EXAMPLES = r"""
   doctorq.backup.pg_backup:
     db: doctorq
   check_mode: true
+
+- name: Incremental physical backup of the cluster with pgBackRest (stanza main)
+  doctorq.backup.pg_backup:
+    kind: incremental
+    stanza: main
+    backup_dir: /var/lib/doctorq-backup/pgbackrest
+  become: true
 """
 
 RETURN = r"""
@@ -136,8 +157,8 @@ backup:
   returned: success, and on an S3 failure after the local copy was completed
   type: dict
   contains:
-    id: {description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC)., type: str, returned: always}
-    path: {description: Local path of the backup file., type: str, returned: always}
+    id: {description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for physical kinds., type: str, returned: always}
+    path: {description: Local path of the backup file (null for physical kinds)., type: str, returned: always}
     size: {description: Size in bytes., type: int, returned: always}
     sha256: {description: SHA-256 of the file., type: str, returned: always}
     md5: {description: MD5 of the file., type: str, returned: always}
@@ -147,6 +168,13 @@ backup:
     weekly: {description: Whether a weekly copy was made., type: bool, returned: always}
     weekly_path: {description: Path of the weekly copy., type: str, returned: when weekly}
     weekly_s3_uri: {description: URI of the weekly S3 copy., type: str, returned: when weekly}
+    kind: {description: Physical kind made (V(physical_full), V(differential), V(incremental))., type: str, returned: physical kinds}
+    label: {description: pgBackRest backup label., type: str, returned: physical kinds}
+    prior: {description: Label of the backup this one is based on (null for a full)., type: str, returned: physical kinds}
+    database_size: {description: Bytes of the cluster., type: int, returned: physical kinds}
+    repo_delta: {description: Bytes this backup added to the repository (also O(backup.size))., type: int, returned: physical kinds}
+    wal_start: {description: First WAL segment the backup needs., type: str, returned: physical kinds}
+    wal_stop: {description: Last WAL segment the backup needs., type: str, returned: physical kinds}
   sample:
     id: doctorq_full_20251107_020000
     path: /var/backups/doctorq/database/doctorq_full_20251107_020000.dump.zst
@@ -154,7 +182,7 @@ backup:
     sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     s3_uri: s3://doctorq-backups/doctorq/db1/doctorq/2025-11-07/doctorq_full_20251107_020000.dump.zst
 deleted:
-  description: Backups removed by retention.
+  description: Backups removed by retention (for physical kinds, the labels pgBackRest expired).
   returned: success
   type: list
   elements: dict
@@ -183,19 +211,29 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
+    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def argument_spec() -> dict:
     spec = postgres_argument_spec()
     spec.update(backup_argument_spec())
-    spec["db"] = dict(spec["db"], required=True)
     spec["s3"] = s3_argument_spec()
+    spec["kind"] = dict(type="str", default="logical", choices=["logical", *KINDS])
+    spec.update(pgbackrest_argument_spec())
     return spec
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_if=[("kind", "logical", ["db"])])
+    if module.params["kind"] != "logical":
+        with engine_errors(module):
+            result = run_physical_backup(PhysicalBackupJob.from_params(module.params), check_mode=module.check_mode)
+        exit_with(module, result)
+        return
     require_libs(module, s3=bool(module.params["s3"]))
     with engine_errors(module):
         job = BackupJob.from_params(module.params)

@@ -14,6 +14,9 @@ description:
     are never listed.
   - With O(verify=true), re-reads each listed backup and compares its size, SHA-256 and MD5 with the manifest.
     Objects in an archive tier (GLACIER, DEEP_ARCHIVE) are reported as C(archived) instead.
+  - With O(stanza), also lists the physical (pgBackRest) backups of that stanza and the recoverable window of
+    point-in-time recovery, from C(pgbackrest info --output=json) and the newest commit in the archived WAL. This
+    needs root (C(become)) or the O(pgbackrest_user).
 author:
   - DoctorQ infrastructure team
 extends_documentation_fragment:
@@ -51,6 +54,20 @@ options:
     description: Re-hash each listed backup and compare with its manifest.
     type: bool
     default: false
+  stanza:
+    description: pgBackRest stanza whose physical backups and recoverable window to list; omit for logical backups only.
+    type: str
+  pgbackrest_config:
+    description: The pgBackRest configuration file.
+    type: path
+    default: /etc/pgbackrest/pgbackrest.conf
+  pgbackrest_user:
+    description: The database OS user pgBackRest runs as.
+    type: str
+    default: postgres
+  pg_bin_dir:
+    description: Where C(pg_waldump) is; defaults to the PostgreSQL version of the stanza under C(/usr/lib/postgresql).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -63,6 +80,12 @@ EXAMPLES = r"""
       prefix: "doctorq/{{ inventory_hostname }}"
     limit: 5
   register: backups
+
+- name: Physical backups and the point-in-time recovery window of stanza main
+  doctorq.backup.pg_backup_info:
+    stanza: main
+  become: true
+  register: physical
 
 - name: Re-verify every local backup
   doctorq.backup.pg_backup_info:
@@ -96,6 +119,33 @@ corrupt:
   returned: always
   type: list
   elements: str
+physical_backups:
+  description: pgBackRest backups of O(stanza), newest first.
+  returned: with O(stanza)
+  type: list
+  elements: dict
+  contains:
+    label: {description: pgBackRest label (the O(doctorq.backup.pg_restore_safe#module:pitr_backup_set) value)., type: str, returned: always}
+    kind: {description: C(physical_full), C(differential) or C(incremental)., type: str, returned: always}
+    prior: {description: Label of the backup it is based on., type: str, returned: always}
+    started_at: {description: Start (UTC)., type: str, returned: always}
+    finished_at: {description: End (UTC)., type: str, returned: always}
+    database_size: {description: Bytes of the cluster., type: int, returned: always}
+    repo_delta: {description: Bytes this backup added to the repository., type: int, returned: always}
+    wal_start: {description: First WAL segment needed., type: str, returned: always}
+    wal_stop: {description: Last WAL segment needed., type: str, returned: always}
+recoverable_window:
+  description:
+    - Times a point-in-time recovery can reach - from just after the oldest backup ended to the newest transaction
+      commit in the archived WAL (UTC, ISO 8601). C(end) is null when no commit is found in the newest WAL.
+  returned: with O(stanza)
+  type: dict
+  sample: {start: "2025-11-02T01:00:41Z", end: "2025-11-09T10:41:58.120331Z", oldest_backup: 20251102-010002F,
+           newest_backup: 20251109-060002F_20251109-063001I, seconds: 639077.1}
+stanza_status:
+  description: pgBackRest's status of the stanza (code, message), PostgreSQL version and the archived WAL range.
+  returned: with O(stanza)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -103,6 +153,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups, store_for, stores, verify
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest, physical_listing
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
 
@@ -116,8 +167,12 @@ def main() -> None:
             limit=dict(type="int", default=0),
             verify=dict(type="bool", default=False),
             s3=s3_argument_spec(),
+            stanza=dict(type="str"),
+            pgbackrest_config=dict(type="path", default=DEFAULT_CONFIG),
+            pgbackrest_user=dict(type="str", default="postgres"),
+            pg_bin_dir=dict(type="path"),
         ),
-        required_one_of=[("backup_dir", "s3")],
+        required_one_of=[("backup_dir", "s3", "stanza")],
         supports_check_mode=True,
     )
     require_libs(module, postgres=False, s3=bool(module.params["s3"]))
@@ -140,7 +195,11 @@ def main() -> None:
                 if entry["verification"]["ok"] is False:
                     corrupt.append(manifest.id)
             backups.append(entry)
-    module.exit_json(changed=False, backups=backups, corrupt=corrupt)
+        physical = {}
+        if params["stanza"]:
+            physical = physical_listing(PgBackRest(params["pgbackrest_config"], params["stanza"], params["pgbackrest_user"]),
+                                        bin_dir=params["pg_bin_dir"])
+    module.exit_json(changed=False, backups=backups, corrupt=corrupt, **physical)
 
 
 if __name__ == "__main__":

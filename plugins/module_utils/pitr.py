@@ -1,0 +1,648 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Point-in-time recovery of a whole cluster with pgBackRest (``pg_restore_safe`` with ``pitr_target``).
+
+Order of a run, and why:
+1. check the options and the confirmation before any slow work;
+2. when the server answers, seal the window: one commit now, then
+   ``pgbackrest check`` (a WAL switch, waiting until it is archived), so any
+   time up to now is a reachable target;
+3. compute the recoverable window from the repository (oldest backup's end
+   to the newest commit in the archived WAL) and refuse a target outside it:
+   PostgreSQL would otherwise replay everything and stop with "recovery
+   ended before configured recovery target was reached", leaving the
+   cluster down;
+4. ``live``: a safety incremental backup, stop the server, ``restore
+   --delta`` into its data directory, start it; ``scratch``: restore into an
+   empty directory and start a private server there on another port
+   (unix socket only, archiving off so it never writes to the repository);
+5. wait for recovery to end (promotion), then verify: not in recovery, the
+   recovery point reached is not after the target, every database answers;
+6. a drill also measures RTO/RPO, writes its report and metrics, and
+   removes the scratch cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import getpass
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from typing import IO, Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgError
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
+    DEFAULT_CONFIG, DEFAULT_USER, PgBackRest, PgBackRestError, StanzaInfo, Window, as_user, iso_us,
+    last_archived_commit, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+
+TARGETS = ("time", "immediate", "end", "name")
+SCRATCH_MARK = "doctorq_pitr_scratch"
+
+
+def pitr_argument_spec() -> dict[str, Any]:
+    """PITR options of pg_restore_safe (doc: plugins/modules/pg_restore_safe.py)."""
+    return dict(
+        pitr_target=dict(type="str", choices=list(TARGETS)),
+        pitr_target_time=dict(type="str"),
+        pitr_target_name=dict(type="str"),
+        pitr_backup_set=dict(type="str"),
+        pitr_into=dict(type="str", default="scratch", choices=["scratch", "live"]),
+        pitr_data_dir=dict(type="path"),
+        pitr_service=dict(type="str"),
+        pitr_scratch_dir=dict(type="path"),
+        pitr_scratch_port=dict(type="int", default=0),
+        pitr_keep_scratch=dict(type="bool"),
+        pitr_drill=dict(type="bool", default=False),
+        pitr_max_rpo_seconds=dict(type="int", default=900),
+        pitr_report_dir=dict(type="path"),
+        pitr_safety_backup=dict(type="bool", default=True),
+        pitr_timeout=dict(type="int", default=3600),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PitrJob:
+    conn: PgConn
+    target: str
+    stanza: str = "main"
+    config: str = DEFAULT_CONFIG
+    user: str = DEFAULT_USER
+    target_time: dt.datetime | None = None
+    target_name: str | None = None
+    backup_set: str | None = None
+    into: str = "scratch"
+    data_dir: str | None = None
+    service: str | None = None
+    scratch_dir: str | None = None
+    scratch_port: int = 0
+    keep_scratch: bool = True
+    drill: bool = False
+    max_rpo_seconds: int = 900
+    report_dir: str | None = None
+    safety_backup: bool = True
+    timeout: int = 3600
+    confirm: str = ""
+    backup_dir: str = "/var/backups/postgresql"
+    notifier: Notifier = Notifier()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "PitrJob":
+        target = params.get("pitr_target") or ("time" if params.get("pitr_drill") else None)
+        if target not in TARGETS:
+            raise ConfigError(f"pitr_target must be one of {', '.join(TARGETS)}.")
+        drill = bool(params.get("pitr_drill"))
+        into = params.get("pitr_into") or "scratch"
+        if drill and into != "scratch":
+            raise ConfigError("a PITR drill never touches the live cluster: use pitr_into=scratch with pitr_drill.")
+        when = params.get("pitr_target_time")
+        if target == "time" and not when and not drill:
+            raise ConfigError("pitr_target=time needs pitr_target_time (ISO 8601, e.g. 2025-11-07T10:42:00Z).")
+        if target != "time" and when:
+            raise ConfigError(f"pitr_target_time is only used with pitr_target=time (not {target}).")
+        if target == "name" and not params.get("pitr_target_name"):
+            raise ConfigError("pitr_target=name needs pitr_target_name (a restore point made with pg_create_restore_point).")
+        port = params.get("pitr_scratch_port") or 0
+        if port < 0 or port > 65535:
+            raise ConfigError("pitr_scratch_port must be a TCP port number (or 0 to pick a free one).")
+        if (params.get("pitr_timeout") or 3600) < 10:
+            raise ConfigError("pitr_timeout must be at least 10 seconds.")
+        keep = params.get("pitr_keep_scratch")
+        return cls(
+            conn=dataclasses.replace(PgConn.from_params(params), db=None), target=target,
+            stanza=params.get("stanza") or "main", config=params.get("pgbackrest_config") or DEFAULT_CONFIG,
+            user=params.get("pgbackrest_user") or DEFAULT_USER,
+            target_time=parse_time(when, "pitr_target_time") if when else None,
+            target_name=params.get("pitr_target_name"), backup_set=params.get("pitr_backup_set"), into=into,
+            data_dir=params.get("pitr_data_dir"), service=params.get("pitr_service"),
+            scratch_dir=params.get("pitr_scratch_dir"), scratch_port=port,
+            keep_scratch=(not drill) if keep is None else bool(keep), drill=drill,
+            max_rpo_seconds=params.get("pitr_max_rpo_seconds") if params.get("pitr_max_rpo_seconds") is not None else 900,
+            report_dir=params.get("pitr_report_dir"), safety_backup=params.get("pitr_safety_backup", True) is not False,
+            timeout=params.get("pitr_timeout") or 3600, confirm=params.get("confirm") or "",
+            backup_dir=params.get("backup_dir") or "/var/backups/postgresql", notifier=Notifier.from_params(params),
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Pitr:
+    def __init__(self, job: PitrJob, echo: IO[str] | None) -> None:
+        self.job = job
+        self.echo = echo
+        self.now = utcnow()
+        self.stamp = self.now.strftime(STAMP)
+        self.pgbr = PgBackRest(job.config, job.stanza, job.user)
+        self.durations: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.result: dict[str, Any] = {"changed": False, "stanza": job.stanza}
+        self.info_version: str | None = None
+        self.t0 = time.monotonic()
+
+    # -- small helpers ------------------------------------------------------
+    def timed(self, phase: str, started: float) -> None:
+        self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - started, 3)
+
+    def as_owner(self, argv: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(as_user(self.job.user, argv), cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout, check=False,
+                              env=tool_env())
+        if check and proc.returncode != 0:
+            raise PgError(f"{os.path.basename(argv[0])} {' '.join(argv[1:3])} failed (exit {proc.returncode}): "
+                          f"{' '.join((proc.stdout + proc.stderr).split())[-400:]}")
+        return proc
+
+    def chown(self, path: str) -> None:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(self.job.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def stanza_path(self) -> str:
+        conf = read_conf(self.job.config)
+        for section in (self.job.stanza, "global"):
+            if conf.has_option(section, "pg1-path"):
+                return conf.get(section, "pg1-path")
+        raise ConfigError(f"{self.job.config} sets no pg1-path for stanza {self.job.stanza!r}: set pitr_data_dir.")
+
+    # -- 1. what and where -----------------------------------------------------
+    def check_confirmation(self) -> None:
+        if self.job.into == "live" and self.job.confirm != self.job.stanza:
+            said = f"confirm={self.job.confirm!r} does not match" if self.job.confirm else "no confirmation was given"
+            raise ConfigError(f"a point-in-time recovery into the live cluster replaces all of stanza {self.job.stanza!r} "
+                              f"and {said}: set confirm={self.job.stanza} (the stanza's name) to go ahead. "
+                              "Nothing was touched.")
+
+    def scratch_dir(self) -> str:
+        path = self.job.scratch_dir or (self.stanza_path().rstrip("/") + "_pitr_scratch")
+        path = os.path.abspath(path)
+        live = os.path.realpath(self.job.data_dir or self.stanza_path())
+        if os.path.realpath(path) == live:
+            raise ConfigError(f"pitr_scratch_dir {path} is the live data directory: choose another directory.")
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            raise ConfigError(f"pitr_scratch_dir {path} exists and is not empty: a scratch recovery needs an empty or "
+                              f"new directory. A scratch cluster kept earlier is stopped with "
+                              f"'pg_ctl -D {path} stop' and then removed. Nothing was touched.")
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise ConfigError(f"the parent of pitr_scratch_dir, {parent}, does not exist.")
+        return path
+
+    def server_up(self) -> bool:
+        try:
+            with PgClient(self.job.conn) as pg:
+                pg.server_version()
+            return True
+        except DoctorqError:
+            return False
+
+    # -- 2./3. window ------------------------------------------------------------
+    def seal(self, log: RunLog) -> None:
+        """A commit now and every WAL up to it archived: targets up to now become reachable."""
+        started = time.monotonic()
+        with PgClient(self.job.conn) as pg:
+            # Two commits: a time target stops before the first commit after it, so the second one makes the
+            # first (now) reachable even on an idle cluster.
+            (xid, at), = pg.query("SELECT txid_current(), clock_timestamp()", db="postgres")
+            time.sleep(0.01)
+            pg.query("SELECT txid_current()", db="postgres")
+        log(f"Sealed the window: transaction {xid} committed just after {iso_us(at)}")
+        try:
+            for line in self.pgbr.check():
+                log(f"pgbackrest: {line}")
+            log("WAL up to now is archived (pgbackrest check passed)")
+        except PgBackRestError as exc:
+            warning = f"pgbackrest check failed, so the newest WAL may not be archived: {exc}"
+            self.warnings.append(warning)
+            log(f"WARNING: {warning}")
+        self.timed("seal", started)
+
+    def window(self, info: StanzaInfo, log: RunLog) -> Window:
+        started = time.monotonic()
+        end = last_archived_commit(self.pgbr, info, bin_dir=self.job.conn.bin_dir)
+        window = window_of(info, end, self.job.backup_set)
+        self.timed("window", started)
+        log(f"Recoverable window: {window.describe()} ({len(info.usable())} backup(s), WAL "
+            f"{info.archive_min}..{info.archive_max})")
+        self.result["window"] = window.summary()
+        return window
+
+    def check_target(self, window: Window) -> dt.datetime | None:
+        job = self.job
+        if window.start is None:
+            raise ConfigError(f"stanza {job.stanza!r} has no usable backup: take one (pg_backup kind=physical_full) first. "
+                              "Nothing was touched.")
+        if job.target != "time":
+            return None
+        when = job.target_time or window.end
+        if when is None:
+            raise ConfigError("the end of the recoverable window is unknown (no commit found in the newest archived WAL): "
+                              "use pitr_target=end or pitr_target=immediate. Nothing was touched.")
+        if not window.contains(when):
+            side = "before the oldest backup finished" if when < window.start else "after the newest archived commit"
+            raise ConfigError(f"pitr_target_time {iso_us(when)} is outside the recoverable window {window.describe()} "
+                              f"({side}): choose a time inside it"
+                              + (", or pitr_target=end for everything archived" if when > window.start else "")
+                              + ". Nothing was touched.")
+        return when
+
+    # -- 4. restore ------------------------------------------------------------------
+    def restore_options(self, when: dt.datetime | None, data_dir: str) -> list[str]:
+        job = self.job
+        opts = {"time": ["--type=time", f"--target={pg_time(when)}"] if when else [],
+                "immediate": ["--type=immediate"], "end": ["--type=default"],
+                "name": ["--type=name", f"--target={job.target_name}"]}[job.target]
+        if job.target != "end":
+            opts.append("--target-action=promote")
+        if job.backup_set:
+            opts.append(f"--set={job.backup_set}")
+        opts.append(f"--pg1-path={data_dir}")
+        if job.into == "live":
+            opts += ["--delta", "--link-all"]
+        else:
+            # archiving off: a scratch cluster must never push its new timeline into the repository;
+            # tablespaces must never land on the live cluster's paths
+            opts += ["--archive-mode=off", f"--tablespace-map-all={data_dir}.tablespaces"]
+        return opts
+
+    def restore(self, when: dt.datetime | None, data_dir: str, log: RunLog) -> str | None:
+        started = time.monotonic()
+        opts = self.restore_options(when, data_dir)
+        log(f"pgbackrest restore {' '.join(opts)}")
+        proc = self.pgbr.run("restore", *opts, timeout=self.job.timeout)
+        chosen = None
+        for line in self.pgbr.progress(proc):
+            match = re.search(r"restore backup set (\S+)", line)
+            if match:
+                chosen = match.group(1).rstrip(",")
+            if "restore file" not in line:
+                log(f"pgbackrest: {line}")
+        self.timed("restore", started)
+        return chosen
+
+    # -- the server ----------------------------------------------------------------
+    def pg_ctl(self) -> str:
+        major = None
+        data = self.job.data_dir or self.stanza_path()
+        try:
+            with open(os.path.join(data, "PG_VERSION"), encoding="ascii") as handle:
+                major = handle.read().strip()
+        except OSError:
+            pass
+        return pg_bin("pg_ctl", major or self.info_version, self.job.conn.bin_dir)
+
+    def stop_live(self, data_dir: str, log: RunLog) -> None:
+        started = time.monotonic()
+        if self.job.service:
+            log(f"Stopping PostgreSQL (systemctl stop {self.job.service})...")
+            proc = subprocess.run(["systemctl", "stop", self.job.service], capture_output=True, text=True, check=False,
+                                  timeout=900)
+            if proc.returncode != 0:
+                raise PgError(f"systemctl stop {self.job.service} failed: {proc.stderr.strip()}")
+        elif os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+            log(f"Stopping PostgreSQL (pg_ctl -D {data_dir} stop -m fast)...")
+            self.as_owner([self.pg_ctl(), "-D", data_dir, "-m", "fast", "-w", "-t", "900", "stop"], timeout=960)
+        if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+            raise PgError(f"PostgreSQL still runs on {data_dir} (postmaster.pid is there): stop it, then run again.")
+        log("PostgreSQL is stopped")
+        self.timed("stop", started)
+
+    def start_live(self, data_dir: str, log: RunLog) -> str | None:
+        started = time.monotonic()
+        if self.job.service:
+            log(f"Starting PostgreSQL (systemctl start {self.job.service})...")
+            subprocess.run(["systemctl", "start", self.job.service], capture_output=True, text=True, check=False, timeout=900)
+            server_log = None
+        else:
+            server_log = os.path.join(data_dir, "log", "doctorq-pitr-startup.log")
+            os.makedirs(os.path.dirname(server_log), mode=0o700, exist_ok=True)
+            self.chown(os.path.dirname(server_log))
+            log(f"Starting PostgreSQL (pg_ctl -D {data_dir} start, log {server_log})...")
+            self.as_owner([self.pg_ctl(), "-D", data_dir, "-l", server_log, "-W", "start"])
+        self.timed("start", started)
+        return server_log
+
+    def start_scratch(self, data_dir: str, port: int, log: RunLog) -> str:
+        """A private server on the scratch copy: unix socket in the data directory, never TCP, archiving off."""
+        started = time.monotonic()
+        if not os.path.exists(os.path.join(data_dir, "postgresql.conf")):
+            # Debian keeps postgresql.conf in /etc/postgresql: the copy has only postgresql.auto.conf
+            self._write_owned(os.path.join(data_dir, "postgresql.conf"), "# scratch cluster of doctorq.backup\n")
+        hba = os.path.join(data_dir, f"{SCRATCH_MARK}_hba.conf")
+        self._write_owned(hba, "# scratch cluster: only local connections, through a socket in its 0700 data directory\n"
+                               "local all all trust\n")
+        self._write_owned(os.path.join(data_dir, SCRATCH_MARK), json.dumps({"stanza": self.job.stanza, "port": port,
+                                                                            "created": iso(self.now)}) + "\n")
+        settings = {
+            "data_directory": data_dir, "port": str(port), "listen_addresses": "", "unix_socket_directories": data_dir,
+            "hba_file": hba, "external_pid_file": "", "archive_mode": "off", "hot_standby": "off",
+            "shared_buffers": "128MB", "logging_collector": "off", "cluster_name": "doctorq-pitr-scratch",
+            "synchronous_standby_names": "", "primary_conninfo": "", "ssl": "off",
+        }
+        options = " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in settings.items())
+        server_log = os.path.join(data_dir, f"{SCRATCH_MARK}.log")
+        log(f"Starting the scratch cluster on port {port} (unix socket in {data_dir}, archiving off)...")
+        self.as_owner([self.pg_ctl(), "-D", data_dir, "-l", server_log, "-o", options, "-W", "start"])
+        self.timed("start", started)
+        return server_log
+
+    def _write_owned(self, path: str, text: str) -> None:
+        write_file_atomic(path, text.encode(), mode=0o600)
+        self.chown(path)
+
+    def wait_promoted(self, conn: PgConn, data_dir: str, server_log: str | None, log: RunLog) -> None:
+        """Until the server accepts connections and has left recovery; fail with its log when it exits."""
+        started = time.monotonic()
+        deadline = started + self.job.timeout
+        last = ""
+        log("Waiting for recovery to reach its target and the server to promote...")
+        while time.monotonic() < deadline:
+            try:
+                with PgClient(conn) as pg:
+                    if not pg.query("SELECT pg_is_in_recovery()", db="postgres")[0][0]:
+                        self.timed("recovery", started)
+                        log(f"Recovery finished after {time.monotonic() - started:.1f}s")
+                        return
+            except DoctorqError as exc:
+                last = str(exc)
+            if time.monotonic() - started > 5 and not os.path.exists(os.path.join(data_dir, "postmaster.pid")) \
+                    and not self.job.service:
+                raise PgError(f"PostgreSQL on {data_dir} stopped during recovery: {self._tail(server_log)}")
+            time.sleep(0.5)
+        raise PgError(f"recovery on {data_dir} did not finish within pitr_timeout={self.job.timeout}s ({last}); "
+                      f"{self._tail(server_log)}")
+
+    @staticmethod
+    def _tail(path: str | None, lines: int = 8) -> str:
+        if not path:
+            return "see the server's log (journalctl -u <service>)"
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()[-20000:]
+        except OSError:
+            return f"no server log at {path}"
+        wanted = [line for line in text.splitlines() if re.search(r"FATAL|PANIC|ERROR|recovery|consistent", line)]
+        return "server log: " + " | ".join((wanted or text.splitlines())[-lines:])
+
+    def verify(self, conn: PgConn, when: dt.datetime | None, log: RunLog) -> dict[str, Any]:
+        """The recovered cluster is out of recovery, did not replay past the target, and every database answers."""
+        started = time.monotonic()
+        with PgClient(conn) as pg:
+            (in_recovery, point, timeline, version), = pg.query(
+                "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp(), "
+                "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), current_setting('server_version')", db="postgres")
+            names = [r[0] for r in pg.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                                            "ORDER BY 1", db="postgres")]
+            databases = {}
+            for name in names:
+                databases[name] = pg.query(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg_toast%%'", db=name)[0][0]
+        facts = {"in_recovery": in_recovery, "recovery_point": iso_us(point) if point else None,
+                 "timeline": int(timeline, 16), "server_version": version, "databases": databases}
+        if in_recovery:
+            raise IntegrityError("the recovered cluster is still in recovery: it did not promote.")
+        if when is not None and point is not None and point > when:
+            raise IntegrityError(f"the recovered cluster replayed a transaction of {iso_us(point)}, after the target "
+                                 f"{iso_us(when)}: the recovery overshot; do not use it.")
+        log(f"Verified: out of recovery on timeline {facts['timeline']}, last replayed transaction "
+            f"{facts['recovery_point'] or 'none (no transaction after the backup)'}, {len(databases)} database(s) answer "
+            f"({', '.join(f'{k}: {v} tables' for k, v in databases.items())})")
+        self.timed("verify", started)
+        return facts
+
+    def stop_scratch(self, data_dir: str, log: RunLog, remove: bool) -> None:
+        started = time.monotonic()
+        if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+            for mode in ("fast", "immediate"):
+                self.as_owner([self.pg_ctl(), "-D", data_dir, "-m", mode, "-w", "-t", "120", "stop"], timeout=180, check=False)
+                if not os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+                    break
+        if remove:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(data_dir + ".tablespaces", ignore_errors=True)
+            log(f"Scratch cluster stopped and removed ({data_dir})")
+        else:
+            log(f"Scratch cluster stopped ({data_dir})")
+        self.timed("cleanup", started)
+
+    # -- the run -------------------------------------------------------------------
+    def run(self, check_mode: bool) -> dict[str, Any]:
+        job = self.job
+        mode = "drill" if job.drill else job.into
+        log = None if check_mode else os.path.join(job.backup_dir, f"restore_pgbackrest-{job.stanza}_{self.stamp}.log")
+        if log:
+            os.makedirs(job.backup_dir, mode=0o700, exist_ok=True)
+        log = RunLog(log, echo=self.echo)
+        log.banner(f"Point-in-time recovery of stanza {job.stanza!r} into {mode}"
+                   + (" (check mode: nothing is changed)" if check_mode else ""))
+        status, error = "success", None
+        try:
+            if check_mode:
+                self._plan(log)
+            else:
+                with Lock(os.path.join(job.backup_dir, f".pgbackrest-{job.stanza}.lock"),
+                          f"a physical backup or recovery of stanza {job.stanza!r}"):
+                    self._run(log)
+        except DoctorqError as exc:
+            status, error = "failure", str(exc)
+            log(f"ERROR: {error}")
+            self.result.update(failed=True, msg=error)
+        rto = round(time.monotonic() - self.t0, 3)
+        self.result.update(durations=self.durations, duration_s=rto, warnings=self.warnings, log=log.lines,
+                           log_file=log.path, mode=mode)
+        if not check_mode:
+            self._report(status, error, rto, log)
+        log.close()
+        self.result["log"] = log.lines
+        return self.result
+
+    def _plan(self, log: RunLog) -> None:
+        job = self.job
+        info = self.pgbr.info()
+        self.info_version = info.pg_version
+        window = self.window(info, log)
+        when = self.check_target(window)
+        plan: dict[str, Any] = {"target": job.target, "target_time": iso_us(when) if when else None,
+                                "target_name": job.target_name, "backup_set": job.backup_set, "into": job.into,
+                                "drill": job.drill, "window": window.summary()}
+        if job.into == "live":
+            plan.update(data_dir=job.data_dir or self.stanza_path(), confirmation_ok=job.confirm == job.stanza,
+                        service=job.service, safety_backup=job.safety_backup, delta=True)
+        else:
+            plan.update(scratch_dir=self.scratch_dir(), scratch_port=job.scratch_port or "a free port",
+                        keep_scratch=job.keep_scratch)
+        plan["restore_options"] = self.restore_options(when, plan.get("data_dir") or plan.get("scratch_dir"))
+        self.result.update(plan=plan, changed=True)
+        log(f"Plan: {json.dumps(plan, sort_keys=True)}")
+
+    def _run(self, log: RunLog) -> None:
+        job = self.job
+        self.check_confirmation()
+        data_dir = os.path.abspath(job.data_dir or self.stanza_path()) if job.into == "live" else self.scratch_dir()
+        if job.into == "live" and not job.service and not os.path.exists(os.path.join(data_dir, "postgresql.conf")) \
+                and os.path.exists(os.path.join(data_dir, "PG_VERSION")):
+            raise ConfigError(f"{data_dir} has no postgresql.conf (Debian keeps it in /etc/postgresql), so pg_ctl cannot "
+                              "start it: set pitr_service to the cluster's systemd unit, e.g. postgresql@15-main. "
+                              "Nothing was touched.")
+        up = self.server_up()
+        log(f"The live server at {job.conn.where} is {'up' if up else 'not answering'}")
+        if up:
+            self.seal(log)
+        info = self.pgbr.info()
+        self.info_version = info.pg_version
+        window = self.window(info, log)
+        when = self.check_target(window)
+        self.result["pitr"] = {"target": job.target, "target_time": iso_us(when) if when else None,
+                               "target_name": job.target_name, "into": job.into, "data_dir": data_dir}
+        log(f"Target: {job.target}" + (f" {iso_us(when)}" if when else "") + (f" {job.target_name}" if job.target_name else "")
+            + (f", backup set {job.backup_set}" if job.backup_set else ""))
+        if job.into == "live":
+            self._live(data_dir, when, up, log)
+        else:
+            self._scratch(data_dir, when, log)
+
+    def _live(self, data_dir: str, when: dt.datetime | None, up: bool, log: RunLog) -> None:
+        job = self.job
+        if up and job.safety_backup:
+            started = time.monotonic()
+            log("Safety backup of the current state before it is replaced (pgbackrest backup --type=incr)...")
+            before = {b.label for b in self.pgbr.info().backups}
+            self.pgbr.run("backup", "--type=incr", timeout=job.timeout)
+            made = [b.label for b in self.pgbr.info().backups if b.label not in before]
+            self.result["safety_backup"] = made[-1] if made else None
+            log(f"Safety backup {self.result['safety_backup']} taken: the state before this recovery stays recoverable "
+                "(pitr_target=immediate with pitr_backup_set, or the old timeline's WAL)")
+            self.timed("safety_backup", started)
+        self.stop_live(data_dir, log)
+        self.result["changed"] = True
+        chosen = self.restore(when, data_dir, log)
+        self.result["pitr"]["backup_set"] = chosen or job.backup_set
+        server_log = self.start_live(data_dir, log)
+        self.wait_promoted(job.conn, data_dir, server_log, log)
+        self.result["recovery"] = self.verify(job.conn, when, log)
+        log("=" * 41)
+        log("POINT-IN-TIME RECOVERY COMPLETED SUCCESSFULLY")
+        log("=" * 41)
+        log("Take a full backup soon (pg_backup kind=physical_full): the cluster is on a new timeline")
+
+    def _scratch(self, data_dir: str, when: dt.datetime | None, log: RunLog) -> None:
+        job = self.job
+        port = job.scratch_port or free_port()
+        created = not os.path.exists(data_dir)
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.chown(data_dir)
+        os.chmod(data_dir, 0o700)
+        self.result["changed"] = True
+        conn = PgConn(unix_socket=data_dir, port=port, user=job.conn.user, db="postgres",
+                      connect_timeout=job.conn.connect_timeout, bin_dir=job.conn.bin_dir)
+        keep = job.keep_scratch
+        try:
+            chosen = self.restore(when, data_dir, log)
+            self.result["pitr"]["backup_set"] = chosen or job.backup_set
+            server_log = self.start_scratch(data_dir, port, log)
+            self.wait_promoted(conn, data_dir, server_log, log)
+            self.result["recovery"] = self.verify(conn, when, log)
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            self.result["scratch"] = {"data_dir": data_dir, "port": port, "socket_dir": data_dir, "kept": keep,
+                                      "connect": f"psql -h {data_dir} -p {port} -U {job.conn.user} postgres",
+                                      "stop": f"pg_ctl -D {data_dir} stop" if keep else None}
+            if not keep:
+                self.stop_scratch(data_dir, log, remove=True)
+                if not created:  # it was an empty directory of the user's: leave it so
+                    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+                    self.chown(data_dir)
+        if keep:
+            log(f"Scratch cluster running: {self.result['scratch']['connect']} (stop it with "
+                f"{self.result['scratch']['stop']}, then remove {data_dir})")
+
+    # -- report --------------------------------------------------------------------------
+    def _report(self, status: str, error: str | None, rto: float, log: RunLog) -> None:
+        job = self.job
+        recovery = self.result.get("recovery") or {}
+        point = recovery.get("recovery_point")
+        rpo = None
+        if point:
+            reached = dt.datetime.fromisoformat(point.replace("Z", "+00:00"))
+            rpo = round(max(0.0, (self.now - reached).total_seconds()), 3)
+        if job.drill:
+            if status == "success" and rpo is None:
+                status, error = "failure", "the drill recovered no transaction: the recovery point is unknown."
+            elif status == "success" and job.max_rpo_seconds and rpo > job.max_rpo_seconds:
+                status, error = "failure", (f"the newest recoverable transaction is {rpo:.0f}s old, more than "
+                                            f"pitr_max_rpo_seconds={job.max_rpo_seconds}: check WAL archiving "
+                                            "(pgbackrest check) and archive_timeout.")
+            if status == "failure" and not self.result.get("failed"):
+                self.result.update(failed=True, msg=error)
+                log(f"ERROR: {error}")
+            self.result.update(rto_s=rto, rpo_s=rpo)
+            samples = {"last_run_timestamp_seconds": time.time(), "last_status": 1.0 if status == "success" else 0.0}
+            if status == "success":
+                samples.update(last_success_timestamp_seconds=time.time(), rto_seconds=rto, rpo_seconds=rpo or 0.0)
+            self.warnings += job.notifier.metrics("drill", metrics_label(job.stanza), samples, log)
+            log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, recovery point {point or 'n/a'}"
+                + (f", RPO {rpo:.1f}s" if rpo is not None else "") + (f" ({error})" if error else ""))
+            if job.report_dir:
+                self._write_report(status, error, rto, rpo)
+        self._audit(status, error)
+        event = "drill" if job.drill else "restore"
+        summary = (f"{'PITR drill' if job.drill else 'Point-in-time recovery'} of stanza {job.stanza} on "
+                   f"{socket.gethostname()} into {job.into}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s"))
+        self.warnings += job.notifier.send({"event": event, "status": status, "database": metrics_label(job.stanza),
+                                            "host": socket.gethostname(), "summary": summary, "error": error,
+                                            "pitr": self.result.get("pitr"), "recovery": recovery or None,
+                                            "rto_s": rto, "rpo_s": rpo}, log)
+
+    def _write_report(self, status: str, error: str | None, rto: float, rpo: float | None) -> None:
+        job = self.job
+        report = {"stanza": job.stanza, "host": socket.gethostname(), "at": iso(self.now), "status": status,
+                  "error": error, "kind": "pitr", "pitr": self.result.get("pitr"), "window": self.result.get("window"),
+                  "recovery": self.result.get("recovery"), "rto_s": rto, "rpo_s": rpo, "durations": self.durations}
+        path = os.path.join(job.report_dir, f"drill_pgbackrest-{job.stanza}.json")
+        try:
+            os.makedirs(job.report_dir, mode=0o750, exist_ok=True)
+            write_file_atomic(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(), mode=0o640)
+            self.result["report_file"] = path
+        except (OSError, DoctorqError) as exc:
+            self.warnings.append(f"cannot write the drill report {path}: {exc}")
+
+    def _audit(self, status: str, error: str | None) -> None:
+        """The same audit log as the logical restores: one JSON line per run in <backup_dir>/restore_audit.jsonl."""
+        record = {"at": iso(self.now), "finished_at": iso(utcnow()), "who": getpass.getuser(),
+                  "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(),
+                  "database": metrics_label(self.job.stanza), "mode": f"pitr_{'drill' if self.job.drill else self.job.into}",
+                  "source": self.result.get("pitr"), "status": status, "error": error,
+                  "safety_backup": self.result.get("safety_backup"), "durations": self.durations}
+        path = os.path.join(self.job.backup_dir, "restore_audit.jsonl")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self.result["audit_file"] = path
+        except OSError as exc:
+            self.warnings.append(f"cannot append to the audit log {path}: {exc.strerror}")
+
+
+def run_pitr(job: PitrJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:
+    """Recover the cluster to a point in time (live or scratch, or a drill). ``failed``/``msg`` on failure."""
+    return _Pitr(job, echo).run(check_mode)

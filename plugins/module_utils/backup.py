@@ -230,7 +230,7 @@ class _Run:
         log = RunLog(echo=self.echo)
         log.banner(f"Backup {self.job.db} - check mode, nothing is written")
         with PgClient(self.job.conn) as pg:
-            _, full = pg.server_version()
+            full = pg.server_version()[1]
             if not pg.database_exists(self.job.db):
                 raise_missing_db(self.job)
             pg.tool("pg_dump")
@@ -322,7 +322,7 @@ class _Run:
             globals_facts = None
             if job.globals:
                 gname = f"{job.db}_globals_{self.started.strftime(STAMP)}.sql{job.extension}"
-                gdigest, _, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
+                gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
                                                pg.env("postgres"), gname, "daily", ["pg_dumpall"])
                 s3_error = s3_error or gerr
                 globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}

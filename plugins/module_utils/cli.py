@@ -29,7 +29,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJ
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups, store_for, stores, verify
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def job_spec() -> dict[str, Any]:

@@ -285,7 +285,7 @@ def run(stages: Sequence[Sequence[str] | None], env: dict[str, str], sinks: Sequ
     argvs = [list(s) for s in stages if s]
     names = list(names or [os.path.basename(a[0]) for a in argvs])
     procs: list[subprocess.Popen] = []
-    errfiles = [tempfile.TemporaryFile() for _ in argvs]
+    errfiles = [tempfile.TemporaryFile() for _argv in argvs]
     hasher = Hasher()
     try:
         prev = None

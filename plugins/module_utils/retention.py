@@ -22,7 +22,8 @@ def to_delete(manifests: list[Manifest], now: dt.datetime, keep_days: dict[str, 
     for manifest in manifests:
         groups[(manifest.location, manifest.type, manifest.database, manifest.kind)].append(manifest)
     doomed: list[Manifest] = []
-    for (_, _, _, kind), group in sorted(groups.items()):
+    for key, group in sorted(groups.items()):
+        kind = key[-1]
         days = keep_days.get(kind)
         if not days:
             continue

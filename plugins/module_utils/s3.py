@@ -57,7 +57,6 @@ def s3_argument_spec() -> dict[str, Any]:
     )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class S3Config:
     """Where and how to store objects; built once from the ``s3`` option."""

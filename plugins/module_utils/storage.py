@@ -123,7 +123,7 @@ class LocalStore:
         complete: set[str] = set()
         for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
-        return [os.path.join(directory, name) for _, directory, name in self._entries()
+        return [os.path.join(directory, name) for _kind, directory, name in self._entries()
                 if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete]
 
     def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:

@@ -25,7 +25,7 @@ description:
     with pgBackRest instead (configured by the C(doctorq.backup.pgbackrest) role), with the same run log, lock, webhook
     and metrics; pgBackRest applies its own retention (the recoverable window). See C(docs/pitr.md).
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3

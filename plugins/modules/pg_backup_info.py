@@ -18,7 +18,7 @@ description:
     point-in-time recovery, from C(pgbackrest info --output=json) and the newest commit in the archived WAL. This
     needs root (C(become)) or the O(pgbackrest_user).
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.s3
 attributes:

@@ -16,7 +16,7 @@ description:
     and Prometheus metrics, notifies on failure, and drops the scratch database. It never touches O(db) itself.
   - The drill fails when the restore fails or when the newest backup is older than O(max_rpo_hours).
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3

@@ -31,7 +31,7 @@ description:
     recoverable window or the run is refused before anything is touched. A live recovery takes a safety
     incremental backup, stops the server, restores with C(--delta), starts it and verifies it.
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3

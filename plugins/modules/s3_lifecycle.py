@@ -29,7 +29,7 @@ description:
     Anything else about a bucket (policy, public access block, tags, ownership) is left to M(amazon.aws.s3_bucket).
   - O(s3) is required; O(s3.bucket) names the bucket to manage.
 author:
-  - DoctorQ infrastructure team (!UNKNOWN)
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.s3
 attributes:

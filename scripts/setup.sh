@@ -32,10 +32,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-if ! cmp -s requirements-dev.txt .venv/.requirements-installed 2>/dev/null; then
+# The stamp covers requirements.txt too (requirements-dev.txt includes it).
+want=$(cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements-installed 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python requirements into .venv"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements-dev.txt
-  cp requirements-dev.txt .venv/.requirements-installed
+  echo "$want" >.venv/.requirements-installed
 fi
-echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/ansible --version | head -1))"
+echo "setup: ready ($(.venv/bin/python --version), ansible-core $(.venv/bin/python -c 'import ansible.release as r; print(r.__version__)'))"

@@ -664,6 +664,11 @@ class Testbed:
         bed._pg = bed._seaweed = bed._moto = None  # type: ignore[assignment]
         return bed
 
+    @property
+    def state(self) -> _State:
+        """What the bed knows about its servers (ports, pids, paths)."""
+        return self._state
+
     def _save(self) -> None:
         _write_private(os.path.join(self.dir, STATE_FILE), json.dumps(asdict(self._state), indent=2))
 

@@ -126,16 +126,38 @@ def test_moto_answers(moto_s3, moto_bucket):
     assert moto_bucket["endpoint_url"] == moto_s3.endpoint_url != ""
 
 
-def test_servers_bind_loopback_only(pg_server, seaweed, moto_s3):
-    for port in (pg_server.port, int(seaweed.endpoint_url.rsplit(":", 1)[1]), int(moto_s3.endpoint_url.rsplit(":", 1)[1])):
+def _listening_sockets() -> list[tuple[str, int]]:
+    """(address, port) of every listening IPv4/IPv6 TCP socket, from /proc (no `ss` needed)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as handle:
+            next(handle)
+            for line in handle:
+                local, state = line.split()[1], line.split()[3]
+                if state != "0A":  # LISTEN
+                    continue
+                addr_hex, port_hex = local.split(":")
+                if len(addr_hex) == 8:
+                    addr = socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr_hex)[::-1])
+                else:
+                    raw = bytes.fromhex(addr_hex)
+                    addr = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                found.append((addr, int(port_hex, 16)))
+    return found
+
+
+def test_servers_bind_loopback_only(pg_server, seaweed, moto_s3, _testbed):
+    ports = {pg_server.port, int(seaweed.endpoint_url.rsplit(":", 1)[1]), int(moto_s3.endpoint_url.rsplit(":", 1)[1])}
+    for port in ports:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass
-    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=False).stdout
-    ports = {pg_server.port, int(seaweed.endpoint_url.rsplit(":", 1)[1])}
-    for line in listening.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[3].rsplit(":", 1)[-1].isdigit() and int(fields[3].rsplit(":", 1)[1]) in ports:
-            assert fields[3].startswith("127.0.0.1:"), line
+    # every port of weed mini (master, volume, filer, s3, admin and their gRPC)
+    ports |= set(_testbed.state.seaweed.get("ports", {}).values())
+    listening = _listening_sockets()
+    assert ports <= {port for _addr, port in listening}
+    for addr, port in listening:
+        if port in ports:
+            assert addr == "127.0.0.1", (addr, port)
 
 
 # ---- run_module

@@ -379,6 +379,7 @@ def promote_weekly(job: BackupJob, *, echo: IO[str] | None = None) -> dict[str, 
     """
     run = _Run(job, None, echo)
     log = RunLog(echo=echo)
+    run.local.ensure_writable()  # before any backup ran, say "no backup yet", not "cannot open lock file"
     with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
         dailies = [m for m in run.local.list(job.db) if m.kind == "daily"]
         if not dailies:

@@ -22,7 +22,7 @@ options:
   pgbackrest_user:
     description:
       - The database OS user pgBackRest runs as. The module runs it through C(runuser) when it runs as root
-        (C(become: true)), directly when it already runs as this user.
+        (C(become=true)), directly when it already runs as this user.
     type: str
     default: postgres
 notes:

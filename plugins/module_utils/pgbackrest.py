@@ -28,13 +28,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 from typing import IO, Any, Sequence
 
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier, human, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier, human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
@@ -603,7 +602,7 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
             os.chown(work, owner.pw_uid, owner.pw_gid)
         os.chmod(work, 0o700)
         segment: str | None = info.archive_max
-        for _ in range(lookback):
+        for _step in range(lookback):
             if segment is None or (info.archive_min and segment < info.archive_min):
                 break
             dest = os.path.join(work, segment)
@@ -728,6 +727,7 @@ def repo_location(config: str, stanza: str) -> str | None:
         conf = read_conf(config)
     except ConfigError:
         return None
+
     def get(key: str) -> str | None:
         for section in (stanza, "global"):
             if conf.has_option(section, key):
@@ -847,73 +847,3 @@ def physical_listing(pgbr: PgBackRest, *, bin_dir: str | None = None) -> dict[st
     return {"physical_backups": backups, "recoverable_window": window.summary(),
             "stanza_status": {"code": info.status_code, "message": info.status, "pg_version": info.pg_version,
                               "archive_min": info.archive_min, "archive_max": info.archive_max, "cipher": info.cipher}}
-
-
-# --------------------------------------------------------------------------
-# the scheduled job: python -m ...pgbackrest backup --kind incremental --config FILE
-
-
-def job_spec() -> dict[str, Any]:
-    spec = dict(pgbackrest_argument_spec())
-    spec.update(backup_dir=dict(type="path", default="/var/lib/doctorq-backup/pgbackrest"), log_dir=dict(type="path"),
-                **notify_argument_spec())
-    return spec
-
-
-def load_job_config(path: str) -> dict[str, Any]:
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
-    try:
-        info = os.stat(path)
-        with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}.") from None
-    except ValueError as exc:
-        raise ConfigError(f"config {path} is not valid JSON: {exc}.") from None
-    if info.st_mode & 0o077:
-        raise ConfigError(f"config {path} is readable by others (mode {info.st_mode & 0o777:04o}); it may hold the "
-                          "webhook URL: chmod 600 it.")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must hold a JSON object.")
-    result = ArgumentSpecValidator(job_spec()).validate(raw)
-    if result.error_messages:
-        raise ConfigError(f"config {path}: " + "; ".join(result.error_messages))
-    return result.validated_parameters
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Cron's entry point for physical backups and PITR drills; exit 0 ok, 1 failed, 2 bad config."""
-    import argparse  # pylint: disable=import-outside-toplevel
-
-    parser = argparse.ArgumentParser(prog="doctorq-pgbackrest", description="pgBackRest backups and PITR drills")
-    sub = parser.add_subparsers(dest="command", required=True)
-    backup = sub.add_parser("backup", help="one physical backup, with the run log, webhook and metrics")
-    backup.add_argument("--kind", choices=list(KINDS), required=True)
-    drill = sub.add_parser("drill", help="recover the newest state into a scratch cluster, verify, report RTO/RPO, clean up")
-    drill.add_argument("--scratch-dir")
-    drill.add_argument("--report-dir", default="/var/lib/doctorq-backup/drills")
-    for cmd in (backup, drill):
-        cmd.add_argument("--config", default="/etc/doctorq-backup/pgbackrest.json")
-    args = parser.parse_args(argv)
-    try:
-        params = load_job_config(args.config)
-        if args.command == "backup":
-            result = run_physical_backup(PhysicalBackupJob.from_params({**params, "kind": args.kind}), echo=sys.stdout)
-        else:
-            from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, run_pitr  # pylint: disable=import-outside-toplevel
-            job = PitrJob.from_params({**params, "pitr_target": "time", "pitr_into": "scratch", "pitr_drill": True,
-                                       "pitr_scratch_dir": args.scratch_dir, "pitr_report_dir": args.report_dir})
-            result = run_pitr(job, echo=sys.stdout)
-    except ConfigError as exc:
-        print(f"doctorq-pgbackrest: {exc}", file=sys.stderr)
-        return 2
-    except DoctorqError as exc:
-        result = {"failed": True, "msg": str(exc)}
-    if result.get("failed"):
-        print(f"doctorq-pgbackrest: {result.get('msg')}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

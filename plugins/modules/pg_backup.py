@@ -157,7 +157,10 @@ backup:
   returned: success, and on an S3 failure after the local copy was completed
   type: dict
   contains:
-    id: {description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for physical kinds., type: str, returned: always}
+    id:
+      description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for physical kinds.
+      type: str
+      returned: always
     path: {description: Local path of the backup file (null for physical kinds)., type: str, returned: always}
     size: {description: Size in bytes., type: int, returned: always}
     sha256: {description: SHA-256 of the file., type: str, returned: always}
@@ -168,11 +171,14 @@ backup:
     weekly: {description: Whether a weekly copy was made., type: bool, returned: always}
     weekly_path: {description: Path of the weekly copy., type: str, returned: when weekly}
     weekly_s3_uri: {description: URI of the weekly S3 copy., type: str, returned: when weekly}
-    kind: {description: Physical kind made (V(physical_full), V(differential), V(incremental))., type: str, returned: physical kinds}
+    kind:
+      description: Physical kind made - V(physical_full), V(differential) or V(incremental).
+      type: str
+      returned: physical kinds
     label: {description: pgBackRest backup label., type: str, returned: physical kinds}
     prior: {description: Label of the backup this one is based on (null for a full)., type: str, returned: physical kinds}
     database_size: {description: Bytes of the cluster., type: int, returned: physical kinds}
-    repo_delta: {description: Bytes this backup added to the repository (also O(backup.size))., type: int, returned: physical kinds}
+    repo_delta: {description: Bytes this backup added to the repository (also RV(backup.size))., type: int, returned: physical kinds}
     wal_start: {description: First WAL segment the backup needs., type: str, returned: physical kinds}
     wal_stop: {description: Last WAL segment the backup needs., type: str, returned: physical kinds}
   sample:

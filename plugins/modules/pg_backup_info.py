@@ -126,7 +126,10 @@ physical_backups:
   elements: dict
   contains:
     label: {description: pgBackRest label (the O(doctorq.backup.pg_restore_safe#module:pitr_backup_set) value)., type: str, returned: always}
-    kind: {description: C(physical_full), C(differential) or C(incremental)., type: str, returned: always}
+    kind:
+      description: C(physical_full), C(differential) or C(incremental).
+      type: str
+      returned: always
     prior: {description: Label of the backup it is based on., type: str, returned: always}
     started_at: {description: Start (UTC)., type: str, returned: always}
     finished_at: {description: End (UTC)., type: str, returned: always}

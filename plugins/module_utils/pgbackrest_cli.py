@@ -1,0 +1,97 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``doctorq-pgbackrest``: cron's entry point into the same pgBackRest engine as the modules.
+
+    doctorq-pgbackrest backup --kind physical_full|differential|incremental [--config FILE]
+    doctorq-pgbackrest drill [--config FILE]
+
+The config is JSON (0600, owned by the database OS user; it may hold the
+webhook URL): ``stanza``, ``pgbackrest_config``, ``backup_dir`` (run logs and
+the lock), the notification options, and for drills the connection options
+(``login_unix_socket``, ``login_port``, ``login_user``) and
+``pitr_scratch_dir``/``pitr_report_dir``/``pitr_max_rpo_seconds``. Log lines go
+to stdout (cron mails them), errors to stderr; exit status 0 ok, 1 failed,
+2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
+    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
+
+DRILL_OPTIONS = ("pitr_scratch_dir", "pitr_scratch_port", "pitr_max_rpo_seconds", "pitr_report_dir", "pitr_timeout")
+
+
+def job_spec() -> dict[str, Any]:
+    spec = postgres_argument_spec()
+    spec.update(pgbackrest_argument_spec())
+    spec.update(backup_dir=dict(type="path", default="/var/lib/doctorq-backup/pgbackrest"), log_dir=dict(type="path"),
+                **notify_argument_spec())
+    pitr = pitr_argument_spec()
+    spec.update({name: pitr[name] for name in DRILL_OPTIONS})
+    return spec
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Read and validate the config with the modules' own argument spec."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
+    try:
+        info = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}.") from None
+    except ValueError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc}.") from None
+    if info.st_mode & 0o077:
+        raise ConfigError(f"config {path} is readable by others (mode {info.st_mode & 0o777:04o}); it may hold the "
+                          "webhook URL: chmod 600 it.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must hold a JSON object.")
+    result = ArgumentSpecValidator(job_spec()).validate(raw)
+    if result.error_messages:
+        raise ConfigError(f"config {path}: " + "; ".join(result.error_messages))
+    return result.validated_parameters
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="doctorq-pgbackrest", description="pgBackRest backups and PITR drills")
+    sub = parser.add_subparsers(dest="command", required=True)
+    backup = sub.add_parser("backup", help="one physical backup, with the run log, webhook and metrics")
+    backup.add_argument("--kind", choices=list(KINDS), required=True)
+    drill = sub.add_parser("drill", help="recover to now into a scratch cluster, verify, report RTO/RPO, clean up")
+    for cmd in (backup, drill):
+        cmd.add_argument("--config", default="/etc/doctorq-backup/pgbackrest.json")
+    args = parser.parse_args(argv)
+    try:
+        params = load_config(args.config)
+        if args.command == "backup":
+            job = PhysicalBackupJob.from_params({**params, "kind": args.kind})
+            result = run_physical_backup(job, echo=sys.stdout)
+        else:
+            job = PitrJob.from_params({**params, "pitr_target": "time", "pitr_into": "scratch", "pitr_drill": True})
+            result = run_pitr(job, echo=sys.stdout)
+    except ConfigError as exc:
+        print(f"doctorq-pgbackrest: {exc}", file=sys.stderr)
+        return 2
+    except DoctorqError as exc:
+        result = {"failed": True, "msg": str(exc)}
+    if result.get("failed"):
+        print(f"doctorq-pgbackrest: {result.get('msg')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

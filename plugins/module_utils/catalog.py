@@ -28,7 +28,8 @@ STAMP = "%Y%m%d_%H%M%S"
 # <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
 # companions and hidden .partial files.
-NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\.(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
+NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
+                     r"(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
 
 def utcnow() -> dt.datetime:

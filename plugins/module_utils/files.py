@@ -586,6 +586,9 @@ class FilesRestoreJob:
     def from_params(cls, params: dict[str, Any]) -> "FilesRestoreJob":
         source = params.get("source") or "latest"
         if source == "latest":
+            if not params.get("name"):
+                raise ConfigError("name is required with source=latest: name the file set to restore "
+                                  "(pg_backup_info with type: files lists them), or give a backup file as source.")
             check_set_name(params.get("name"))
         target = norm(params["target"]) if params.get("target") else None
         if target == "/":
@@ -636,7 +639,8 @@ def inspect_archive(path: str, compression: str) -> Member:
     """Read every header of a (verified) archive; refuse it whole if any member could escape the target."""
     decompress = pipeline.decompressor_argv(compression)
     with open(path, "rb") as raw:
-        proc = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE) if decompress else None  # pylint: disable=consider-using-with
+        proc = (subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
+                if decompress else None)
         stream = proc.stdout if proc else raw
         counts, symlinks, bad = Member(), set(), []
         try:
@@ -747,7 +751,7 @@ class _FilesRestore:
     def find_source(self, log: RunLog) -> Source:
         src = self.job.source
         if src.startswith("s3://"):
-            bucket, _, key = src[5:].partition("/")
+            bucket, _sep, key = src[5:].partition("/")
             if not bucket or not key:
                 raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
             key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key

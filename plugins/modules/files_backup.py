@@ -26,7 +26,7 @@ description:
     database backups; a database and a file set of the same name never touch each other's files.
   - Restore with M(doctorq.backup.files_restore), or with stock tools in one line (see notes).
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.s3
   - doctorq.backup.notify
@@ -36,8 +36,11 @@ attributes:
     description: Checks that the paths are readable, the tools present and the bucket reachable, and reports what would be written and deleted.
   diff_mode:
     support: none
+    description: No diff is produced; the result and the run log say what was written.
   platform:
+    support: full
     platforms: posix
+    description: Linux hosts with GNU tar (Debian's tar package) and zstd or gzip.
 options:
   name:
     description:
@@ -174,12 +177,12 @@ backup:
   returned: success, and on an S3 failure after the local copy was completed
   type: dict
   contains:
-    id: {description: Backup id (C(<name>_files_<YYYYmmdd_HHMMSS>), UTC)., type: str, returned: always}
+    id: {description: "Backup id (C(<name>_files_<YYYYmmdd_HHMMSS>), UTC).", type: str, returned: always}
     path: {description: Local path of the archive., type: str, returned: always}
     size: {description: Size of the compressed archive in bytes., type: int, returned: always}
     sha256: {description: SHA-256 of the archive., type: str, returned: always}
     md5: {description: MD5 of the archive., type: str, returned: always}
-    s3_uri: {description: URI of the S3 copy, null without S3., type: str, returned: always}
+    s3_uri: {description: "URI of the S3 copy, null without S3.", type: str, returned: always}
     type: {description: Always C(files)., type: str, returned: always}
     fileset:
       description: >-

@@ -31,7 +31,7 @@ description:
   - Every step is logged in C(restore_<name>_files_<timestamp>.log), an audit record is appended to
     C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
 author:
-  - DoctorQ infrastructure team
+  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
   - doctorq.backup.s3
   - doctorq.backup.notify
@@ -41,8 +41,11 @@ attributes:
     description: Finds the backup, verifies its checksums, checks every member of the archive and reports the plan; changes nothing.
   diff_mode:
     support: none
+    description: No diff is produced; the result and the run log say what was written.
   platform:
+    support: full
     platforms: posix
+    description: Linux hosts with GNU tar (Debian's tar package) and zstd or gzip.
 options:
   name:
     description: File set whose newest backup O(source=latest) restores.

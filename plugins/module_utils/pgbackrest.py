@@ -168,7 +168,7 @@ def conf_settings(stanza: Stanza, repo: Repo, *, secrets: bool = True) -> dict[s
         g["repo1-storage-verify-tls"] = False
     if repo.ca_file:
         g["repo1-storage-ca-file"] = repo.ca_file
-    if repo.access_key is None and repo.secret_key is None:
+    if not repo.access_key and not repo.secret_key:
         # No keys given: the instance's IAM role (EC2/ECS metadata), as the AWS SDKs do.
         g["repo1-s3-key-type"] = "auto"
     elif secrets:

@@ -22,11 +22,11 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, checksum_line, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_webhook, write_metrics
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
-from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, object_tags
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -118,14 +118,7 @@ class BackupJob:
     def from_params(cls, params: dict[str, Any]) -> "BackupJob":
         if not params.get("db"):
             raise ConfigError("db is required: name the database to back up.")
-        for name in ("retention_daily_days", "retention_weekly_days"):
-            if params.get(name) is not None and params[name] < 0:
-                raise ConfigError(f"{name} must be 0 (keep forever) or a number of days.")
-        if params.get("compression_level") is not None:
-            low, high = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}[params.get("compression", "zstd")]
-            if not low <= params["compression_level"] <= high:
-                raise ConfigError(f"compression_level {params['compression_level']} is out of range for "
-                                  f"{params.get('compression')}: use {low} to {high}.")
+        check_policy(params)
         return cls(
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
             s3=s3util.S3Config.from_params(params.get("s3")),
@@ -170,34 +163,18 @@ class _Run:
         self.id = backup_id(job.db, self.started)
         self.local = LocalStore(job.backup_dir)
         self.s3 = S3Store(job.s3) if job.s3 else None
+        self.stores = Stores(self.local, self.s3, job.db, "database")
         self.echo = echo
         self.warnings: list[str] = []
 
-    # -- pieces ------------------------------------------------------------
+    # -- pieces (the steps every backup job shares live in jobsteps.Stores) ----
     def clean_leftovers(self, log: RunLog) -> list[str]:
-        removed = self.local.leftovers(self.job.db)
-        for path in removed:
-            pipeline.remove_quietly(path)
-        if self.s3:
-            stray, uploads = self.s3.leftovers(self.job.db)
-            self.s3.remove_leftovers(stray, uploads)
-            removed += [self.job.s3.uri(k) for k in stray] + [self.job.s3.uri(u["Key"]) + " (unfinished upload)" for u in uploads]
-        if removed:
-            log(f"Removed {len(removed)} leftover(s) of interrupted runs: {', '.join(os.path.basename(r) for r in removed)}")
-        return removed
+        return self.stores.clean_leftovers(log)
 
     def retention(self, log: RunLog, *, check_mode: bool) -> list[dict[str, str]]:
         if not self.job.prune:
             return []
-        log("Applying retention..." if not check_mode else "Retention (check mode, nothing deleted):")
-        manifests = self.local.list(self.job.db) + (self.s3.list(self.job.db) if self.s3 else [])
-        doomed = to_delete(manifests, self.started, self.job.keep_days)
-        for manifest in doomed:
-            if not check_mode:
-                (self.s3 if manifest.location == "s3" else self.local).delete(manifest)
-            log(f"{'Would delete' if check_mode else 'Deleted'} {manifest.kind} backup {manifest.id} ({manifest.location})")
-        log("Retention done" + (f": {len(doomed)} backup(s) removed" if doomed and not check_mode else ""))
-        return [{"id": m.id, "kind": m.kind, "location": m.location, "origin": m.origin} for m in doomed]
+        return self.stores.retention(self.started, self.job.keep_days, log, check_mode=check_mode)
 
     def dump_argv(self, pg: PgClient) -> list[str]:
         return [pg.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
@@ -208,21 +185,9 @@ class _Run:
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str]) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
         """Stream one artifact to disk and S3; return its digest, S3 facts, S3 error (local is kept)."""
-        sinks: list[Any] = [pipeline.LocalSink(self.local.path("daily", name))]
-        s3sink = None
-        if self.s3:
-            key = f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}"
-            s3sink = pipeline.S3Sink(self.s3.client, self.job.s3, key, tags=object_tags(kind_tag, data=True),
-                                     metadata={"backup-id": self.id}, tolerate_failure=True)
-            sinks.append(s3sink)
         compressor = self.compressor()
-        stages = [argv, compressor]
-        digest, results = pipeline.run(stages, env, sinks, names=names + ([os.path.basename(compressor[0])] if compressor else []))
-        if s3sink is None:
-            return digest, None, None
-        if s3sink.error:
-            return digest, None, str(s3sink.error)
-        return digest, self.s3.location_facts(results[1]["key"]), None
+        return self.stores.stream([argv, compressor], env, name, self.started, self.id,
+                                  names + ([os.path.basename(compressor[0])] if compressor else []), kind_tag=kind_tag)
 
     # -- the job -----------------------------------------------------------
     def plan(self) -> dict[str, Any]:
@@ -359,11 +324,7 @@ class _Run:
         log("Backup completed successfully")
 
     def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:
-        s3_weekly = self.s3.add_weekly(s3_manifest) if self.s3 and s3_manifest else None
-        weekly = self.local.add_weekly(local_manifest, s3_weekly.s3 if s3_weekly else None)
-        log(f"Weekly copy made: {os.path.dirname(weekly.origin)}" + (f" and {s3_weekly.s3['uri']}" if s3_weekly else ""))
-        out["backup"].update(weekly=True, weekly_path=self.local.data_path(weekly),
-                             weekly_s3_uri=s3_weekly.s3["uri"] if s3_weekly else None)
+        out["backup"].update(self.stores.weekly(local_manifest, s3_manifest, log))
 
 
 def raise_missing_db(job: BackupJob) -> None:

@@ -9,8 +9,8 @@ up crash leftovers and apply retention. Each step works on a set's *owner*
 see catalog.TYPES), so one type never touches the other's files even when a
 database and a file set share a name and a directory.
 
-``files.py`` runs its job from these steps; ``backup.py``'s ``_Run`` holds
-the same logic for databases and is meant to delegate here as well.
+``backup.py`` (databases) and ``files.py`` (file sets) both run their jobs
+from these steps.
 """
 
 from __future__ import annotations
@@ -80,14 +80,14 @@ class Stores:
         return f"{self.s3.dir_key('daily', self.owner, started.strftime('%Y-%m-%d'))}/{name}"
 
     def stream(self, stages: Sequence[Sequence[str] | None], env: dict[str, str], name: str, started: dt.datetime,
-               backup_id: str, names: list[str], *,
+               backup_id: str, names: list[str], *, kind_tag: str = "daily",
                accept: Callable[[int, int, str], bool] | None = None) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
         """Stream one artifact to disk and S3; its digest, S3 facts, and the S3 error (the local copy is kept)."""
         sinks: list[Any] = [pipeline.LocalSink(self.local.path("daily", name))]
         s3sink = None
         if self.s3:
             s3sink = pipeline.S3Sink(self.s3.client, self.s3.cfg, self.s3_key(started, name),
-                                     tags=object_tags("daily", data=True), metadata={"backup-id": backup_id},
+                                     tags=object_tags(kind_tag, data=True), metadata={"backup-id": backup_id},
                                      tolerate_failure=True)
             sinks.append(s3sink)
         digest, results = pipeline.run(stages, env, sinks, names=names, accept=accept)

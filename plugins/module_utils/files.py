@@ -306,8 +306,11 @@ class FilesJob:
         for path in paths:
             if not os.path.lexists(path):
                 raise ConfigError(f"{path} does not exist: fix the paths option (nothing was written).")
+        # a path inside another one would be archived twice
+        paths = [p for p in dict.fromkeys(paths) if not any(o != p and under(p, o) for o in paths)]
+        # one directory (a symlink to one too: tar enters it) is archived relative to itself
         root = norm(params["root"]) if params.get("root") else (
-            paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) and not os.path.islink(paths[0]) else "/")
+            paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) else "/")
         outside = [p for p in paths if not under(p, root)]
         if outside:
             raise ConfigError(f"{', '.join(outside)} not under root {root}: every path must be inside root.")

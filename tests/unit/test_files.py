@@ -65,7 +65,8 @@ def test_root_and_member_names(tmp_path):
     one = FilesJob.from_params({"name": "app", "paths": [str(app) + "/"], "backup_dir": str(app / "sub" / "bk")})
     assert one.root == str(app) and one.members == ["."]
     assert one.self_excludes() == ["sub/bk", "./sub/bk"]
-    two = FilesJob.from_params({"name": "app", "paths": [str(app), "/etc/hostname"], "backup_dir": "/var/b"})
+    two = FilesJob.from_params({"name": "app", "paths": [str(app), "/etc/hostname", str(app / "sub")],
+                                "backup_dir": "/var/b"})
     assert two.root == "/" and two.members == [str(app)[1:], "etc/hostname"] and two.self_excludes() == []
     argv = two.tar_argv("/usr/bin/tar", "/tmp/index")
     assert argv[-3:] == ["--", str(app)[1:], "etc/hostname"] and "--numeric-owner" in argv and "--sparse" in argv

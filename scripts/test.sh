@@ -77,18 +77,28 @@ try:
     root = ET.parse(sys.argv[1]).getroot()
 except (OSError, ET.ParseError):
     sys.exit(0)
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-tests = sum(int(s.get("tests", 0)) for s in suites)
-failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
-skipped = sum(int(s.get("skipped", 0)) for s in suites)
-print(f"pytest: {tests - failed - skipped} passed, {failed} failed, {skipped} skipped")
+passed = failed = skipped = xfailed = 0
+for case in root.iter("testcase"):
+    outcome = {child.tag: child for child in case}
+    if "failure" in outcome or "error" in outcome:
+        failed += 1
+    elif "skipped" in outcome:
+        if outcome["skipped"].get("type") == "pytest.xfail":
+            xfailed += 1
+        else:
+            skipped += 1
+    else:
+        passed += 1
+if xfailed:
+    print(f"pytest: {xfailed} xfailed (expected failures, each with its reason)")
+print(f"pytest: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 }
 
 stage_pytest() {
   local paths=() d
   for d in tests/unit tests/integration; do [ -d "$d" ] && paths+=("$d"); done
-  local args=(-m "not molecule" --junitxml=tests/output/junit/pytest.xml)
+  local args=(-m "not molecule" --junitxml=tests/output/junit/pytest.xml --durations=15)
   [ -n "${PYTEST_WORKERS:-}" ] && args+=(-n "$PYTEST_WORKERS")
   local extra=()
   [ -n "${PYTEST_ARGS:-}" ] && read -r -a extra <<<"$PYTEST_ARGS"

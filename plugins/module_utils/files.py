@@ -24,6 +24,7 @@ as it was.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import dataclasses
@@ -394,6 +395,79 @@ def parse_index(path: str) -> dict[str, int]:
     return counts
 
 
+SAMPLE_FILES = 32
+SAMPLE_MAX_BYTES = 64 * 1024 * 1024  # per file, and 4 times that in all: a sample, not a second backup
+
+
+def unescape_member(name: str) -> str:
+    """A member name as tar's ``--quoting-style=escape`` printed it (C locale: octal for non-ASCII bytes)."""
+    if "\\" not in name:
+        return name
+    raw, _len = codecs.escape_decode(name.encode("latin-1", "backslashreplace"))
+    return os.fsdecode(raw)
+
+
+def regular_members(path: str) -> list[tuple[str, int]]:
+    """(member name, size) of the regular files in tar's ``-vv`` listing, in archive order."""
+    found = []
+    with open(path, encoding="latin-1") as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split(None, 5)
+            if len(parts) == 6 and parts[0].startswith("-") and parts[2].isdigit():
+                found.append((unescape_member(parts[5]), int(parts[2])))
+    return found
+
+
+def content_sample(job_root: str, index: str, not_after_ns: int) -> list[dict[str, Any]]:
+    """SHA-256 of up to SAMPLE_FILES regular files spread over the archive, read again from disk.
+
+    Only files whose inode did not change since before tar started (ctime
+    before the run, the same after hashing) are taken, so the bytes hashed are
+    the bytes tar archived; a restore (or a drill) compares them with what it
+    extracted.
+    """
+    candidates = [(n, size) for n, size in regular_members(index) if size <= SAMPLE_MAX_BYTES]
+    step = max(1, len(candidates) // SAMPLE_FILES)
+    sample: list[dict[str, Any]] = []
+    budget = 4 * SAMPLE_MAX_BYTES
+    for name, size in candidates[::step]:
+        if size > budget:
+            continue
+        path = os.path.join(job_root, name)
+        try:
+            before = os.lstat(path)
+            if not stat.S_ISREG(before.st_mode) or before.st_ctime_ns >= not_after_ns or before.st_size != size:
+                continue
+            with open(path, "rb") as handle:
+                digest = pipeline.copy_hashed(handle)
+            after = os.lstat(path)
+        except OSError:
+            continue
+        budget -= digest.size
+        if after.st_ctime_ns == before.st_ctime_ns and after.st_size == before.st_size == digest.size:
+            sample.append({"path": posixpath.normpath(name), "size": digest.size, "sha256": digest.sha256})
+        if len(sample) >= SAMPLE_FILES:
+            break
+    return sample
+
+
+def check_sample(top: str, sample: list[dict[str, Any]]) -> list[str]:
+    """Files of the manifest's sample that are missing or differ below ``top``."""
+    problems = []
+    for item in sample:
+        path = os.path.join(top, item["path"])
+        try:
+            with open(path, "rb") as handle:
+                digest = pipeline.copy_hashed(handle)
+        except OSError as exc:
+            problems.append(f"{item['path']}: {exc.strerror}")
+            continue
+        if (digest.size, digest.sha256) != (item["size"], item["sha256"]):
+            problems.append(f"{item['path']}: {digest.size} bytes, sha256 {digest.sha256}; the backup recorded "
+                            f"{item['size']} bytes, sha256 {item['sha256']}")
+    return problems
+
+
 def changed_files(stderr: str) -> list[dict[str, str]]:
     found = []
     for line in stderr.splitlines():
@@ -507,6 +581,7 @@ class _FilesRun:
             changed.extend(changed_files(stderr))
             return job.on_change == "warn"
 
+        tar_started_ns = time.time_ns()
         with tempfile.TemporaryDirectory(prefix=".files-index-", dir=job.backup_dir) as tmp:
             index = os.path.join(tmp, "index")
             try:
@@ -521,6 +596,7 @@ class _FilesRun:
                                        "was kept. Stop what writes them, or set on_change: warn.") from None
                 raise
             counts = parse_index(index)
+            sample = content_sample(job.root, index, tar_started_ns)
         if changed:
             warning = (f"{len(changed)} file(s) changed while they were read; the backup is kept, but these may be "
                        f"inconsistent in it: {', '.join(c['path'] + ' (' + c['reason'] + ')' for c in changed[:20])}"
@@ -531,7 +607,7 @@ class _FilesRun:
             f"data; {human(digest.size)} ({job.compression})")
         fileset = {"root": job.root, "paths": job.members, "sources": list(job.paths), "exclude": list(job.exclude),
                    "preset": job.preset, **counts, "changed_during_backup": changed,
-                   "tar_version": _tar_version(tar)}
+                   "tar_version": _tar_version(tar), "sample": sample}
         manifest = Manifest(
             id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
             duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
@@ -918,12 +994,20 @@ class _FilesRestore:
         self.timed("extract", started)
         log(f"Extracted into {staging} in {time.monotonic() - started:.1f}s")
 
-    def check_tree(self, staging: str, counts: Member) -> None:
+    def check_tree(self, staging: str, counts: Member, m: Manifest, log: RunLog) -> None:
+        """The extracted tree against the archive (counts, bytes) and the backup's sample of content hashes."""
         got = tree_counts(staging)
         if (got.files, got.symlinks, got.bytes) != (counts.files, counts.symlinks, counts.bytes):
             raise IntegrityError(f"the extracted tree has {got.files} files, {got.symlinks} symlinks, {got.bytes} "
                                  f"bytes; the archive holds {counts.files}, {counts.symlinks}, {counts.bytes}. "
                                  "The target was not touched.")
+        sample = (m.fileset or {}).get("sample") or []
+        problems = check_sample(staging, sample)
+        if problems:
+            raise IntegrityError(f"{len(problems)} of the {len(sample)} files whose content the backup recorded differ "
+                                 f"after extraction: {'; '.join(problems[:5])}. The target was not touched.")
+        self.result["sample_verified"] = len(sample)
+        log(f"Extracted tree matches the archive (files, symlinks, bytes) and {len(sample)} recorded content hash(es)")
 
     def take_safety_backup(self, m: Manifest, target: str, log: RunLog) -> dict[str, Any]:
         started = time.monotonic()
@@ -1022,8 +1106,7 @@ class _FilesRestore:
                                "touched.") from None
         try:
             self.extract(path, m, staging, log)
-            self.check_tree(staging, counts)
-            log("Extracted tree matches the archive (files, symlinks, bytes)")
+            self.check_tree(staging, counts, m, log)
             started = time.monotonic()
             if replaces:
                 swap_into_place(staging, target, previous)

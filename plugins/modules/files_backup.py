@@ -187,7 +187,8 @@ backup:
     fileset:
       description: >-
         root, paths (as in the archive), sources (absolute), exclude, preset, count (entries), files, dirs, symlinks,
-        bytes (file data), changed_during_backup, tar_version.
+        bytes (file data), changed_during_backup, tar_version, and sample (path, size and SHA-256 of up to 32 files read
+        back from disk, checked by files_restore).
       type: dict
       returned: always
     weekly: {description: Whether a weekly copy was made., type: bool, returned: always}

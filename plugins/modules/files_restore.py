@@ -21,8 +21,8 @@ description:
     device file.
   - Replacing a non-empty directory needs O(confirm) equal to its path, and takes a safety backup of it first
     (C(<backup_dir>/safety/), a complete file backup).
-  - Extracts into a staging directory beside the target, checks the tree against the archive (files, symlinks, bytes),
-    then swaps it into place (atomically with C(renameat2) where the file system allows, else two renames rolled back on
+  - Extracts into a staging directory beside the target, checks the tree against the archive (files, symlinks, bytes)
+    and against the SHA-256 the backup recorded for a sample of files, then swaps it into place (atomically with C(renameat2) where the file system allows, else two renames rolled back on
     failure). The old directory is kept as C(<target>.pre_restore_<timestamp>). Any failure before the swap removes
     the staging directory and leaves the target as it was.
   - A new or empty directory is restored into without confirmation.
@@ -135,6 +135,10 @@ archive:
   description: What the archive holds (count, files, dirs, symlinks, bytes), from its headers.
   returned: when the checksums matched
   type: dict
+sample_verified:
+  description: How many files of the backup's content sample were found identical after extraction.
+  returned: when extracted
+  type: int
 plan:
   description: In check mode, what would be done.
   returned: check mode

@@ -71,6 +71,7 @@ def make_tree(root: str) -> None:
         "docs/2025/report.pdf": (os.urandom(300_000), 0o640, OWNER),
         "docs/readme.txt": ("Grüße, 東京 – naïve café\n".encode(), 0o644, (0, 0)),
         "docs/with space & 'quote'.txt": (b"odd name\n", 0o600, OWNER),
+        "docs/résumé – ü.txt": ("non-ASCII name\n".encode(), 0o644, (0, 0)),
         "private/key.pem": (b"-----BEGIN PRIVATE KEY-----\nxyz\n", 0o400, (0, OWNER[1])),
         "run.sh": (b"#!/bin/sh\necho hi\n", 0o755, (0, 0)),
         "empty-file": (b"", 0o666, OWNER),
@@ -176,7 +177,7 @@ def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_mo
     fileset = made["fileset"]
     assert fileset["root"] == app and fileset["paths"] == ["."] and fileset["sources"] == [app]
     regular = [k for k, v in before.items() if v[0][0] == "file"]
-    assert fileset["files"] == len(regular) == 8
+    assert fileset["files"] == len(regular) == 9
     assert fileset["symlinks"] == 3 and fileset["dirs"] == 5 and fileset["count"] == len(before)
     assert fileset["bytes"] == sum(v[0][2] for k, v in before.items() if v[0][0] == "file" and k != "run-hardlink.sh")
     # the set on disk: archive 0600, checksum files sha256sum/md5sum accept, manifest last
@@ -186,6 +187,11 @@ def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_mo
                    capture_output=True)
     manifest = json.loads(open(made["path"] + ".manifest.json", encoding="utf-8").read())
     assert manifest["type"] == "files" and manifest["format"] == "tar" and manifest["fileset"] == fileset
+    # a sample of content hashes, read back from disk: here every regular file (one of the hard-linked pair)
+    sample = {item["path"]: item["sha256"] for item in fileset["sample"]}
+    assert len(sample) == 8 and "docs/résumé – ü.txt" in sample and "docs/with space & 'quote'.txt" in sample
+    for rel, sha in sample.items():
+        assert before[rel][0][1] == sha, rel
     # and in S3, beside where database backups go
     day = made["started_at"][:10]
     prefix = f"{s3_bucket.get('prefix', 'postgresql')}/app/{day}/{made['file']}"
@@ -199,6 +205,7 @@ def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_mo
                                                "target": target}))
     assert restored["source"]["location"] == "s3" and restored["checksums"]["verified"] is True
     assert restored["target"] == target and "previous" not in restored and "safety_backup" not in restored
+    assert restored["sample_verified"] == 8
     after = snapshot(target)
     assert after == before
     # sparse stays sparse: 64 MiB apparent, a few blocks allocated
@@ -356,7 +363,8 @@ def test_corrupted_archive_is_refused_and_the_target_untouched(app, backup_dir, 
     assert info["corrupt"] == [made["id"]] and info["backups"][0]["type"] == "files"
 
 
-def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | None]], name: str = "evil") -> str:
+def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | None]], name: str = "evil",
+                 sample: list[dict[str, Any]] | None = None) -> str:
     """A complete-looking file backup (checksums and manifest right) around a hand-made archive."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
@@ -378,7 +386,8 @@ def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | N
     manifest = Manifest(id=bid, database=name, kind="daily", started_at=iso(started), finished_at=iso(started),
                         duration_s=0.1, file=file, size=digest.size, sha256=digest.sha256, md5=digest.md5,
                         compression="zstd", compression_level=3, format="tar", type="files",
-                        fileset={"root": "/srv/evil", "paths": ["."], "count": len(members), "bytes": 0})
+                        fileset={"root": "/srv/evil", "paths": ["."], "count": len(members), "bytes": 0,
+                                 "sample": sample or []})
     with open(path + ".manifest.json", "wb") as handle:
         handle.write(manifest.to_json())
     return path
@@ -437,6 +446,27 @@ def test_extraction_failure_leaves_the_old_directory_intact(tmp_path, backup_dir
     assert snapshot(str(target)) == before
     assert stray_dirs(str(tmp_path), "live") == []
     assert any("Removed the staging directory" in line for line in result["log"])
+
+
+def test_content_differing_from_the_recorded_sample_is_refused(tmp_path, backup_dir, run_module):
+    # checksums right (the archive is what was uploaded), content not what the backup hashed on disk
+    good, bad = b"what was on disk\n", b"what the archive holds\n"
+    sample = [{"path": "a.txt", "size": len(good), "sha256": hashlib.sha256(good).hexdigest()}]
+    path = forge_backup(backup_dir, [entry("a.txt", data=bad)], name="tampered", sample=sample)
+    target = tmp_path / "live"
+    target.mkdir()
+    (target / "keep.txt").write_text("live data\n")
+    before = snapshot(str(target))
+    result = run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(target),
+                                          "confirm": str(target)})
+    failed(result, "1 of the 1 files whose content the backup recorded differ", "a.txt", "The target was not touched")
+    assert snapshot(str(target)) == before and stray_dirs(str(tmp_path), "live") == []
+    # the same archive with the right sample restores
+    sample[0].update(size=len(bad), sha256=hashlib.sha256(bad).hexdigest())
+    path = forge_backup(backup_dir, [entry("a.txt", data=bad)], name="fine", sample=sample)
+    assert ok(run_module("files_restore", {"source": path, "backup_dir": backup_dir,
+                                           "target": str(tmp_path / "new")}))["sample_verified"] == 1
+    assert (tmp_path / "new" / "a.txt").read_bytes() == bad
 
 
 @pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "two-renames"])

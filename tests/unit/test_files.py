@@ -11,6 +11,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (
     FilesJob, FilesRestoreJob, changed_files, member_problem, parse_index, pg_conf_settings, postgresql_config_paths,
+    regular_members, unescape_member,
 )
 
 
@@ -123,6 +124,13 @@ def test_parse_index(tmp_path):
         "prw-r--r--  0/0               0 2025-11-07 02:00:00.1 ./fifo",
     ]) + "\n")
     assert parse_index(index) == {"count": 5, "files": 2, "dirs": 1, "symlinks": 1, "bytes": 300}
+    assert regular_members(index) == [("./a b.txt", 300)]
+
+
+def test_member_names_as_tar_escapes_them():
+    assert unescape_member("./plain name.txt") == "./plain name.txt"
+    assert unescape_member("./r\\303\\251sum\\303\\251.txt") == "./résumé.txt"
+    assert unescape_member("./line\\nbreak\\\\x") == "./line\nbreak\\x"
 
 
 def test_pipeline_accept_turns_a_known_status_into_a_success_and_sees_stderr(tmp_path):

@@ -288,7 +288,7 @@ class _Run:
             if job.globals:
                 gname = f"{job.db}_globals_{self.started.strftime(STAMP)}.sql{job.extension}"
                 gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
-                                               pg.env("postgres"), gname, "daily", ["pg_dumpall"])
+                                                     pg.env("postgres"), gname, "daily", ["pg_dumpall"])
                 s3_error = s3_error or gerr
                 globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
                 log(f"Globals (roles, tablespaces) written: {gname}")

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_config(args.config)
         jobs = _jobs(params, args.database)
     except ConfigError as exc:
-        print(f"doctorq-backup: {exc}", file=sys.stderr)
+        sys.stderr.write(f"doctorq-backup: {exc}" + "\n")
         return 2
     failed = 0
     for job in jobs:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"failed": True, "msg": str(exc)}
         if result.get("failed"):
             failed += 1
-            print(f"doctorq-backup: {job.db}: {result['msg']}", file=sys.stderr)
+            sys.stderr.write(f"doctorq-backup: {job.db}: {result['msg']}" + "\n")
     return 1 if failed else 0
 
 
@@ -128,9 +128,9 @@ def _list(job: BackupJob, check: bool) -> dict[str, Any]:
             outcome = verify(manifest, store_for(manifest, candidates))
             bad = bad or outcome["ok"] is False
             line += f"  {outcome['state']}"
-        print(line)
+        sys.stdout.write(line + "\n")
     return {"failed": bad, "msg": "some backups failed verification"} if bad else {}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import urllib.error
-import urllib.request
 from typing import Any
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 
@@ -33,11 +34,11 @@ def send_webhook(url: str, fmt: str, event: dict[str, Any], timeout: float = 10.
     of the warning.
     """
     body = json.dumps(webhook_body(fmt, event)).encode("utf-8")
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "doctorq-backup"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # nosec - the URL is the user's webhook
-            resp.read(1024)
+        resp = open_url(url, data=body, method="POST", timeout=timeout, http_agent="doctorq-backup",
+                        headers={"Content-Type": "application/json"})
+        resp.read(1024)
+        resp.close()
         return None
     except urllib.error.HTTPError as exc:
         return f"webhook notification failed: the server answered HTTP {exc.code}; the backup itself is not affected."

@@ -83,15 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             job = PitrJob.from_params({**params, "pitr_target": "time", "pitr_into": "scratch", "pitr_drill": True})
             result = run_pitr(job, echo=sys.stdout)
     except ConfigError as exc:
-        print(f"doctorq-pgbackrest: {exc}", file=sys.stderr)
+        sys.stderr.write(f"doctorq-pgbackrest: {exc}" + "\n")
         return 2
     except DoctorqError as exc:
         result = {"failed": True, "msg": str(exc)}
     if result.get("failed"):
-        print(f"doctorq-pgbackrest: {result.get('msg')}", file=sys.stderr)
+        sys.stderr.write(f"doctorq-pgbackrest: {result.get('msg')}" + "\n")
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

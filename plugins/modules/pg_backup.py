@@ -37,8 +37,11 @@ attributes:
     description: Checks access to PostgreSQL, the client programs and the bucket, and reports what would be written and deleted.
   diff_mode:
     support: none
+    description: There is no before and after to show.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   kind:
     description:
@@ -161,26 +164,74 @@ backup:
       description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for physical kinds.
       type: str
       returned: always
-    path: {description: Local path of the backup file (null for physical kinds)., type: str, returned: always}
-    size: {description: Size in bytes., type: int, returned: always}
-    sha256: {description: SHA-256 of the file., type: str, returned: always}
-    md5: {description: MD5 of the file., type: str, returned: always}
-    s3_uri: {description: URI of the S3 copy, null without S3., type: str, returned: always}
-    duration_s: {description: Seconds the backup took., type: float, returned: always}
-    table_count: {description: Number of tables in the database., type: int, returned: always}
-    weekly: {description: Whether a weekly copy was made., type: bool, returned: always}
-    weekly_path: {description: Path of the weekly copy., type: str, returned: when weekly}
-    weekly_s3_uri: {description: URI of the weekly S3 copy., type: str, returned: when weekly}
+    path:
+      description: Local path of the backup file (null for physical kinds).
+      type: str
+      returned: always
+    size:
+      description: Size in bytes.
+      type: int
+      returned: always
+    sha256:
+      description: SHA-256 of the file.
+      type: str
+      returned: always
+    md5:
+      description: MD5 of the file.
+      type: str
+      returned: always
+    s3_uri:
+      description: "URI of the S3 copy, null without S3."
+      type: str
+      returned: always
+    duration_s:
+      description: Seconds the backup took.
+      type: float
+      returned: always
+    table_count:
+      description: Number of tables in the database.
+      type: int
+      returned: always
+    weekly:
+      description: Whether a weekly copy was made.
+      type: bool
+      returned: always
+    weekly_path:
+      description: Path of the weekly copy.
+      type: str
+      returned: when weekly
+    weekly_s3_uri:
+      description: URI of the weekly S3 copy.
+      type: str
+      returned: when weekly
     kind:
       description: Physical kind made - V(physical_full), V(differential) or V(incremental).
       type: str
       returned: physical kinds
-    label: {description: pgBackRest backup label., type: str, returned: physical kinds}
-    prior: {description: Label of the backup this one is based on (null for a full)., type: str, returned: physical kinds}
-    database_size: {description: Bytes of the cluster., type: int, returned: physical kinds}
-    repo_delta: {description: Bytes this backup added to the repository (also RV(backup.size))., type: int, returned: physical kinds}
-    wal_start: {description: First WAL segment the backup needs., type: str, returned: physical kinds}
-    wal_stop: {description: Last WAL segment the backup needs., type: str, returned: physical kinds}
+    label:
+      description: pgBackRest backup label.
+      type: str
+      returned: physical kinds
+    prior:
+      description: Label of the backup this one is based on (null for a full).
+      type: str
+      returned: physical kinds
+    database_size:
+      description: Bytes of the cluster.
+      type: int
+      returned: physical kinds
+    repo_delta:
+      description: Bytes this backup added to the repository (also RV(backup.size)).
+      type: int
+      returned: physical kinds
+    wal_start:
+      description: First WAL segment the backup needs.
+      type: str
+      returned: physical kinds
+    wal_stop:
+      description: Last WAL segment the backup needs.
+      type: str
+      returned: physical kinds
   sample:
     id: doctorq_full_20251107_020000
     path: /var/backups/doctorq/database/doctorq_full_20251107_020000.dump.zst

@@ -27,8 +27,11 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: There is no before and after to show.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description: Only backups of this database (or, for file backups, of this file set).
@@ -102,18 +105,54 @@ backups:
   type: list
   elements: dict
   contains:
-    id: {description: Backup id., type: str, returned: always}
-    database: {description: Database name (the file set's name for file backups)., type: str, returned: always}
-    type: {description: C(database) or C(files)., type: str, returned: always}
-    fileset: {description: "For file backups: root, paths, count, files, bytes, changed_during_backup.", type: dict, returned: for file backups}
-    kind: {description: C(daily) or C(weekly)., type: str, returned: always}
-    location: {description: C(local) or C(s3)., type: str, returned: always}
-    origin: {description: Path or S3 key of the manifest., type: str, returned: always}
-    started_at: {description: Start of the backup (UTC, ISO 8601)., type: str, returned: always}
-    size: {description: Bytes., type: int, returned: always}
-    sha256: {description: SHA-256 of the backup file., type: str, returned: always}
-    storage_class: {description: S3 storage class of the data object., type: str, returned: for S3 backups}
-    verification: {description: C(ok), C(state) (verified, corrupt, archived) and a message., type: dict, returned: with O(verify=true)}
+    id:
+      description: Backup id.
+      type: str
+      returned: always
+    database:
+      description: Database name (the file set's name for file backups).
+      type: str
+      returned: always
+    type:
+      description: C(database) or C(files).
+      type: str
+      returned: always
+    fileset:
+      description: "For file backups: root, paths, count, files, bytes, changed_during_backup."
+      type: dict
+      returned: for file backups
+    kind:
+      description: C(daily) or C(weekly).
+      type: str
+      returned: always
+    location:
+      description: C(local) or C(s3).
+      type: str
+      returned: always
+    origin:
+      description: Path or S3 key of the manifest.
+      type: str
+      returned: always
+    started_at:
+      description: "Start of the backup (UTC, ISO 8601)."
+      type: str
+      returned: always
+    size:
+      description: Bytes.
+      type: int
+      returned: always
+    sha256:
+      description: SHA-256 of the backup file.
+      type: str
+      returned: always
+    storage_class:
+      description: S3 storage class of the data object.
+      type: str
+      returned: for S3 backups
+    verification:
+      description: "C(ok), C(state) (verified, corrupt, archived) and a message."
+      type: dict
+      returned: with O(verify=true)
 corrupt:
   description: Ids of backups whose checksums did not match (with O(verify=true)).
   returned: always
@@ -125,18 +164,42 @@ physical_backups:
   type: list
   elements: dict
   contains:
-    label: {description: pgBackRest label (the O(doctorq.backup.pg_restore_safe#module:pitr_backup_set) value)., type: str, returned: always}
+    label:
+      description: "pgBackRest label (the O(doctorq.backup.pg_restore_safe#module:pitr_backup_set) value)."
+      type: str
+      returned: always
     kind:
       description: C(physical_full), C(differential) or C(incremental).
       type: str
       returned: always
-    prior: {description: Label of the backup it is based on., type: str, returned: always}
-    started_at: {description: Start (UTC)., type: str, returned: always}
-    finished_at: {description: End (UTC)., type: str, returned: always}
-    database_size: {description: Bytes of the cluster., type: int, returned: always}
-    repo_delta: {description: Bytes this backup added to the repository., type: int, returned: always}
-    wal_start: {description: First WAL segment needed., type: str, returned: always}
-    wal_stop: {description: Last WAL segment needed., type: str, returned: always}
+    prior:
+      description: Label of the backup it is based on.
+      type: str
+      returned: always
+    started_at:
+      description: Start (UTC).
+      type: str
+      returned: always
+    finished_at:
+      description: End (UTC).
+      type: str
+      returned: always
+    database_size:
+      description: Bytes of the cluster.
+      type: int
+      returned: always
+    repo_delta:
+      description: Bytes this backup added to the repository.
+      type: int
+      returned: always
+    wal_start:
+      description: First WAL segment needed.
+      type: str
+      returned: always
+    wal_stop:
+      description: Last WAL segment needed.
+      type: str
+      returned: always
 recoverable_window:
   description:
     - Times a point-in-time recovery can reach - from just after the oldest backup ended to the newest transaction

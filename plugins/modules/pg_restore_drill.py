@@ -27,8 +27,11 @@ attributes:
     description: A drill is a real restore into a scratch database; there is nothing to predict.
   diff_mode:
     support: none
+    description: There is no before and after to show.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description: Database whose newest backup is drilled.
@@ -74,13 +77,34 @@ report:
   returned: always
   type: dict
   contains:
-    status: {description: C(success) or C(failure)., type: str, returned: always}
-    rto_s: {description: Seconds from start to a verified restore., type: float, returned: always}
-    rpo_s: {description: Age in seconds of the backup restored., type: float, returned: when a backup was found}
-    backup_id: {description: The backup restored., type: str, returned: when a backup was found}
-    tables: {description: The verification after the restore., type: dict, returned: on success}
-    durations: {description: Seconds per phase., type: dict, returned: always}
-    error: {description: Why the drill failed., type: str, returned: on failure}
+    status:
+      description: C(success) or C(failure).
+      type: str
+      returned: always
+    rto_s:
+      description: Seconds from start to a verified restore.
+      type: float
+      returned: always
+    rpo_s:
+      description: Age in seconds of the backup restored.
+      type: float
+      returned: when a backup was found
+    backup_id:
+      description: The backup restored.
+      type: str
+      returned: when a backup was found
+    tables:
+      description: The verification after the restore.
+      type: dict
+      returned: on success
+    durations:
+      description: Seconds per phase.
+      type: dict
+      returned: always
+    error:
+      description: Why the drill failed.
+      type: str
+      returned: on failure
   sample:
     status: success
     rto_s: 41.7

@@ -43,8 +43,11 @@ attributes:
     description: Finds the backup, checks its archive state, verifies its checksums and reports the plan; changes nothing.
   diff_mode:
     support: none
+    description: There is no before and after to show.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description:

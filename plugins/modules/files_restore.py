@@ -22,9 +22,10 @@ description:
   - Replacing a non-empty directory needs O(confirm) equal to its path, and takes a safety backup of it first
     (C(<backup_dir>/safety/), a complete file backup).
   - Extracts into a staging directory beside the target, checks the tree against the archive (files, symlinks, bytes)
-    and against the SHA-256 the backup recorded for a sample of files, then swaps it into place (atomically with C(renameat2) where the file system allows, else two renames rolled back on
-    failure). The old directory is kept as C(<target>.pre_restore_<timestamp>). Any failure before the swap removes
-    the staging directory and leaves the target as it was.
+    and against the SHA-256 the backup recorded for a sample of files, then swaps it into place (atomically with
+    C(renameat2) where the file system allows, else two renames rolled back on failure). The old directory is kept
+    as C(<target>.pre_restore_<timestamp>). Any failure before the swap removes the staging directory and leaves the
+    target as it was.
   - A new or empty directory is restored into without confirmation.
   - Run as root, owners and groups are restored (by number), as are extended attributes and ACLs; otherwise the files
     belong to the user running the restore.

@@ -28,6 +28,7 @@ STAMP = "%Y%m%d_%H%M%S"
 # <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
 # companions and hidden .partial files.
+FORMAT_OF = {"full": "dump", "globals": "sql", "files": "tar"}
 NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
                      r"(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
@@ -57,7 +58,9 @@ def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
     match = NAME_RE.match(name)
     if not match or match.group("db") != db or match.group("what") not in WHATS[of_type]:
         return False
-    return match.group("rest").startswith("tar") == (of_type == "files")
+    # Each part of the name has exactly one format: the old scripts' <db>_full_<stamp>.sql.gz
+    # is theirs, never a leftover of ours.
+    return match.group("rest").split(".", 1)[0] == FORMAT_OF[match.group("what")]
 
 
 @dataclasses.dataclass

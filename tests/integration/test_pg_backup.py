@@ -545,8 +545,6 @@ def test_retention_keeps_the_newest_of_each_kind_and_check_mode_deletes_nothing(
         both(real["backup"]["id"], "daily") | both(newest, "weekly")
 
 
-@pytest.mark.xfail(strict=True, reason="engine: catalog.belongs_to/NAME_RE claims the seed's <db>_full_<stamp>.sql.gz "
-                                       "files as crash leftovers and the first run deletes them; see the report")
 def test_files_of_the_seed_scripts_are_never_removed(pg_server, pg_db, run_module, tmp_path, s3_bucket, s3c):
     """Users migrate from the seed's scripts: their <db>_full_<stamp>.sql.gz backups are not crash leftovers."""
     backup_dir = tmp_path / "backups"
@@ -1004,10 +1002,13 @@ def test_secrets_stay_out_of_argv_environment_logs_and_results(pg_server, pg_db,
         pids = cli_procs.session_pids(proc)
         commands = []
         for pid in pids:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode()
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environ = handle.read().replace(b"\0", b"\n").decode()
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    cmdline = handle.read().replace(b"\0", b" ").decode()
+                with open(f"/proc/{pid}/environ", "rb") as handle:
+                    environ = handle.read().replace(b"\0", b"\n").decode()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the held wrapper's short-lived `sleep`
             assert_no_secret(cmdline, hidden, f"the argv of pid {pid} ({cmdline})")
             assert_no_secret(environ, hidden, f"the environment of pid {pid} ({cmdline})")
             commands.append(cmdline)

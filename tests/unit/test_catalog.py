@@ -98,3 +98,9 @@ def test_parse_when_accepts_iso_and_defaults_to_utc():
 
 def test_conninfo_db_cannot_smuggle_options():
     assert conninfo_db("x' host=evil") == "dbname='x\\' host=evil'"
+
+
+def test_the_old_scripts_backups_are_never_ours():
+    assert not belongs_to("doctorq_full_20251107_020000.sql.gz", "doctorq")
+    assert not belongs_to("doctorq_full_20251107_020000.sql.gz.md5", "doctorq")
+    assert not belongs_to("doctorq_globals_20251107_020000.dump.zst", "doctorq")

@@ -13,6 +13,7 @@
 # - this collection exposed as .build/collections/ansible_collections/doctorq/backup;
 # - a wheelhouse of the host-side Python packages (the client role's list), so
 #   the scenario installs them the way a host without index access does;
+# - the collection artifact the scenarios install on their hosts (a snapshot);
 # - an S3 server on 127.0.0.1 (SeaweedFS from tests/testbed.py, unless
 #   DOCTORQ_SEAWEED_ENDPOINT/_ACCESS_KEY/_SECRET_KEY name one) and a bucket.
 # Exits non-zero when any scenario fails.
@@ -86,7 +87,20 @@ if [ "$(cat "$wheelhouse/.requirements" 2>/dev/null)" != "$want" ]; then
 fi
 export DOCTORQ_MOLECULE_WHEELHOUSE="$here/$wheelhouse"
 
-# 5. An S3 server the containers reach on the host's 127.0.0.1 (they share
+# 5. The collection artifact the scenarios install on their hosts, built
+#    once by the client role's own helper: every step of a scenario (check,
+#    converge, idempotence) sees the same snapshot of plugins/, even while the
+#    working tree changes. Kept between commands other than `test`.
+command=${DOCTORQ_MOLECULE_COMMAND:-test}
+artifact_dir=.build/molecule/collection
+if [ "$command" = test ] || [ ! -s "$artifact_dir/artifact.json" ]; then
+  rm -rf "$artifact_dir" && mkdir -p "$artifact_dir"
+  "$py" roles/client/files/collection_artifact.py --out "$here/$artifact_dir" --root "$here" >"$artifact_dir/artifact.json"
+fi
+DOCTORQ_MOLECULE_COLLECTION_ARTIFACT=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["artifact"])' "$artifact_dir/artifact.json")
+export DOCTORQ_MOLECULE_COLLECTION_ARTIFACT
+
+# 6. An S3 server the containers reach on the host's 127.0.0.1 (they share
 #    its network): the one named by DOCTORQ_SEAWEED_* (e.g. the test script's
 #    bed), else a SeaweedFS of our own, stopped on exit.
 if [ -z "${DOCTORQ_SEAWEED_ENDPOINT:-}" ]; then
@@ -111,8 +125,7 @@ if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
     s3.create_bucket(Bucket=bucket)
 PY
 
-# 6. The scenarios.
-command=${DOCTORQ_MOLECULE_COMMAND:-test}
+# 7. The scenarios.
 if [ $# -gt 0 ]; then
   scenarios=("$@")
 else

@@ -1,0 +1,203 @@
+"""The database host after playbooks/site.yml: real state, then the scheduled job really run.
+
+Run by molecule's testinfra verifier with the podman backend (see molecule.yml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shlex
+
+import pytest
+
+HOSTNAME = "doctorq-backup-molecule"  # the inventory name, which seeds the cron delay
+BACKUP_DIR = "/var/backups/doctorq/database"
+CONFIG = "/etc/doctorq-backup/backup.json"
+CRON = "/etc/cron.d/doctorq-backup"
+LOG = "/var/log/doctorq-backup/doctorq-backup.log"
+WRAPPER = "/usr/local/bin/doctorq-backup"
+COLLECTION = "/opt/doctorq-backup/collections/ansible_collections/doctorq/backup"
+S3_ENDPOINT = os.environ.get("DOCTORQ_SEAWEED_ENDPOINT", "")
+S3_BUCKET = os.environ.get("DOCTORQ_MOLECULE_BUCKET", "")
+S3_SECRET = os.environ.get("DOCTORQ_SEAWEED_SECRET_KEY", "")
+ROWS_SQL = "SELECT count(*), sum(id), md5(string_agg(name, ',' ORDER BY id)) FROM patients"
+
+
+def _delay() -> int:
+    # what the role's `backup_cron_random_delay | random(seed=inventory_hostname)` yields for 900
+    return random.Random(HOSTNAME).randrange(0, 900, 1)
+
+
+def _psql(host, db: str, sql: str) -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -d {shlex.quote(db)} -c {shlex.quote(sql)}")
+
+
+# ---------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("path", [BACKUP_DIR, f"{BACKUP_DIR}/weekly"])
+def test_backup_directories(host, path):
+    d = host.file(path)
+    assert d.is_directory
+    assert (d.user, d.group, d.mode) == ("postgres", "postgres", 0o700)
+
+
+def test_config_is_private_and_complete(host):
+    conf_dir = host.file(os.path.dirname(CONFIG))
+    assert (conf_dir.user, conf_dir.group, conf_dir.mode) == ("root", "postgres", 0o750)
+    f = host.file(CONFIG)
+    assert (f.user, f.group, f.mode) == ("postgres", "postgres", 0o600)
+    config = json.loads(f.content_string)
+    assert config["databases"] == ["doctorq"]
+    assert config["backup_dir"] == BACKUP_DIR
+    assert config["compression"] == "zstd"
+    assert (config["retention_daily_days"], config["retention_weekly_days"]) == (30, 365)
+    if S3_ENDPOINT:
+        assert config["s3"]["bucket"] == S3_BUCKET
+        assert config["s3"]["secret_key"] == S3_SECRET
+    else:
+        assert "s3" not in config
+
+
+def test_cron_file_exact(host):
+    f = host.file(CRON)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    lines = [line for line in f.content_string.splitlines() if line and not line.startswith("#")]
+    delay = _delay()
+    assert delay > 0
+    assert lines == [
+        "SHELL=/bin/sh",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "MAILTO=dba@example.com",
+        f"0 2 * * * postgres sleep {delay} && {WRAPPER} backup --config {CONFIG} >>{LOG}",
+        f"0 3 * * 0 postgres sleep {delay} && {WRAPPER} promote-weekly --config {CONFIG} >>{LOG}",
+    ]
+
+
+def test_no_secret_in_cron_file(host):
+    content = host.file(CRON).content_string
+    assert "secret" not in content.lower() and "password" not in content.lower()
+    if S3_SECRET:
+        assert S3_SECRET not in content
+
+
+def test_cron_running(host):
+    assert host.service("cron").is_running
+
+
+def test_logrotate(host):
+    f = host.file("/etc/logrotate.d/doctorq-backup")
+    assert (f.user, f.mode) == ("root", 0o644)
+    assert f.content_string.startswith("# ")
+    assert f"{LOG} {{" in f.content_string
+    assert "su postgres postgres" in f.content_string
+    host.run_expect([0], "logrotate --debug /etc/logrotate.d/doctorq-backup")
+    log_dir = host.file(os.path.dirname(LOG))
+    assert (log_dir.user, log_dir.group, log_dir.mode) == ("postgres", "postgres", 0o750)
+
+
+def test_client_tools_match_server(host):
+    server = _psql(host, "postgres", "SHOW server_version_num")
+    major = int(server) // 10000
+    out = host.check_output("pg_dump --version")  # Debian's pg_wrapper picks the cluster's version
+    assert re.search(rf"\(PostgreSQL\) {major}\.", out), out
+    assert host.package(f"postgresql-client-{major}").is_installed
+    assert host.file(f"/usr/lib/postgresql/{major}/bin/pg_dump").is_file
+    for pkg in ("zstd", "python3-venv"):
+        assert host.package(pkg).is_installed
+
+
+def test_virtualenv(host):
+    out = host.check_output("/opt/doctorq-backup/venv/bin/python -c "
+                            "'import boto3, psycopg2, ansible; print(ansible.__version__)'")
+    assert out.startswith("2.19.")
+
+
+def test_collection_installed(host):
+    manifest = json.loads(host.file(f"{COLLECTION}/MANIFEST.json").content_string)
+    assert (manifest["collection_info"]["namespace"], manifest["collection_info"]["name"]) == ("doctorq", "backup")
+    assert host.file(f"{COLLECTION}/plugins/module_utils/cli.py").is_file
+
+
+def test_wrapper(host):
+    f = host.file(WRAPPER)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o755)
+    out = host.check_output(f"{WRAPPER} --help")
+    for command in ("backup", "promote-weekly", "list"):
+        assert command in out
+
+
+# ---------------------------------------------------------------- the scheduled job, for real
+
+
+def _cron_command(host, verb: str) -> str:
+    """The command of the cron line running `verb`, without its delay."""
+    for line in host.file(CRON).content_string.splitlines():
+        fields = line.split(None, 6)
+        if len(fields) == 7 and not line.startswith("#") and f" {verb} " in fields[6]:
+            assert fields[5] == "postgres"
+            return re.sub(r"^sleep [0-9]+ && ", "", fields[6])
+    raise AssertionError(f"no cron line runs {verb}")
+
+
+@pytest.fixture(scope="module")
+def daily_run(host):
+    """Run the daily cron line's command as cron would (user postgres, cron's PATH)."""
+    command = _cron_command(host, "backup")
+    result = host.run(f"runuser -u postgres -- env -i PATH=/usr/bin:/bin sh -c {shlex.quote(command)}")
+    assert result.rc == 0, f"{command}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    names = host.check_output(f"ls {BACKUP_DIR}").split()
+    dumps = sorted(n for n in names if re.fullmatch(r"doctorq_full_\d{8}_\d{6}\.dump\.zst", n))
+    assert dumps, names
+    return dumps[-1]
+
+
+def test_daily_run_makes_a_complete_backup(host, daily_run):
+    path = f"{BACKUP_DIR}/{daily_run}"
+    for suffix in ("", ".md5", ".sha256", ".manifest.json"):
+        f = host.file(path + suffix)
+        assert f.is_file, path + suffix
+        assert (f.user, f.mode) == ("postgres", 0o600)
+    host.run_expect([0], f"cd {BACKUP_DIR} && md5sum -c {daily_run}.md5 && sha256sum -c {daily_run}.sha256")
+    manifest = json.loads(host.file(path + ".manifest.json").content_string)
+    assert json.dumps(manifest).count("patients") >= 1
+    log = host.file(LOG).content_string
+    assert re.search(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", log, re.M), log
+
+
+def test_stock_restore(host, daily_run):
+    """The README's one-line restore with stock tools gives the same rows."""
+    want = _psql(host, "doctorq", ROWS_SQL)
+    host.run_expect([0], "runuser -u postgres -- dropdb --if-exists molecule_restored")
+    host.run_expect([0], "runuser -u postgres -- createdb molecule_restored")
+    restore = f"zstd -dc {BACKUP_DIR}/{daily_run} | pg_restore --no-owner -d molecule_restored"
+    host.run_expect([0], f"runuser -u postgres -- sh -c {shlex.quote(restore)}")
+    assert _psql(host, "molecule_restored", ROWS_SQL) == want
+
+
+def test_list_shows_it(host, daily_run):
+    out = host.check_output(f"runuser -u postgres -- {WRAPPER} list --config {CONFIG} --database doctorq")
+    assert daily_run.split(".")[0] in out
+
+
+@pytest.mark.skipif(not S3_ENDPOINT, reason="no S3 server given (scripts/molecule.sh provides one)")
+def test_backup_is_in_s3(daily_run):
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name="us-east-1",
+                      aws_access_key_id=os.environ["DOCTORQ_SEAWEED_ACCESS_KEY"], aws_secret_access_key=S3_SECRET)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix="molecule/doctorq/").get("Contents", [])]
+    for suffix in ("", ".md5", ".sha256", ".manifest.json"):
+        assert any(k.endswith("/" + daily_run + suffix) for k in keys), (daily_run + suffix, keys)
+
+
+def test_weekly_line_promotes(host, daily_run):
+    command = _cron_command(host, "promote-weekly")
+    result = host.run(f"runuser -u postgres -- env -i PATH=/usr/bin:/bin sh -c {shlex.quote(command)}")
+    assert result.rc == 0, f"{command}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert host.file(f"{BACKUP_DIR}/weekly/{daily_run}").is_file
+    inodes = host.check_output(f"stat -c %i {BACKUP_DIR}/{daily_run} {BACKUP_DIR}/weekly/{daily_run}").split()
+    assert inodes[0] == inodes[1]  # a hard link, no second copy

@@ -511,7 +511,9 @@ class _Restore:
         """Drop ``<db>__pre_restore_<stamp>`` databases older than previous_retention_days."""
         if not self.job.previous_retention_days:
             return []
-        pattern = re.compile(re.escape(self.job.db[:MAX_IDENT - 28]) + r"__pre_restore_(\d{8}_\d{6})$")
+        # the same stem derived_name() gives: "__pre_restore_" + stamp is 29 characters
+        stem = self.derived_name("pre_restore")[:-len(f"__pre_restore_{self.stamp}")]
+        pattern = re.compile(re.escape(stem) + r"__pre_restore_(\d{8}_\d{6})$")
         cutoff = self.now - dt.timedelta(days=self.job.previous_retention_days)
         dropped = []
         for (name,) in pg.query("SELECT datname FROM pg_database", db="postgres"):
@@ -723,9 +725,13 @@ class _Restore:
                 self.drop(pg, self.job.db)
                 raise
             log(f"Restore failed ({exc}); restoring the safety backup {safety}...")
-            self.drop(pg, self.job.db)
-            self.create_database(pg, self.job.db, settings)
-            self.pg_restore(pg, safety, BackupJob.compression, self.job.db, log)
+            try:
+                self.drop(pg, self.job.db)
+                self.create_database(pg, self.job.db, settings)
+                self.pg_restore(pg, safety, BackupJob.compression, self.job.db, log)
+            except DoctorqError as again:
+                raise DoctorqError(f"{exc} Restoring the safety backup {safety} failed too ({again}); {self.job.db!r} "
+                                   f"is incomplete: restore {safety} by hand (source={safety}).") from None
             self.result["recovered_from_safety_backup"] = True
             raise DoctorqError(f"{exc} The database {self.job.db!r} was recovered from the safety backup {safety}.") from None
 

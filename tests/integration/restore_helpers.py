@@ -1,0 +1,213 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pieces of the pg_restore_safe integration tests (imported by test_pg_restore_safe*.py).
+
+Databases made here have short names (``rs_<token>``) so that the restore's
+derived names (``<db>__pre_restore_<stamp>``, 29 more characters) are never
+truncated and keep the token; the ``dbs`` fixture drops every database whose
+name holds the token, however a test ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import subprocess
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from testbed import PgServer, drop_database
+
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn
+from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
+
+MODULE = "pg_restore_safe"
+LOG_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] ")
+
+
+class Dbs:
+    """Makes databases for one test and knows which ones are its own."""
+
+    def __init__(self, pg_server: PgServer, template: str) -> None:
+        self.pg = pg_server
+        self.template = template
+        self.token = secrets.token_hex(4)
+        self.count = 0
+
+    def name(self, tail: str = "") -> str:
+        self.count += 1
+        return f"rs_{self.token}_{self.count}{tail}"
+
+    def sample(self, name: str | None = None) -> str:
+        """A new database holding the conftest sample (~3,700 rows in 5 tables)."""
+        name = name or self.name()
+        assert self.token in name
+        self.pg.query(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    def empty(self, name: str) -> str:
+        assert self.token in name
+        self.pg.query(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return name
+
+    def mine(self) -> list[str]:
+        """Every database of this test, sorted."""
+        rows = self.pg.query("SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0", (self.token,))
+        return sorted(r[0] for r in rows)
+
+    def drop_all(self) -> None:
+        for name in self.mine():
+            drop_database(self.pg, name)
+
+
+@pytest.fixture
+def dbs(pg_server: PgServer, _sample_template: str) -> Iterator[Dbs]:
+    made = Dbs(pg_server, _sample_template)
+    yield made
+    made.drop_all()
+
+
+def modify(pg_server: PgServer, db: str) -> None:
+    """Change the sample the way a bad deploy would: rows gone, rows changed, a table added."""
+    pg_server.query(
+        "DELETE FROM public.order_items WHERE order_id % 3 = 0;"
+        "UPDATE public.customers SET city = 'Nowhere' WHERE id <= 20;"
+        "CREATE TABLE public.scratch (x int); INSERT INTO public.scratch VALUES (1), (2);",
+        dbname=db)
+
+
+def mark(pg_server: PgServer, db: str, value: str) -> None:
+    """Record value in the database, so a restore shows which backup it came from."""
+    pg_server.query("CREATE TABLE IF NOT EXISTS public.marker (v text); DELETE FROM public.marker;"
+                    "INSERT INTO public.marker VALUES (%s)", (value,), dbname=db)
+
+
+def marker(pg_server: PgServer, db: str) -> str:
+    return pg_server.query("SELECT v FROM public.marker", dbname=db)[0][0]
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def failed(result: dict[str, Any]) -> str:
+    assert result.get("failed"), json.dumps(result, default=str)[:3000]
+    return result["msg"]
+
+
+def backup(run_module: Callable, pg_server: PgServer, db: str, backup_dir: str, s3: dict[str, Any] | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """A backup with the pg_backup module; returns its ``backup`` result (path, s3_uri, id, ...)."""
+    args: dict[str, Any] = {**pg_server.params(db), "backup_dir": backup_dir, "weekly": "never", **extra}
+    if s3:
+        args["s3"] = s3
+    return ok(run_module("pg_backup", args))["backup"]
+
+
+def backup_at(pg_server: PgServer, db: str, backup_dir: str, when: dt.datetime,
+              s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A backup through the engine as if started at ``when`` (so several can be made in one second)."""
+    job = BackupJob(conn=PgConn.from_params(pg_server.params(db)), db=db, backup_dir=backup_dir,
+                    s3=S3Config.from_params(s3), weekly="never", prune=False)
+    return ok(run_backup(job, now=when.replace(microsecond=0)))["backup"]
+
+
+def restore_args(pg_server: PgServer, db: str, backup_dir: str, **extra: Any) -> dict[str, Any]:
+    return {**pg_server.params(db), "backup_dir": backup_dir, **extra}
+
+
+def files_under(path: str) -> dict[str, int]:
+    """Every file below path (hidden ones too) with its size: a snapshot to compare."""
+    found = {}
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            found[os.path.relpath(full, path)] = os.path.getsize(full)
+    return found
+
+
+def load_manifest(data_path: str) -> Manifest:
+    with open(data_path + ".manifest.json", "rb") as handle:
+        manifest = Manifest.from_json(handle.read(), location="local", origin=data_path + ".manifest.json")
+    assert manifest is not None
+    return manifest
+
+
+def rewrite_backup_set(data_path: str, data: bytes | None = None, **manifest_changes: Any) -> Manifest:
+    """Replace a local backup set's data and/or manifest fields, keeping it self-consistent.
+
+    Uses the engine's own catalog helpers: size, sha256 and md5 in the
+    manifest and the checksum files describe the new bytes, so only a real
+    restore can tell that something is wrong.
+    """
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    manifest = load_manifest(data_path)
+    if data is not None:
+        write_file_atomic(data_path, data)
+        sha256, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()  # nosec
+        write_file_atomic(data_path + ".sha256", checksum_line(sha256, manifest.file))
+        write_file_atomic(data_path + ".md5", checksum_line(md5, manifest.file))
+        manifest_changes.update(size=len(data), sha256=sha256, md5=md5)
+    manifest = dataclasses.replace(manifest, **manifest_changes)
+    write_file_atomic(data_path + ".manifest.json", manifest.to_json())
+    return manifest
+
+
+def zstd(data: bytes, decompress: bool = False) -> bytes:
+    argv = ["zstd", "-q", "-c"] + (["-d"] if decompress else ["-3"])
+    return subprocess.run(argv, input=data, capture_output=True, check=True).stdout
+
+
+def flip_byte(path: str, offset: int | None = None) -> None:
+    """Change one byte in place (same size): what bit rot looks like."""
+    size = os.path.getsize(path)
+    offset = size // 2 if offset is None else offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def failing_bin_dir(pg_server: PgServer, directory: str, always: bool = False) -> str:
+    """A pg_bin_dir whose pg_restore dies midway once (or every time), then works (for the recovery).
+
+    A failing call restores the schema and the data but no indexes or
+    constraints, then the process kills itself (SIGKILL) like an OOM kill or
+    an operator's ``kill -9``. Every other tool is the real one.
+    """
+    os.makedirs(directory)
+    for tool in ("pg_dump", "pg_dumpall", "psql"):
+        os.symlink(os.path.join(pg_server.bin_dir, tool), os.path.join(directory, tool))
+    real = os.path.join(pg_server.bin_dir, "pg_restore")
+    marker_file = os.path.join(directory, "killed-once")
+    script = f"""#!/bin/sh
+case "$1" in --version|-V) exec "{real}" "$@";; esac
+if [ ! -e "{marker_file}" ] || [ "{int(always)}" = 1 ]; then
+    : > "{marker_file}"
+    "{real}" --section=pre-data --section=data "$@"
+    echo "test wrapper: pg_restore killed midway" >&2
+    kill -KILL $$
+fi
+exec "{real}" "$@"
+"""
+    path = os.path.join(directory, "pg_restore")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(script)
+    os.chmod(path, 0o755)
+    return directory
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

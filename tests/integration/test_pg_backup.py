@@ -326,8 +326,8 @@ def test_s3_single_put_object(pg_server, pg_db, run_module, tmp_path, s3_bucket,
     bucket, name = s3["bucket"], os.path.basename(facts["path"])
     folder = f"doctorq/db1/{pg_db}/{s3_date(result)}"
     key = f"{folder}/{name}"
-    assert s3_keys(s3c, bucket) == sorted(f"{folder}/{n}" for n in (name, name + ".md5", name + ".sha256",
-                                                                     name + ".manifest.json"))
+    set_files = (name, name + ".md5", name + ".sha256", name + ".manifest.json")
+    assert s3_keys(s3c, bucket) == sorted(f"{folder}/{n}" for n in set_files)
     assert facts["s3_uri"] == f"s3://{bucket}/{key}"
 
     with open(facts["path"], "rb") as handle:
@@ -417,8 +417,8 @@ def test_weekly_copy_of_a_multipart_object(multipart_run):
 
 def test_weekly_copy_on_disk_and_in_s3(pg_server, pg_db, run_module, tmp_path, s3_bucket, s3c):
     backup_dir = tmp_path / "backups"
-    result = ok(run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, weekly="always",
-                                                     globals=True)))
+    args = job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, weekly="always", globals=True)
+    result = ok(run_module("pg_backup", args))
     facts = result["backup"]
     assert facts["weekly"] is True
     manifest = read_json(facts["path"] + ".manifest.json")
@@ -569,8 +569,8 @@ def test_files_of_the_seed_scripts_are_never_removed(pg_server, pg_db, run_modul
 
 def test_check_mode_touches_nothing(pg_server, pg_db, run_module, tmp_path, s3_bucket, s3c):
     backup_dir = tmp_path / "not-yet"
-    result = ok(run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, weekly="always",
-                                                     globals=True), check_mode=True))
+    args = job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, weekly="always", globals=True)
+    result = ok(run_module("pg_backup", args, check_mode=True))
     assert result["changed"] is True
     plan = result["plan"]
     match = re.fullmatch(rf"{re.escape(str(backup_dir))}/{re.escape(pg_db)}_full_(\d{{8}})_\d{{6}}\.dump\.zst",
@@ -638,8 +638,8 @@ def test_password_with_special_characters(pg_server, pg_db, role, table_digest, 
     password = "p:a\\ss w:rd'\"#" + secrets.token_hex(4)
     name = role(password, superuser=True)
     backup_dir = tmp_path / "backups"
-    result = ok(run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, login_user=name,
-                                                     login_password=password, globals=True)))
+    args = job_params(pg_server, pg_db, backup_dir, login_user=name, login_password=password, globals=True)
+    result = ok(run_module("pg_backup", args))
     stock_restore(pg_server, result["backup"]["path"], "zstd -dc", f"{pg_db}_restore")
     assert table_digest(pg_server, f"{pg_db}_restore") == table_digest(pg_server, pg_db)
     assert password not in run_log(backup_dir)
@@ -987,8 +987,7 @@ def test_metrics_textfile(pg_server, pg_db, run_module, tmp_path):
 # secrets
 
 
-def test_secrets_stay_out_of_argv_environment_logs_and_results(pg_server, pg_db, run_module, cli_procs, tmp_path,
-                                                                s3_bucket, s3c, webhook):
+def test_secrets_stay_out_of_argv_environment_logs_and_results(pg_server, pg_db, cli_procs, tmp_path, s3_bucket, s3c, webhook):
     token = secrets.token_urlsafe(16)
     hidden = {"login_password": pg_server.password, "s3 secret_key": s3_bucket["secret_key"], "webhook_url": token}
     gate = GatedBin(str(tmp_path / "gate"), pg_server.bin_dir, hold=("pg_dump",))

@@ -32,8 +32,14 @@ class RunLog:
         self.lines.append(line)
         for stream in (self._fh, self._echo):
             if stream:
-                stream.write(line + "\n")
-                stream.flush()
+                try:
+                    stream.write(line + "\n")
+                    stream.flush()
+                except OSError:
+                    # a full disk must not turn the run's own clear error into a traceback:
+                    # the lines stay in memory (the result, the webhook), the file stops here
+                    if stream is self._fh:
+                        self.close()
 
     def banner(self, title: str) -> None:
         self("=" * 41)
@@ -42,8 +48,11 @@ class RunLog:
 
     def close(self) -> None:
         if self._fh:
-            self._fh.close()
-            self._fh = None
+            handle, self._fh = self._fh, None
+            try:
+                handle.close()
+            except OSError:
+                pass
 
 
 class Lock:
@@ -73,8 +82,11 @@ class Lock:
             raise StorageError(f"cannot lock {self.path}: {exc.strerror}.") from None
         info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
                                 "since": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # who holds it is only a courtesy to the next run (a full disk); the flock is the lock
         self._fd = fd
         return self
 

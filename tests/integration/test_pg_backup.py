@@ -710,6 +710,17 @@ def test_disk_full_leaves_nothing(pg_server, big_db, run_module, tmp_path, s3_bu
     assert_nothing_written(tmp_path / "nowhere", s3c, s3_bucket["bucket"])
 
 
+def test_disk_already_full_when_the_run_starts(pg_server, pg_db, run_module, tmp_path, webhook):
+    """The usual way a disk is full: before the run, from earlier backups. A clear failure, not a traceback."""
+    with tmpfs(str(tmp_path / "full"), "1m") as backup_dir:
+        subprocess.run(["dd", "if=/dev/zero", f"of={backup_dir}/filler", "bs=64k"], capture_output=True, check=False)
+        result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, webhook_url=webhook.url()))
+        assert result["failed"]
+        assert "No space left on device" in result["msg"] and "free space" in result["msg"]
+        assert backup_files(backup_dir) == ["filler"]
+    assert any("FAILED" in body["text"] and "No space left" in body["text"] for _path, body in webhook.received)
+
+
 def test_pg_dump_failing_mid_stream_leaves_nothing(pg_server, big_db, run_module, tmp_path, s3_bucket, s3c):
     """pg_dump streams everything, then exits non-zero (a lost connection): nothing may look complete."""
     gate = GatedBin(str(tmp_path / "gate"), pg_server.bin_dir)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Give the client role a collection artifact to install on hosts (runs on the controller).

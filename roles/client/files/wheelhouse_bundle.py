@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pack a wheelhouse directory into one reproducible tar (runs on the controller).

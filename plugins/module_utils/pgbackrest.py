@@ -472,6 +472,10 @@ class PhysicalBackup:
         return TYPE_NAMES.get(self.type, self.type)
 
     @property
+    def timeline(self) -> int | None:
+        return int(self.wal_start[:8], 16) if self.wal_start and re.match(r"^[0-9A-F]{8}", self.wal_start) else None
+
+    @property
     def consistent_from(self) -> dt.datetime:
         """Earliest recovery target this backup can serve: after its stop (pgBackRest keeps whole seconds)."""
         return self.stopped + dt.timedelta(seconds=1)
@@ -583,6 +587,25 @@ def pg_bin(tool: str, major: str | None, bin_dir: str | None = None) -> str:
                       f"install postgresql-{major or '<major>'} or set pg_bin_dir.")
 
 
+class _OwnedTmp:
+    """A private temporary directory the database OS user can write into (for archive-get)."""
+
+    def __init__(self, user: str, prefix: str) -> None:
+        self.user, self.prefix = user, prefix
+        self.path = ""
+
+    def __enter__(self) -> str:
+        self.path = tempfile.mkdtemp(prefix=self.prefix)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(self.user)
+            os.chown(self.path, owner.pw_uid, owner.pw_gid)
+        os.chmod(self.path, 0o700)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | None = None,
                          lookback: int = WAL_LOOKBACK) -> dt.datetime | None:
     """Time of the newest transaction commit in the archived WAL: the end of the recoverable window.
@@ -595,12 +618,7 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
     if not info.archive_max:
         return None
     waldump = pg_bin("pg_waldump", info.pg_version, bin_dir)
-    work = tempfile.mkdtemp(prefix="doctorq-wal-")
-    try:
-        owner = pwd.getpwnam(pgbr.user)
-        if os.geteuid() == 0:
-            os.chown(work, owner.pw_uid, owner.pw_gid)
-        os.chmod(work, 0o700)
+    with _OwnedTmp(pgbr.user, "doctorq-wal-") as work:
         segment: str | None = info.archive_max
         for _step in range(lookback):
             if segment is None or (info.archive_min and segment < info.archive_min):
@@ -616,8 +634,62 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
                     return when
             segment = previous_segment(segment)
         return None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_lsn(text: str) -> int:
+    high, low = text.split("/", 1)
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def parse_history(text: str) -> dict[int, int]:
+    """A timeline history file: ``{parent timeline: LSN where it was left}``."""
+    ends = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit() and "/" in fields[1]:
+            ends[int(fields[0])] = parse_lsn(fields[1])
+    return ends
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """The newest timeline in the archive and where its ancestors were left.
+
+    A recovery follows the newest timeline (PostgreSQL's default). A backup
+    can start it only if it was taken on that timeline, or on an ancestor and
+    finished before the fork: after a point-in-time recovery, the backups of
+    the abandoned branch (such as its safety backup) cannot.
+    """
+
+    latest: int
+    ends: dict[int, int]
+
+    def on_it(self, backup: "PhysicalBackup") -> bool:
+        if not backup.wal_start or not re.match(r"^[0-9A-F]{8}", backup.wal_start):
+            return True
+        tli = int(backup.wal_start[:8], 16)
+        if tli == self.latest:
+            return True
+        if tli not in self.ends:
+            return False
+        return backup.lsn_stop is None or parse_lsn(backup.lsn_stop) <= self.ends[tli]
+
+
+def lineage(pgbr: PgBackRest, info: StanzaInfo) -> Lineage:
+    """Read the newest timeline's history file from the repository (timeline 1 has none)."""
+    if not info.archive_max or not re.match(r"^[0-9A-F]{8}", info.archive_max):
+        return Lineage(1, {})
+    latest = int(info.archive_max[:8], 16)
+    if latest == 1:
+        return Lineage(1, {})
+    with _OwnedTmp(pgbr.user, "doctorq-tli-") as work:
+        name = f"{latest:08X}.history"
+        dest = os.path.join(work, name)
+        if not pgbr.archive_get(name, dest):
+            raise PgBackRestError(f"the repository has WAL of timeline {latest} but not its history file {name}: "
+                                  "check the archive with pgbackrest info.")
+        with open(dest, encoding="utf-8", errors="replace") as handle:
+            return Lineage(latest, parse_history(handle.read()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -644,21 +716,23 @@ class Window:
                 "seconds": (self.end - self.start).total_seconds() if self.start and self.end and self.end > self.start else 0}
 
 
-def window_of(info: StanzaInfo, last_commit: dt.datetime | None, backup_set: str | None = None) -> Window:
-    """From just after the oldest (or the chosen) backup ended to just before the newest archived commit.
+def window_of(info: StanzaInfo, last_commit: dt.datetime | None, backup_set: str | None = None,
+              line: Lineage | None = None) -> Window:
+    """From just after the oldest usable (or the chosen) backup ended to just before the newest archived commit.
 
     PostgreSQL stops a time-targeted recovery before the first commit later
     than the target; a target at or after the newest archived commit never
     finds one and the recovery fails. So the last reachable target is one
-    microsecond before that commit (which is then not replayed).
+    microsecond before that commit (which is then not replayed). Only
+    backups on the newest timeline's line count (see ``Lineage``).
     """
     end = last_commit - dt.timedelta(microseconds=1) if last_commit else None
-    usable = info.usable()
+    usable = [b for b in info.usable() if line is None or line.on_it(b)]
     if backup_set:
         chosen = info.find(backup_set)
         if chosen is None or chosen.error:
             raise ConfigError(f"backup set {backup_set!r} is not a usable backup of stanza {info.name!r}: "
-                              f"known are {', '.join(b.label for b in usable) or 'none'}.")
+                              f"known are {', '.join(b.label for b in info.usable()) or 'none'}.")
         usable = [chosen]
     if not usable:
         return Window(None, end, None, None)
@@ -748,19 +822,29 @@ def _ensure_dir(path: str) -> None:
 def run_physical_backup(job: PhysicalBackupJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:
     """One pgBackRest backup with the logical backups' log, lock, webhook and metrics."""
     pgtype = KINDS[job.kind]
-    pgbr = job.engine()
     if check_mode:
-        return _plan_physical(job, pgbr, echo)
-    _ensure_dir(job.backup_dir)
+        return _plan_physical(job, job.engine(), echo)
     started = utcnow()
-    log_dir = job.log_dir or job.backup_dir
-    _ensure_dir(log_dir)
-    log = RunLog(os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"), echo=echo)
-    result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": []}
     t0 = time.monotonic()
-    log.banner(f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})")
+    result: dict[str, Any] = {"changed": False, "warnings": []}
     status, error, facts = "success", None, {}
+    startup: DoctorqError | None = None
     try:
+        log_dir = job.log_dir or job.backup_dir
+        _ensure_dir(job.backup_dir)
+        _ensure_dir(log_dir)
+        log = RunLog(os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"), echo=echo)
+    except (DoctorqError, OSError) as exc:
+        # a run that cannot even start is reported and notified all the same, its log kept in the result
+        log = RunLog(echo=echo)
+        startup = exc if isinstance(exc, DoctorqError) else StorageError(
+            f"cannot write the run log in {log_dir}: {exc.strerror}.")
+    result["log_file"] = log.path
+    log.banner(f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})")
+    try:
+        if startup:
+            raise startup
+        pgbr = job.engine()
         with Lock(os.path.join(job.backup_dir, f".pgbackrest-{job.stanza}.lock"), f"the physical backup of stanza {job.stanza!r}"):
             before = pgbr.info()
             prior = before.usable()[-1].label if before.usable() else None
@@ -842,8 +926,9 @@ def physical_listing(pgbr: PgBackRest, *, bin_dir: str | None = None) -> dict[st
     """Physical backups (newest first) and the recoverable window, read-only."""
     info = pgbr.info()
     end = last_archived_commit(pgbr, info, bin_dir=bin_dir)
-    window = window_of(info, end)
-    backups = [b.summary() for b in reversed(info.backups)]
+    line = lineage(pgbr, info)
+    window = window_of(info, end, line=line)
+    backups = [{**b.summary(), "timeline": b.timeline, "on_latest_timeline": line.on_it(b)} for b in reversed(info.backups)]
     return {"physical_backups": backups, "recoverable_window": window.summary(),
             "stanza_status": {"code": info.status_code, "message": info.status, "pg_version": info.pg_version,
                               "archive_min": info.archive_min, "archive_max": info.archive_max, "cipher": info.cipher}}

@@ -43,8 +43,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAM
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    DEFAULT_CONFIG, DEFAULT_USER, PgBackRest, PgBackRestError, StanzaInfo, Window, as_user, iso_us,
-    last_archived_commit, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
+    DEFAULT_CONFIG, DEFAULT_USER, Lineage, PgBackRest, PgBackRestError, StanzaInfo, Window, as_user, iso_us,
+    last_archived_commit, lineage, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
@@ -154,6 +154,7 @@ class _Pitr:
         self.warnings: list[str] = []
         self.result: dict[str, Any] = {"changed": False, "stanza": job.stanza}
         self.info_version: str | None = None
+        self.line = Lineage(1, {})
         self.t0 = time.monotonic()
 
     # -- small helpers ------------------------------------------------------
@@ -202,6 +203,9 @@ class _Pitr:
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
             raise ConfigError(f"the parent of pitr_scratch_dir, {parent}, does not exist.")
+        if len(os.path.join(path, ".s.PGSQL.65535.lock")) > 107:
+            raise ConfigError(f"pitr_scratch_dir {path} is too long to hold the scratch server's unix socket "
+                              "(107 bytes at most): choose a shorter path.")
         return path
 
     def server_up(self) -> bool:
@@ -216,13 +220,18 @@ class _Pitr:
     def seal(self, log: RunLog) -> None:
         """A commit now and every WAL up to it archived: targets up to now become reachable."""
         started = time.monotonic()
-        with PgClient(self.job.conn) as pg:
-            # Two commits: a time target stops before the first commit after it, so the second one makes the
-            # first (now) reachable even on an idle cluster.
-            (xid, at), = pg.query("SELECT txid_current(), clock_timestamp()", db="postgres")
-            time.sleep(0.01)
-            pg.query("SELECT txid_current()", db="postgres")
-        log(f"Sealed the window: transaction {xid} committed just after {iso_us(at)}")
+        try:
+            with PgClient(self.job.conn) as pg:
+                # Two commits: a time target stops before the first commit after it, so the second one makes the
+                # first (now) reachable even on an idle cluster.
+                (xid, at), = pg.query("SELECT txid_current(), clock_timestamp()", db="postgres")
+                time.sleep(0.01)
+                pg.query("SELECT txid_current()", db="postgres")
+            log(f"Sealed the window: transaction {xid} committed just after {iso_us(at)}")
+        except DoctorqError as exc:  # a read-only (standby) server, a user without rights...
+            warning = f"could not seal the window with a commit ({exc}); it ends at the newest archived commit"
+            self.warnings.append(warning)
+            log(f"WARNING: {warning}")
         try:
             for line in self.pgbr.check():
                 log(f"pgbackrest: {line}")
@@ -236,10 +245,12 @@ class _Pitr:
     def window(self, info: StanzaInfo, log: RunLog) -> Window:
         started = time.monotonic()
         end = last_archived_commit(self.pgbr, info, bin_dir=self.job.conn.bin_dir)
-        window = window_of(info, end, self.job.backup_set)
+        self.line = lineage(self.pgbr, info)
+        window = window_of(info, end, self.job.backup_set, self.line)
         self.timed("window", started)
-        log(f"Recoverable window: {window.describe()} ({len(info.usable())} backup(s), WAL "
-            f"{info.archive_min}..{info.archive_max})")
+        usable = [b for b in info.usable() if self.line.on_it(b)]
+        log(f"Recoverable window: {window.describe()} ({len(usable)} backup(s) on timeline {self.line.latest}'s line, "
+            f"WAL {info.archive_min}..{info.archive_max})")
         self.result["window"] = window.summary()
         return window
 
@@ -262,16 +273,45 @@ class _Pitr:
                               + ". Nothing was touched.")
         return when
 
+    def pick_set(self, info: StanzaInfo, when: dt.datetime | None) -> tuple[str, bool]:
+        """The backup to start from, and whether it lies off the newest timeline's line.
+
+        pgBackRest would pick the newest backup that ended before the target
+        whatever its timeline; after a point-in-time recovery that can be a
+        backup of the abandoned branch, from which the newest timeline cannot
+        be reached ("could not locate required checkpoint record").
+        """
+        job, line = self.job, self.line
+        if job.backup_set:
+            chosen = info.find(job.backup_set)
+            if line.on_it(chosen):
+                return chosen.label, False
+            if job.target != "immediate":
+                raise ConfigError(f"backup set {chosen.label} was taken on timeline {chosen.timeline} after the newest "
+                                  f"timeline {line.latest} branched off it (a point-in-time recovery since): only "
+                                  "pitr_target=immediate restores it (its own state); omit pitr_backup_set to recover "
+                                  f"along timeline {line.latest}. Nothing was touched.")
+            return chosen.label, True
+        candidates = [b for b in info.usable() if line.on_it(b) and (when is None or b.consistent_from <= when)]
+        if not candidates:
+            raise ConfigError(f"no backup of stanza {job.stanza!r} on timeline {line.latest}'s line ended before "
+                              f"{iso_us(when) if when else 'now'}. Nothing was touched.")
+        return candidates[-1].label, False
+
     # -- 4. restore ------------------------------------------------------------------
-    def restore_options(self, when: dt.datetime | None, data_dir: str) -> list[str]:
+    def restore_options(self, when: dt.datetime | None, data_dir: str, backup_set: str | None = None,
+                        off_line: bool = False) -> list[str]:
         job = self.job
         opts = {"time": ["--type=time", f"--target={pg_time(when)}"] if when else [],
                 "immediate": ["--type=immediate"], "end": ["--type=default"],
                 "name": ["--type=name", f"--target={job.target_name}"]}[job.target]
         if job.target != "end":
             opts.append("--target-action=promote")
-        if job.backup_set:
-            opts.append(f"--set={job.backup_set}")
+        if backup_set:
+            opts.append(f"--set={backup_set}")
+        if off_line:
+            # pgBackRest allows --target-timeline only with a target; the recovery setting itself always works
+            opts.append("--recovery-option=recovery_target_timeline=current")
         opts.append(f"--pg1-path={data_dir}")
         if job.into == "live":
             opts += ["--delta", "--link-all"]
@@ -281,20 +321,20 @@ class _Pitr:
             opts += ["--archive-mode=off", f"--tablespace-map-all={data_dir}.tablespaces"]
         return opts
 
-    def restore(self, when: dt.datetime | None, data_dir: str, log: RunLog) -> str | None:
+    def restore(self, when: dt.datetime | None, data_dir: str, chosen: tuple[str, bool], log: RunLog) -> str | None:
         started = time.monotonic()
-        opts = self.restore_options(when, data_dir)
+        opts = self.restore_options(when, data_dir, *chosen)
         log(f"pgbackrest restore {' '.join(opts)}")
         proc = self.pgbr.run("restore", *opts, timeout=self.job.timeout)
-        chosen = None
+        used = None
         for line in self.pgbr.progress(proc):
             match = re.search(r"restore backup set (\S+)", line)
             if match:
-                chosen = match.group(1).rstrip(",")
+                used = match.group(1).rstrip(",")
             if "restore file" not in line:
                 log(f"pgbackrest: {line}")
         self.timed("restore", started)
-        return chosen
+        return used
 
     # -- the server ----------------------------------------------------------------
     def pg_ctl(self) -> str:
@@ -317,7 +357,14 @@ class _Pitr:
                 raise PgError(f"systemctl stop {self.job.service} failed: {proc.stderr.strip()}")
         elif os.path.exists(os.path.join(data_dir, "postmaster.pid")):
             log(f"Stopping PostgreSQL (pg_ctl -D {data_dir} stop -m fast)...")
-            self.as_owner([self.pg_ctl(), "-D", data_dir, "-m", "fast", "-w", "-t", "900", "stop"], timeout=960)
+            stop = self.as_owner([self.pg_ctl(), "-D", data_dir, "-m", "fast", "-w", "-t", "900", "stop"], timeout=960,
+                                 check=False)
+            if stop.returncode != 0 and self.as_owner([self.pg_ctl(), "-D", data_dir, "status"], check=False).returncode == 3:
+                raise PgError(f"{data_dir}/postmaster.pid is left from a server that is not running (a crash): make sure "
+                              "no postgres process uses the directory, remove the file, and run again. Nothing was "
+                              "restored.")
+            if stop.returncode != 0:
+                raise PgError(f"pg_ctl stop failed on {data_dir}: {' '.join((stop.stdout + stop.stderr).split())[-300:]}")
         if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
             raise PgError(f"PostgreSQL still runs on {data_dir} (postmaster.pid is there): stop it, then run again.")
         log("PostgreSQL is stopped")
@@ -381,17 +428,21 @@ class _Pitr:
                         return
             except DoctorqError as exc:
                 last = str(exc)
-            if time.monotonic() - started > 5 and not os.path.exists(os.path.join(data_dir, "postmaster.pid")) \
-                    and not self.job.service:
+            if time.monotonic() - started > 5 and self._server_died(data_dir):
                 raise PgError(f"PostgreSQL on {data_dir} stopped during recovery: {self._tail(server_log)}")
             time.sleep(0.5)
         raise PgError(f"recovery on {data_dir} did not finish within pitr_timeout={self.job.timeout}s ({last}); "
                       f"{self._tail(server_log)}")
 
-    @staticmethod
-    def _tail(path: str | None, lines: int = 8) -> str:
+    def _server_died(self, data_dir: str) -> bool:
+        if self.job.service:
+            proc = subprocess.run(["systemctl", "is-failed", "--quiet", self.job.service], check=False, timeout=60)
+            return proc.returncode == 0
+        return not os.path.exists(os.path.join(data_dir, "postmaster.pid"))
+
+    def _tail(self, path: str | None, lines: int = 8) -> str:
         if not path:
-            return "see the server's log (journalctl -u <service>)"
+            return f"see the server's log (journalctl -u {self.job.service})"
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()[-20000:]
@@ -480,8 +531,9 @@ class _Pitr:
         self.info_version = info.pg_version
         window = self.window(info, log)
         when = self.check_target(window)
+        chosen = self.pick_set(info, when)
         plan: dict[str, Any] = {"target": job.target, "target_time": iso_us(when) if when else None,
-                                "target_name": job.target_name, "backup_set": job.backup_set, "into": job.into,
+                                "target_name": job.target_name, "backup_set": chosen[0], "into": job.into,
                                 "drill": job.drill, "window": window.summary()}
         if job.into == "live":
             plan.update(data_dir=job.data_dir or self.stanza_path(), confirmation_ok=job.confirm == job.stanza,
@@ -489,7 +541,7 @@ class _Pitr:
         else:
             plan.update(scratch_dir=self.scratch_dir(), scratch_port=job.scratch_port or "a free port",
                         keep_scratch=job.keep_scratch)
-        plan["restore_options"] = self.restore_options(when, plan.get("data_dir") or plan.get("scratch_dir"))
+        plan["restore_options"] = self.restore_options(when, plan.get("data_dir") or plan.get("scratch_dir"), *chosen)
         self.result.update(plan=plan, changed=True)
         log(f"Plan: {json.dumps(plan, sort_keys=True)}")
 
@@ -510,16 +562,18 @@ class _Pitr:
         self.info_version = info.pg_version
         window = self.window(info, log)
         when = self.check_target(window)
+        chosen = self.pick_set(info, when)
         self.result["pitr"] = {"target": job.target, "target_time": iso_us(when) if when else None,
-                               "target_name": job.target_name, "into": job.into, "data_dir": data_dir}
+                               "target_name": job.target_name, "into": job.into, "data_dir": data_dir,
+                               "backup_set": chosen[0], "timeline": self.line.latest if not chosen[1] else None}
         log(f"Target: {job.target}" + (f" {iso_us(when)}" if when else "") + (f" {job.target_name}" if job.target_name else "")
-            + (f", backup set {job.backup_set}" if job.backup_set else ""))
+            + f", from backup {chosen[0]}" + (" along its own timeline" if chosen[1] else f" along timeline {self.line.latest}"))
         if job.into == "live":
-            self._live(data_dir, when, up, log)
+            self._live(data_dir, when, chosen, up, log)
         else:
-            self._scratch(data_dir, when, log)
+            self._scratch(data_dir, when, chosen, log)
 
-    def _live(self, data_dir: str, when: dt.datetime | None, up: bool, log: RunLog) -> None:
+    def _live(self, data_dir: str, when: dt.datetime | None, chosen: tuple[str, bool], up: bool, log: RunLog) -> None:
         job = self.job
         if up and job.safety_backup:
             started = time.monotonic()
@@ -533,8 +587,7 @@ class _Pitr:
             self.timed("safety_backup", started)
         self.stop_live(data_dir, log)
         self.result["changed"] = True
-        chosen = self.restore(when, data_dir, log)
-        self.result["pitr"]["backup_set"] = chosen or job.backup_set
+        self.restore(when, data_dir, chosen, log)
         server_log = self.start_live(data_dir, log)
         self.wait_promoted(job.conn, data_dir, server_log, log)
         self.result["recovery"] = self.verify(job.conn, when, log)
@@ -543,7 +596,7 @@ class _Pitr:
         log("=" * 41)
         log("Take a full backup soon (pg_backup kind=physical_full): the cluster is on a new timeline")
 
-    def _scratch(self, data_dir: str, when: dt.datetime | None, log: RunLog) -> None:
+    def _scratch(self, data_dir: str, when: dt.datetime | None, chosen: tuple[str, bool], log: RunLog) -> None:
         job = self.job
         port = job.scratch_port or free_port()
         created = not os.path.exists(data_dir)
@@ -555,8 +608,7 @@ class _Pitr:
                       connect_timeout=job.conn.connect_timeout, bin_dir=job.conn.bin_dir)
         keep = job.keep_scratch
         try:
-            chosen = self.restore(when, data_dir, log)
-            self.result["pitr"]["backup_set"] = chosen or job.backup_set
+            self.restore(when, data_dir, chosen, log)
             server_log = self.start_scratch(data_dir, port, log)
             self.wait_promoted(conn, data_dir, server_log, log)
             self.result["recovery"] = self.verify(conn, when, log)

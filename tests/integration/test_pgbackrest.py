@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -316,17 +317,19 @@ class ArgvWatch:
 def test_check_proves_archiving_into_seaweedfs(bed):
     server: PgServer = bed["server"]
     lines = bed["engine"].check()
-    assert any("successfully archived" in line for line in lines), lines
+    segment = next((m.group(1) for m in map(re.compile(r"WAL segment (\w{24}) successfully archived").search, lines) if m),
+                   None)
+    assert segment, lines
     deadline = time.monotonic() + 30
     while True:  # the archiver counts a segment once archive_command returned, after check saw it arrive
-        archived, failed, last = server.query("SELECT archived_count, failed_count, last_archived_wal FROM pg_stat_archiver")[0]
+        archived, failed = server.query("SELECT archived_count, failed_count FROM pg_stat_archiver")[0]
         if archived or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert archived > 0 and failed == 0
     # the segment really is in the bucket, under the repository's own path, compressed and encrypted
     keys = s3_keys(bed, "pgbackrest/db1/archive/main/")
-    assert any(os.path.basename(k).startswith(last) and k.endswith(".zst") for k in keys), (last, keys[-5:])
+    assert any(os.path.basename(k).startswith(segment + "-") and k.endswith(".zst") for k in keys), (segment, keys[-5:])
     # client-side encryption: the repository's info file is not readable text in the bucket
     body = bed["weed"].http.client().get_object(Bucket=bed["bucket"], Key="pgbackrest/db1/archive/main/archive.info")["Body"].read()
     assert b"[db]" not in body and b"db-version" not in body
@@ -371,7 +374,8 @@ def test_full_then_incremental_through_pg_backup(bed, base_backup, run_module, t
         args = pg_module_args(bed, webhook_url=hook.url, webhook_format="json", metrics_dir=metrics)
         plan = run_module("pg_backup", {**args, "kind": "incremental"}, check_mode=True)
         assert not plan.get("failed"), plan.get("msg")
-        assert plan["plan"]["type"] == "incr" and plan["plan"]["prior"] == base_backup["label"]
+        newest = bed["engine"].info().usable()[-1].label
+        assert plan["plan"]["type"] == "incr" and plan["plan"]["prior"] == newest
         with ArgvWatch() as watch:
             full = run_module("pg_backup", {**args, "kind": "physical_full"})
             marker_at = bed["server"].query("SELECT now()")[0][0]
@@ -523,3 +527,100 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     with open(os.path.join(bed["backup_dir"], "restore_audit.jsonl"), encoding="utf-8") as handle:
         audit = [json.loads(line) for line in handle]
     assert audit[-1]["mode"] == "pitr_live" and audit[-1]["status"] == "success"
+    # The replaced state is not lost: the safety backup (on the abandoned timeline) restores it, on its own timeline;
+    # it can no longer start a recovery along the new timeline, and nothing picks it for one.
+    listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
+    safety = next(b for b in listing["physical_backups"] if b["label"] == result["safety_backup"])
+    assert safety["on_latest_timeline"] is False
+    refused = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_backup_set=safety["label"]))
+    assert refused["failed"] and "only pitr_target=immediate restores it" in refused["msg"]
+    back = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="immediate", pitr_backup_set=safety["label"],
+                                                        pitr_keep_scratch=True))
+    scratch = back.get("scratch") or {}
+    try:
+        assert not back.get("failed"), back.get("msg")
+        assert "recovery_target_timeline=current" in " ".join(back["log"])
+        assert scratch_query(scratch, f"SELECT count(*) FROM {table}") == [(20,)], "the state before the recovery"
+    finally:
+        if scratch.get("data_dir"):
+            testbed.stop_cluster(server.bin_dir, scratch["data_dir"])
+            shutil.rmtree(scratch["data_dir"], ignore_errors=True)
+
+
+def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module, tmp_path):
+    listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
+    start = dt.datetime.fromisoformat(listing["recoverable_window"]["start"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(listing["recoverable_window"]["end"].replace("Z", "+00:00"))
+    target = start + (end - start) / 2
+    scratch_dir = str(tmp_path / "scratch")
+    audit = os.path.join(bed["backup_dir"], "restore_audit.jsonl")
+    audit_before = os.path.getsize(audit) if os.path.exists(audit) else 0
+    plan = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="time", pitr_target_time=target.isoformat(),
+                                                        pitr_scratch_dir=scratch_dir), check_mode=True)
+    assert not plan.get("failed"), plan.get("msg")
+    assert plan["changed"] and plan["plan"]["scratch_dir"] == scratch_dir
+    assert "--type=time" in plan["plan"]["restore_options"] and "--archive-mode=off" in plan["plan"]["restore_options"]
+    assert not os.path.exists(scratch_dir)
+    live = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_into="live"), check_mode=True)
+    assert not live.get("failed"), live.get("msg")
+    assert live["plan"]["confirmation_ok"] is False and "--delta" in live["plan"]["restore_options"]
+    assert (os.path.getsize(audit) if os.path.exists(audit) else 0) == audit_before, "check mode writes no audit record"
+
+
+def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module):
+    server: PgServer = bed["server"]
+    table = f"pitr_named_{secrets.token_hex(3)}"
+    point = f"before_{table}"
+    server.query(f"CREATE TABLE {table} (id integer PRIMARY KEY)")
+    server.query(f"INSERT INTO {table} SELECT generate_series(1, 10)")
+    server.query("SELECT pg_create_restore_point(%s)", (point,))
+    server.query(f"INSERT INTO {table} SELECT generate_series(11, 20)")
+    result = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="name", pitr_target_name=point,
+                                                          pitr_keep_scratch=True))
+    scratch = result.get("scratch") or {}
+    try:
+        assert not result.get("failed"), result.get("msg")
+        assert any(f"--target={point}" in line for line in result["log"])
+        assert scratch_query(scratch, f"SELECT count(*), max(id) FROM {table}") == [(10, 10)]
+    finally:
+        if scratch.get("data_dir"):
+            testbed.stop_cluster(server.bin_dir, scratch["data_dir"])
+            shutil.rmtree(scratch["data_dir"], ignore_errors=True)
+
+
+def _cli(config: str, *args: str) -> subprocess.CompletedProcess:
+    from conftest import COLLECTIONS_DIR  # pylint: disable=import-outside-toplevel
+
+    return subprocess.run([sys.executable, "-m", "ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_cli",
+                           *args, "--config", config], env={**os.environ, "PYTHONPATH": COLLECTIONS_DIR},
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backup, tmp_path):
+    metrics = str(tmp_path / "metrics")
+    os.makedirs(metrics)
+    config = str(tmp_path / "pgbackrest.json")
+    testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
+        "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
+        "metrics_dir": metrics}))
+    done = _cli(config, "backup", "--kind", "incremental")
+    assert done.returncode == 0, done.stderr
+    assert any(LOG_LINE.match(line) and "INCREMENTAL backup" in line and "finished" in line
+               for line in done.stdout.splitlines()), done.stdout
+    assert os.path.exists(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"))
+    os.chmod(config, 0o644)
+    refused = _cli(config, "backup", "--kind", "incremental")
+    assert refused.returncode == 2 and "readable by others" in refused.stderr
+
+
+def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
+    hook = Webhook()
+    try:
+        result = run_module("pg_backup", pg_module_args(bed, kind="incremental", webhook_url=hook.url,
+                                                        webhook_format="json",
+                                                        pgbackrest_config=str(tmp_path / "missing.conf")))
+    finally:
+        hook.close()
+    assert result["failed"] and "pgbackrest" in result["msg"]
+    assert [(e["status"], e["kind"]) for e in hook.events] == [("failure", "incremental")]
+    assert hook.events[0]["error"] == result["msg"]

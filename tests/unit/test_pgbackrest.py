@@ -10,8 +10,8 @@ import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    PgBackRest, Repo, Stanza, StanzaInfo, archive_command, conf_settings, last_commit_in_waldump, previous_segment,
-    render_conf, secret_env, window_of,
+    Lineage, PgBackRest, Repo, Stanza, StanzaInfo, archive_command, conf_settings, last_commit_in_waldump,
+    parse_history, parse_lsn, previous_segment, render_conf, secret_env, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
@@ -167,6 +167,7 @@ INFO = [{
         {"label": "20251102-010002F_20251102-070001I", "type": "incr", "prior": "20251102-010002F", "database": {"id": 2},
          "timestamp": {"start": 1762066801, "stop": 1762066804},
          "archive": {"start": "000000010000000000000005", "stop": "000000010000000000000005"},
+         "lsn": {"start": "0/5000028", "stop": "0/5000100"},
          "info": {"size": 23000000, "delta": 8000, "repository": {"size": 2800000, "delta": 400}}},
     ],
     "repo": [{"key": 1, "status": {"code": 0, "message": "ok"}}],
@@ -209,6 +210,22 @@ rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/06001C90,
     assert last_commit_in_waldump(text) == dt.datetime(2026, 11, 27, 14, 3, 12, 963539, tzinfo=UTC)
     assert last_commit_in_waldump("desc: COMMIT 2026-11-27 16:03:12 +02") == dt.datetime(2026, 11, 27, 14, 3, 12, tzinfo=UTC)
     assert last_commit_in_waldump("desc: CHECKPOINT_ONLINE redo 0/2000028") is None
+
+
+def test_only_backups_on_the_newest_timelines_line_can_start_a_recovery():
+    # timeline 2 branched off timeline 1 at 0/C0001B8 (a point-in-time recovery)
+    history = "1\t0/C0001B8\tbefore 2025-11-02 10:42:00.000001+00\n"
+    line = Lineage(2, parse_history(history))
+    assert line.ends == {1: parse_lsn("0/C0001B8")} and parse_lsn("1/0") == 1 << 32
+    info = StanzaInfo.parse(INFO, "main")
+    before_fork, after_fork = info.backups  # stop at 0/3000050 and 0/5000100, on timeline 1
+    assert line.on_it(before_fork)
+    abandoned = dataclasses.replace(after_fork, lsn_stop="0/D000100")
+    assert not line.on_it(abandoned)
+    assert line.on_it(dataclasses.replace(after_fork, wal_start="00000002000000000000000E", lsn_stop="0/E000100"))
+    assert not Lineage(3, {2: 5}).on_it(before_fork)  # timeline 1 is no ancestor of that timeline 3
+    window = window_of(info, None, line=Lineage(2, {1: parse_lsn("0/2000000")}))
+    assert window.start is None, "no backup ended before the fork"
 
 
 def test_previous_segment():

@@ -608,6 +608,16 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     assert any(LOG_LINE.match(line) and "INCREMENTAL backup" in line and "finished" in line
                for line in done.stdout.splitlines()), done.stdout
     assert os.path.exists(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"))
+    # the weekly PITR drill of the role, with the connection in the same 0600 config
+    testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
+        "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
+        "metrics_dir": metrics, "pitr_report_dir": str(tmp_path / "drills"),
+        **{k: v for k, v in pg_module_args(bed).items() if k.startswith("login_")}}))
+    drill = _cli(config, "drill")
+    assert drill.returncode == 0, drill.stderr + drill.stdout
+    assert "PITR drill of stanza main: success" in drill.stdout
+    with open(str(tmp_path / "drills" / "drill_pgbackrest-main.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["status"] == "success"
     os.chmod(config, 0o644)
     refused = _cli(config, "backup", "--kind", "incremental")
     assert refused.returncode == 2 and "readable by others" in refused.stderr

@@ -4,7 +4,10 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import datetime as dt
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -120,29 +123,40 @@ ROLE_CASES = [
 ]
 
 
+# Rendered in a child process: ansible's controller-side templating changes process-wide state (how module
+# warnings are reported) that the in-process module runner of other tests relies on.
+_RENDER = r"""
+import json, sys
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+role, extra = sys.argv[1], json.loads(sys.stdin.read())
+with open(role + "/defaults/main.yml", encoding="utf-8") as handle:
+    # the role's defaults are templates themselves, as Ansible reads them
+    variables = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in yaml.safe_load(handle).items()}
+variables.update(extra)
+with open(role + "/templates/pgbackrest.conf.j2", encoding="utf-8") as handle:
+    template = handle.read()
+templar = Templar(loader=DataLoader(), variables=variables)
+names = ("pgbackrest_repo_path", "pgbackrest_pg_data", "pgbackrest_pg_port", "pgbackrest_pg_socket_path")
+print(json.dumps({"text": str(templar.template(trust_as_template(template))),
+                  "vars": {n: str(templar.template(variables[n])) for n in names}}))
+"""
+
+
 @pytest.mark.parametrize("case", ROLE_CASES)
 def test_role_template_writes_what_the_engine_writes(case):
-    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
-    from ansible.template import Templar, trust_as_template  # pylint: disable=import-outside-toplevel
-    import yaml  # pylint: disable=import-outside-toplevel
-
-    with open(os.path.join(ROLE, "defaults", "main.yml"), encoding="utf-8") as handle:
-        # the role's defaults are templates themselves, as Ansible reads them
-        variables = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in yaml.safe_load(handle).items()}
-    variables.update(pgbackrest_s3=case["s3"], pgbackrest_ca_file=case["ca"], pgbackrest_cipher_pass=case["cipher"],
-                     inventory_hostname="db1", ansible_managed="managed", pgbackrest_stanza="pg15")
-    with open(os.path.join(ROLE, "templates", "pgbackrest.conf.j2"), encoding="utf-8") as handle:
-        template = handle.read()
-    templar = Templar(loader=DataLoader(), variables=variables)
-    from_role = parsed(str(templar.template(trust_as_template(template))))
-
-    def var(name):
-        return templar.template(variables[name])
-
-    cfg = S3Config(**case["s3"])
-    repo = Repo.from_s3(cfg, str(var("pgbackrest_repo_path")), ca_file=case["ca"] or None, cipher_pass=case["cipher"] or None)
-    stanza = Stanza(name="pg15", pg_data=str(var("pgbackrest_pg_data")), pg_port=int(var("pgbackrest_pg_port")),
-                    pg_socket_path=str(var("pgbackrest_pg_socket_path")))
+    extra = dict(pgbackrest_s3=case["s3"], pgbackrest_ca_file=case["ca"], pgbackrest_cipher_pass=case["cipher"],
+                 inventory_hostname="db1", ansible_managed="managed", pgbackrest_stanza="pg15")
+    child = subprocess.run([sys.executable, "-c", _RENDER, ROLE], input=json.dumps(extra), capture_output=True,
+                           text=True, check=True, timeout=120)
+    rendered = json.loads(child.stdout)
+    from_role = parsed(rendered["text"])
+    var = rendered["vars"]
+    repo = Repo.from_s3(S3Config(**case["s3"]), var["pgbackrest_repo_path"], ca_file=case["ca"] or None,
+                        cipher_pass=case["cipher"] or None)
+    stanza = Stanza(name="pg15", pg_data=var["pgbackrest_pg_data"], pg_port=int(var["pgbackrest_pg_port"]),
+                    pg_socket_path=var["pgbackrest_pg_socket_path"])
     from_engine = {section: {k: ("y" if v is True else "n" if v is False else str(v)) for k, v in options.items()}
                    for section, options in conf_settings(stanza, repo).items()}
     assert from_role == from_engine

@@ -35,7 +35,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, Notifier, human, notify_argument_spec, run_backup,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, STAMP, Manifest, iso, parse_iso, utcnow,
+    MANIFEST_SUFFIX, STAMP, Manifest, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, PgError, StorageError,
@@ -196,7 +196,7 @@ class _Restore:
     def find_source(self, log: RunLog) -> Source:
         src = self.job.source
         if src.startswith("s3://"):
-            bucket, _, key = src[5:].partition("/")
+            bucket, _slash, key = src[5:].partition("/")
             if not bucket or not key:
                 raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
             key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
@@ -460,7 +460,7 @@ class _Restore:
         """Block new connections to ``name`` and end the open ones; returns how many were ended."""
         pg.query(f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS false", db="postgres")
         ended = 0
-        for _ in range(50):
+        for _attempt in range(50):
             rows = pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                             "AND pid <> pg_backend_pid()", (name,), db="postgres")
             ended += len(rows)

@@ -206,10 +206,12 @@ class Bench:
                         self.pg_env)
         return {"wall": run["wall"], "cpu": run["cpu"], "size": 0, "peak_mb": max(run["peaks_kb"].values()) / 1024}
 
-    def ours(self, db: str, round_no: int) -> dict[str, Any]:
+    def ours(self, db: str, round_no: int, level: int | None = None) -> dict[str, Any]:
         folder = os.path.join(self.out, f"ours-{round_no}")
         config = {**self.pg.params(db), "backup_dir": folder, "databases": [db], "weekly": "never", "prune": False,
                   "s3": {**self.s3.s3_option(self.bucket), "prefix": "ours"}}
+        if level is not None:
+            config["compression_level"] = level
         del config["db"]
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access
@@ -241,10 +243,14 @@ class Bench:
         facts = self.make_db(scale)
         rounds = []
         for round_no in range(1, self.args.rounds + 1):
-            order = ("seed", "ours", "floor") if round_no % 2 else ("floor", "ours", "seed")
+            sides = ("seed", "ours", *[f"ours_z{level}" for level in self.args.ours_levels], "floor")
+            order = sides if round_no % 2 else tuple(reversed(sides))
             entry: dict[str, Any] = {"round": round_no, "order": order}
             for which in order:
-                entry[which] = getattr(self, which)(facts["db"], round_no)
+                if which.startswith("ours_z"):
+                    entry[which] = self.ours(facts["db"], round_no, level=int(which[len("ours_z"):]))
+                else:
+                    entry[which] = getattr(self, which)(facts["db"], round_no)
                 got = entry[which]
                 print(f"  s{scale} round {round_no} {which:4}: wall {got['wall']:6.1f}s  cpu {got['cpu']:6.1f}s  "
                       f"size {got['size'] / MB:7.1f} MB  peak {got['peak_mb']:5.0f} MB", flush=True)
@@ -312,6 +318,12 @@ def report(results: dict[str, Any]) -> str:
                      f"{ours['child_peak_mb']:.0f} (pg_dump {ours['pg_dump_peak_mb']:.0f}, zstd {ours['zstd_peak_mb']:.0f}) |")
         wall, cpu, size = ours["wall"] / seed["wall"], ours["cpu"] / seed["cpu"], ours["size"] / seed["size"]
         lines.append(f"| ratio ours/seed | {wall:.2f} | {cpu:.2f} | {size:.2f} | |")
+        for side in sorted(k for k in facts["median"] if k.startswith("ours_z")):
+            variant = facts["median"][side]
+            lines.append(f"| pg_backup with compression_level {side[len('ours_z'):]} | {variant['wall']:.1f} | "
+                         f"{variant['cpu']:.1f} | {variant['size'] / MB:.1f} | Python {variant['python_peak_mb']:.0f} |")
+            lines.append(f"| ratio to seed | {variant['wall'] / seed['wall']:.2f} | {variant['cpu'] / seed['cpu']:.2f} | "
+                         f"{variant['size'] / seed['size']:.2f} | |")
         if "floor" in facts["median"]:
             floor = facts["median"]["floor"]
             lines.append(f"| (pg_dump floor: -Fc -Z0 to /dev/null) | {floor['wall']:.1f} | {floor['cpu']:.1f} | | |")
@@ -346,6 +358,8 @@ def main() -> int:
     parser.add_argument("--text-rows", type=int, default=0,
                         help="add a table of N rows of text and jsonb to each pgbench database (shared/PERFORMANCE.md "
                              "used pgbench -s 100 plus 1,000,000 such rows): harder to compress than pgbench's rows")
+    parser.add_argument("--ours-levels", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                        help="also run pg_backup with these zstd levels in every round (e.g. 1), interleaved")
     parser.add_argument("--plateau-mb", type=lambda v: [int(x) for x in v.split(",") if x], default=[100, 300],
                         help="also run ours on random text giving about these MB of output (many S3 parts), "
                              "to show the Python process's memory stays flat; '' to skip")

@@ -86,29 +86,38 @@ if [ "$(cat "$wheelhouse/.requirements" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$wheelhouse/.requirements"
 fi
 export DOCTORQ_MOLECULE_WHEELHOUSE="$here/$wheelhouse"
+command=${DOCTORQ_MOLECULE_COMMAND:-test}
 
 # 5. The collection artifact the scenarios install on their hosts, built
 #    once by the client role's own helper: every step of a scenario (check,
 #    converge, idempotence) sees the same snapshot of plugins/, even while the
-#    working tree changes. Kept between commands other than `test`.
-command=${DOCTORQ_MOLECULE_COMMAND:-test}
-artifact_dir=.build/molecule/collection
-if [ "$command" = test ] || [ ! -s "$artifact_dir/artifact.json" ]; then
+#    working tree changes. `test` runs get their own (removed on exit), so
+#    concurrent runs of different scenarios do not swap it under each other;
+#    other commands (a converge/verify loop by hand) reuse one.
+mkdir -p .build/molecule
+cleanup=()
+trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
+if [ "$command" = test ]; then
+  artifact_dir=$(mktemp -d "$here/.build/molecule/collection.XXXXXX")
+  cleanup+=("rm -rf '$artifact_dir'")
+else
+  artifact_dir=$here/.build/molecule/collection
+fi
+if [ ! -s "$artifact_dir/artifact.json" ]; then
   rm -rf "$artifact_dir" && mkdir -p "$artifact_dir"
-  "$py" roles/client/files/collection_artifact.py --out "$here/$artifact_dir" --root "$here" >"$artifact_dir/artifact.json"
+  "$py" roles/client/files/collection_artifact.py --out "$artifact_dir" --root "$here" >"$artifact_dir/artifact.json"
 fi
 DOCTORQ_MOLECULE_COLLECTION_ARTIFACT=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["artifact"])' "$artifact_dir/artifact.json")
 export DOCTORQ_MOLECULE_COLLECTION_ARTIFACT
 
 # 6. An S3 server the containers reach on the host's 127.0.0.1 (they share
 #    its network): the one named by DOCTORQ_SEAWEED_* (e.g. the test script's
-#    bed), else a SeaweedFS of our own, stopped on exit.
+#    bed), else a SeaweedFS of this run's own, stopped on exit.
 if [ -z "${DOCTORQ_SEAWEED_ENDPOINT:-}" ]; then
-  bed=$here/.build/molecule/testbed
-  if [ -f "$bed/testbed.json" ]; then "$py" tests/testbed.py down --dir "$bed" >/dev/null 2>&1 || true; fi
+  bed=$(mktemp -d "$here/.build/molecule/testbed.XXXXXX")
   log "starting SeaweedFS for the scenarios (tests/testbed.py up --dir $bed --only seaweed)"
+  cleanup+=("'$py' tests/testbed.py down --dir '$bed' >/dev/null 2>&1 || true; rm -rf '$bed'")
   "$py" tests/testbed.py up --dir "$bed" --only seaweed >/dev/null
-  trap '"$py" tests/testbed.py down --dir "$bed" >/dev/null 2>&1 || true' EXIT
   # shellcheck disable=SC1091
   . "$bed/testbed.env"
 fi

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """pg_backup against the seed's backup pipeline, side by side, interleaved.
 
     .venv/bin/python benchmarks/backup_bench.py [--scale 100] [--small-scale 20] [--rounds 3]

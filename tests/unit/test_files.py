@@ -54,7 +54,7 @@ def test_preset_finds_every_version_of_the_cluster_and_the_files_named_outside(t
     paths, warnings = postgresql_config_paths(str(root), None, "main")
     assert paths == [str(root / "13" / "main"), str(tmp_path / "data13" / "server.crt"), str(root / "15" / "main")]
     assert len(warnings) == 1 and "server.key" in warnings[0]
-    paths, _ = postgresql_config_paths(str(root), "15", "other")
+    paths, _warnings = postgresql_config_paths(str(root), "15", "other")
     assert paths == [str(root / "15" / "other")]
     with pytest.raises(ConfigError, match="pg_lsclusters"):
         postgresql_config_paths(str(root), "16", "main")
@@ -137,7 +137,7 @@ def test_pipeline_accept_turns_a_known_status_into_a_success_and_sees_stderr(tmp
     seen = []
     stage = [sys.executable, "-c", "import sys; sys.stdout.write('data'); sys.stderr.write('warned'); sys.exit(1)"]
     sink = pipeline.LocalSink(str(tmp_path / "out"))
-    digest, _ = pipeline.run([stage], dict(os.environ), [sink],
+    digest, _results = pipeline.run([stage], dict(os.environ), [sink],
                              accept=lambda index, status, err: seen.append((index, status, err)) or status == 1)
     assert seen == [(0, 1, "warned")] and digest.size == 4 and (tmp_path / "out").read_bytes() == b"data"
     sink = pipeline.LocalSink(str(tmp_path / "refused"))

@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
-import getpass
 import json
 import os
 import posixpath
@@ -57,7 +56,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import Source, parse_when
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 TYPE = "files"
@@ -1135,19 +1134,14 @@ class _FilesRestore:
 
     def _audit(self, status: str, error: str | None) -> None:
         """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``, as database restores write it."""
-        record = {"at": iso(self.now), "finished_at": iso(utcnow()), "who": getpass.getuser(),
-                  "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(), "type": TYPE,
-                  "target": self.result.get("target"), "source": self.result.get("source"), "status": status,
-                  "error": error, "safety_backup": self.result.get("safety_backup"),
-                  "previous": self.result.get("previous"), "durations": self.durations}
-        path = os.path.join(self.job.backup_dir, "restore_audit.jsonl")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
+            "type": TYPE, "target": self.result.get("target"), "source": self.result.get("source"), "status": status,
+            "error": error, "safety_backup": self.result.get("safety_backup"),
+            "previous": self.result.get("previous"), "durations": self.durations})
+        if path:
             self.result["audit_file"] = path
-        except OSError as exc:
-            self.warnings.append(f"cannot append to the audit log {path}: {exc.strerror}")
+        else:
+            self.warnings.append(warning)
 
 
 def run_files_restore(job: FilesRestoreJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

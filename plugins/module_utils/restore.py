@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import getpass
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 MAX_IDENT = 63
@@ -737,19 +736,14 @@ class _Restore:
 
     def _audit(self, status: str, error: str | None, source: Source | None) -> None:
         """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``: who, what, when, from which backup, outcome."""
-        record = {"at": iso(self.now), "finished_at": iso(utcnow()), "who": getpass.getuser(),
-                  "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(), "database": self.job.db,
-                  "mode": self.job.mode, "source": self.result.get("source"), "status": status, "error": error,
-                  "safety_backup": self.result.get("safety_backup"),
-                  "previous_database": self.result.get("previous_database"), "durations": self.durations}
-        path = os.path.join(self.job.backup_dir, "restore_audit.jsonl")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
+            "database": self.job.db, "mode": self.job.mode, "source": self.result.get("source"), "status": status,
+            "error": error, "safety_backup": self.result.get("safety_backup"),
+            "previous_database": self.result.get("previous_database"), "durations": self.durations})
+        if path:
             self.result["audit_file"] = path
-        except OSError as exc:
-            self.warnings.append(f"cannot append to the audit log {path}: {exc.strerror}")
+        else:
+            self.warnings.append(warning)
 
 
 def run_restore(job: RestoreJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

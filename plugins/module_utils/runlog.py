@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import fcntl
+import getpass
 import json
 import os
 import socket
@@ -103,3 +104,20 @@ def _read_holder(fd: int) -> str:
         return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
     except (OSError, ValueError):
         return "holder unknown"
+
+
+def append_audit(backup_dir: str, started: str, finished: str, record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Append one restore to ``<backup_dir>/restore_audit.jsonl`` (0600): who, when, and ``record``.
+
+    Returns (path, None), or (None, a warning) when the line cannot be written.
+    """
+    line = {"at": started, "finished_at": finished, "who": getpass.getuser(),
+            "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(), **record}
+    path = os.path.join(backup_dir, "restore_audit.jsonl")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+    except OSError as exc:
+        return None, f"cannot append to the audit log {path}: {exc.strerror}"
+    return path, None

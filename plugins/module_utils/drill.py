@@ -36,7 +36,7 @@ class DrillJob:
     backup_dir: str
     s3: s3util.S3Config | None = None
     report_dir: str | None = None
-    jobs: int = 0
+    jobs: int = 1
     max_rpo_hours: float = 26.0
     notifier: Notifier = Notifier(notify_on="failure")
 

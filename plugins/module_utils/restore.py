@@ -57,7 +57,7 @@ def restore_argument_spec() -> dict[str, Any]:
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
         confirm=dict(type="str", default=""),
         mode=dict(type="str", default="swap", choices=["swap", "replace"]),
-        jobs=dict(type="int", default=0),
+        jobs=dict(type="int", default=1),
         safety_backup=dict(type="bool", default=True),
         safety_dir=dict(type="path"),
         drop_previous=dict(type="bool", default=False),
@@ -86,7 +86,7 @@ class RestoreJob:
     s3: s3util.S3Config | None = None
     confirm: str = ""
     mode: str = "swap"
-    jobs: int = 0
+    jobs: int = 1
     safety_backup: bool = True
     safety_dir: str | None = None
     drop_previous: bool = False
@@ -121,7 +121,7 @@ class RestoreJob:
             source_db=params.get("source_db"), before=parse_when(params.get("before")),
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",
-            mode=params.get("mode") or "swap", jobs=params.get("jobs") or 0,
+            mode=params.get("mode") or "swap", jobs=params.get("jobs") if params.get("jobs") is not None else 1,
             safety_backup=params.get("safety_backup", True), safety_dir=params.get("safety_dir"),
             drop_previous=bool(params.get("drop_previous")),
             previous_retention_days=params.get("previous_retention_days") or 0,

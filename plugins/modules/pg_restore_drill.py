@@ -48,9 +48,9 @@ options:
     type: float
     default: 26.0
   jobs:
-    description: Parallel C(pg_restore) jobs; V(0) means one per core.
+    description: Parallel C(pg_restore) jobs (see M(doctorq.backup.pg_restore_safe)); V(1) streams, V(0) means one per core.
     type: int
-    default: 0
+    default: 1
   notify_on:
     default: failure
 seealso:
@@ -134,7 +134,7 @@ def main() -> None:
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
         report_dir=dict(type="path"),
         max_rpo_hours=dict(type="float", default=26.0),
-        jobs=dict(type="int", default=0),
+        jobs=dict(type="int", default=1),
         s3=s3_argument_spec(),
     )
     spec["notify_on"] = dict(spec["notify_on"], default="failure")

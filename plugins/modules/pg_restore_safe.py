@@ -82,10 +82,12 @@ options:
     default: swap
   jobs:
     description:
-      - Parallel C(pg_restore) jobs; V(0) means one per core. With more than one job the archive is first decompressed
-        to O(work_dir) (C(pg_restore -j) needs a seekable file); with V(1) it streams with no extra disk space.
+      - Parallel C(pg_restore) jobs; V(0) means one per core. With V(1) (default) the archive streams through
+        C(zstd -dc | pg_restore) with no extra disk space. With more jobs it is first decompressed to O(work_dir)
+        (C(pg_restore -j) needs a seekable file), but an archive written through a pipe has no data offsets, so that
+        was measured slower (1.50 vs 1.26 x a bare C(pg_restore -j2) of a C(pg_dump -f) file, benchmarks/README.md).
     type: int
-    default: 0
+    default: 1
   safety_backup:
     description: Back up the existing target before replacing it (required by O(mode=replace)).
     type: bool

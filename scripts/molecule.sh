@@ -6,7 +6,8 @@
 #   DOCTORQ_MOLECULE_COMMAND=converge scripts/molecule.sh default   # another molecule command
 #
 # It prepares what molecule needs and nothing more, idempotently:
-# - the base image (scripts/build-image.sh: debootstrap + podman import, cached);
+# - the base image (scripts/build-image.sh: debootstrap + podman import, cached)
+#   and a cache of the .deb files the containers download (.build/cache/apt-archives);
 # - the containers.podman collection, which the driver needs: Galaxy is not
 #   reachable, so it is copied out of the `ansible` PyPI wheel (downloaded once
 #   into .build/cache, never installed into .venv);
@@ -28,8 +29,10 @@ die() { log "ERROR: $*" >&2; exit 1; }
 export PATH="$here/.venv/bin:$PATH"
 py=$here/.venv/bin/python
 
-# 1. Base image (and the podman host fix).
+# 1. Base image (and the podman host fix), and the cache of .deb files the
+#    scenarios' containers share (mounted on /var/cache/apt/archives).
 scripts/build-image.sh
+mkdir -p .build/cache/apt-archives/partial
 
 # 2. containers.podman out of the ansible wheel, matching this ansible-core
 #    (ansible 12.x bundles the collections tested with ansible-core 2.19).

@@ -96,7 +96,8 @@ command=${DOCTORQ_MOLECULE_COMMAND:-test}
 #    converge, idempotence) sees the same snapshot of plugins/, even while the
 #    working tree changes. `test` runs get their own (removed on exit), so
 #    concurrent runs of different scenarios do not swap it under each other;
-#    other commands (a converge/verify loop by hand) reuse one.
+#    a converge/idempotence/verify loop by hand shares one, made afresh by
+#    every command but `idempotence` (which must see what converge installed).
 mkdir -p .build/molecule
 cleanup=()
 trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
@@ -106,7 +107,7 @@ if [ "$command" = test ]; then
 else
   artifact_dir=$here/.build/molecule/collection
 fi
-if [ ! -s "$artifact_dir/artifact.json" ]; then
+if [ "$command" != idempotence ] || [ ! -s "$artifact_dir/artifact.json" ]; then
   rm -rf "$artifact_dir" && mkdir -p "$artifact_dir"
   "$py" roles/client/files/collection_artifact.py --out "$artifact_dir" --root "$here" >"$artifact_dir/artifact.json"
 fi

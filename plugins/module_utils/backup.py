@@ -35,10 +35,17 @@ def backup_argument_spec() -> dict[str, Any]:
     """Options of the backup job besides the connection ones (doc: plugins/modules/pg_backup.py)."""
     return dict(
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
+        globals=dict(type="bool", default=False),
+        **policy_argument_spec(),
+    )
+
+
+def policy_argument_spec() -> dict[str, Any]:
+    """Compression, weekly copies, retention, logs and notifications: every backup job's policy."""
+    return dict(
         compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
         compression_level=dict(type="int"),
         compression_threads=dict(type="int", default=0),
-        globals=dict(type="bool", default=False),
         weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
         weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
         retention_daily_days=dict(type="int", default=30),

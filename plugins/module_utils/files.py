@@ -46,7 +46,7 @@ from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import WEEKDAYS, Notifier, human, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import WEEKDAYS, Notifier, human, notify_argument_spec, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     MANIFEST_SUFFIX, STAMP, Manifest, backup_id, iso, utcnow,
 )
@@ -84,16 +84,7 @@ def files_backup_argument_spec() -> dict[str, Any]:
         one_file_system=dict(type="bool", default=False),
         on_change=dict(type="str", default="warn", choices=["warn", "fail"]),
         backup_dir=dict(type="path", default="/var/backups/files"),
-        compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
-        compression_level=dict(type="int"),
-        compression_threads=dict(type="int", default=0),
-        weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
-        weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
-        retention_daily_days=dict(type="int", default=30),
-        retention_weekly_days=dict(type="int", default=365),
-        prune=dict(type="bool", default=True),
-        log_dir=dict(type="path"),
-        **notify_argument_spec(),
+        **policy_argument_spec(),
     )
 
 

@@ -255,8 +255,9 @@ def report(results: dict[str, Any]) -> str:
         cpu = results["median_client_cpu"]
         lines.append("client CPU (user+sys of pg_restore and its workers, zstd, the safety pg_dump; not the server's): "
                      + ", ".join(f"{name} {cpu[name]:.1f}s" for name in SIDES))
-    verdict = "met" if med["ours_j2"] / bare <= TARGET else "MISSED"
-    lines.append(f"target: whole restore (jobs 2) <= {TARGET} x bare: {med['ours_j2'] / bare:.2f} ({verdict})")
+    # The module's default is jobs 1 (streaming): that is the restore users get.
+    verdict = "met" if med["ours_j1"] / bare <= TARGET else "MISSED"
+    lines.append(f"target: whole restore with the default (jobs 1) <= {TARGET} x bare: {med['ours_j1'] / bare:.2f} ({verdict})")
     lines.append(f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in results['load_before'])}, "
                  f"after {'/'.join(f'{x:.1f}' for x in results.get('load_after', (0, 0, 0)))} on {results['cpus']} CPUs")
     return "\n".join(lines)

@@ -23,6 +23,12 @@ COLLECTION = "/opt/doctorq-backup/collections/ansible_collections/doctorq/backup
 S3_ENDPOINT = os.environ.get("DOCTORQ_SEAWEED_ENDPOINT", "")
 S3_BUCKET = os.environ.get("DOCTORQ_MOLECULE_BUCKET", "")
 S3_SECRET = os.environ.get("DOCTORQ_SEAWEED_SECRET_KEY", "")
+FILES_DIR = "/var/backups/doctorq/files"
+FILES_CONFIG = "/etc/doctorq-backup/files.json"
+DRILL_CRON = "/etc/cron.d/doctorq-backup-drill"
+DRILL_REPORTS = "/var/lib/doctorq-backup/drills"
+PGCONF = "/etc/postgresql/15/main"
+PGCONF_RESTORED = "/var/tmp/pgconf-restored"
 ROWS_SQL = "SELECT count(*), sum(id), md5(string_agg(name, ',' ORDER BY id)) FROM patients"
 
 
@@ -74,6 +80,35 @@ def test_cron_file_exact(host):
         "MAILTO=dba@example.com",
         f"0 2 * * * postgres sleep {delay} && {WRAPPER} backup --config {CONFIG} >>{LOG}",
         f"0 3 * * 0 postgres sleep {delay} && {WRAPPER} promote-weekly --config {CONFIG} >>{LOG}",
+        f"30 2 * * * root sleep {delay} && {WRAPPER} files --config {FILES_CONFIG} >>{LOG}",
+    ]
+
+
+@pytest.mark.parametrize("path", [FILES_DIR, f"{FILES_DIR}/weekly"])
+def test_file_backup_directories(host, path):
+    d = host.file(path)
+    assert (d.is_directory, d.user, d.group, d.mode) == (True, "root", "root", 0o700)
+
+
+def test_file_backup_config(host):
+    f = host.file(FILES_CONFIG)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o600)
+    config = json.loads(f.content_string)
+    assert config["sets"] == [{"name": "pgconf", "preset": "postgresql_config"}]
+    assert config["backup_dir"] == FILES_DIR
+    if S3_ENDPOINT:
+        assert config["s3"]["prefix"] == "molecule/files"
+
+
+def test_drill_cron_file_exact(host):
+    f = host.file(DRILL_CRON)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    lines = [line for line in f.content_string.splitlines() if line and not line.startswith("#")]
+    assert lines[2:] == [
+        f"0 5 * * 1 postgres {WRAPPER} drill --config {CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "
+        "--database doctorq",
+        f"30 5 * * 1 root {WRAPPER} files-drill --config {FILES_CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "
+        "--name pgconf",
     ]
 
 
@@ -126,7 +161,7 @@ def test_wrapper(host):
     f = host.file(WRAPPER)
     assert (f.user, f.group, f.mode) == ("root", "root", 0o755)
     out = host.check_output(f"{WRAPPER} --help")
-    for command in ("backup", "promote-weekly", "list"):
+    for command in ("backup", "promote-weekly", "list", "drill", "files", "files-drill"):
         assert command in out
 
 
@@ -201,3 +236,57 @@ def test_weekly_line_promotes(host, daily_run):
     assert host.file(f"{BACKUP_DIR}/weekly/{daily_run}").is_file
     inodes = host.check_output(f"stat -c %i {BACKUP_DIR}/{daily_run} {BACKUP_DIR}/weekly/{daily_run}").split()
     assert inodes[0] == inodes[1]  # a hard link, no second copy
+
+
+# ---------------------------------------------------------------- the playbooks (side_effect.yml)
+
+
+@pytest.mark.parametrize("name", ["drill_doctorq.json", "drill_files_pgconf.json"])
+def test_drill_playbook_wrote_a_successful_report(host, name):
+    report = json.loads(host.file(f"{DRILL_REPORTS}/{name}").content_string)
+    assert report["status"] == "success", report
+    assert report["rto_s"] > 0 and 0 <= report["rpo_s"] < 3600, report
+    assert report["backup_id"], report
+
+
+def test_drill_left_no_scratch_database(host):
+    names = _psql(host, "postgres", "SELECT string_agg(datname, ' ') FROM pg_database")
+    assert "__drill_" not in names, names
+
+
+def test_restore_playbook_replaced_the_database_and_kept_the_old_one(host):
+    """The row written after the on-demand backup is gone from doctorq, and kept in the previous database."""
+    assert _psql(host, "doctorq", "SELECT count(*) FROM patients WHERE id = -1") == "0"
+    previous = _psql(host, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'doctorq__pre_restore_%'")
+    assert previous, "swap mode keeps the replaced database"
+    assert _psql(host, previous, "SELECT name FROM patients WHERE id = -1") == "written after the backup"
+
+
+def test_restore_playbook_audited_the_refusal_and_the_restore(host):
+    lines = host.check_output(f"cat {BACKUP_DIR}/restore_audit.jsonl").splitlines()
+    entries = [json.loads(line) for line in lines if line.strip() and json.loads(line)["database"] == "doctorq"]
+    refused = [e for e in entries if e["status"] == "failure" and "confirm=doctorq" in e["error"]]
+    done = [e for e in entries if e["status"] == "success" and e["mode"] == "swap"]
+    assert refused and not refused[-1]["safety_backup"], entries
+    assert done and done[-1]["previous_database"].startswith("doctorq__pre_restore_"), entries
+    safety = done[-1]["safety_backup"]
+    assert safety, done[-1]
+    path = safety["path"] if isinstance(safety, dict) else safety
+    assert host.file(path).is_file and host.file(path + ".manifest.json").is_file, safety
+
+
+def test_restore_files_playbook_restored_the_server_configuration(host):
+    for name in ("postgresql.conf", "pg_hba.conf"):
+        original, restored = host.file(f"{PGCONF}/{name}"), host.file(f"{PGCONF_RESTORED}{PGCONF}/{name}")
+        assert restored.is_file, restored.path
+        assert (restored.sha256sum, restored.mode, restored.user) == (original.sha256sum, original.mode, original.user)
+
+
+@pytest.mark.skipif(not S3_ENDPOINT, reason="no S3 server given (scripts/molecule.sh provides one)")
+def test_file_backup_is_in_s3():
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name="us-east-1",
+                      aws_access_key_id=os.environ["DOCTORQ_SEAWEED_ACCESS_KEY"], aws_secret_access_key=S3_SECRET)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix="molecule/files/pgconf/").get("Contents", [])]
+    assert any(k.endswith(".manifest.json") for k in keys), keys

@@ -76,7 +76,7 @@ work=$(mktemp -d /var/tmp/doctorq-image.XXXXXX)
 cleanup() {
   # debootstrap may leave /proc or /sys mounted inside the rootfs on failure.
   for m in proc sys dev/pts dev; do
-    mountpoint -q "$work/rootfs/$m" 2>/dev/null && umount -l "$work/rootfs/$m" || true
+    if mountpoint -q "$work/rootfs/$m" 2>/dev/null; then umount -l "$work/rootfs/$m" || true; fi
   done
   rm -rf --one-file-system "$work"
 }
@@ -143,5 +143,5 @@ tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
   --change "LABEL $label=$inputs_hash" \
   - "$image" >/dev/null
 # The replaced image is now untagged: drop it unless a container still uses it.
-[ -n "$old_id" ] && podman rmi "$old_id" >/dev/null 2>&1 || true
+if [ -n "$old_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
 log "built $image ($(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=iec), inputs $inputs_hash) in $((SECONDS - started)) s"

@@ -11,7 +11,7 @@ DOCTORQ_WITH_CONTAINERS=0 bash scripts/setup.sh
 bash scripts/collection-path.sh >/dev/null
 
 bed=$PWD/.build/demo
-[ -f "$bed/testbed.json" ] && .venv/bin/python tests/testbed.py down --dir "$bed" || true
+if [ -f "$bed/testbed.json" ]; then .venv/bin/python tests/testbed.py down --dir "$bed" || true; fi
 rm -rf "$bed/backups"
 echo "demo: starting PostgreSQL 15 and SeaweedFS on 127.0.0.1"
 .venv/bin/python tests/testbed.py up --dir "$bed" --only pg --only seaweed >/dev/null

@@ -100,7 +100,11 @@ command=${DOCTORQ_MOLECULE_COMMAND:-test}
 #    every command but `idempotence` (which must see what converge installed).
 mkdir -p .build/molecule
 cleanup=()
-trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
+run_cleanup() {
+  local c
+  for c in "${cleanup[@]}"; do eval "$c"; done
+}
+trap run_cleanup EXIT
 if [ "$command" = test ]; then
   artifact_dir=$(mktemp -d "$here/.build/molecule/collection.XXXXXX")
   cleanup+=("rm -rf '$artifact_dir'")

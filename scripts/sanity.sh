@@ -64,6 +64,7 @@ fi
 tree="$root/.build/sanity/ansible_collections/doctorq/backup"
 mkdir -p "$tree"
 [ -d "$tree/.git" ] || git -C "$tree" init -q
+# shellcheck disable=SC2016  # $f expands in the inner sh, not here
 git -C "$root" ls-files -z --cached --others --exclude-standard \
   | (cd "$root" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' _) \
   > "$root/.build/sanity/files.lst"

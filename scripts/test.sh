@@ -15,9 +15,11 @@
 # Knobs: SETUP=0 skips scripts/setup.sh; PYTEST_ARGS="-k foo -x" adds pytest
 # arguments; PYTEST_WORKERS=N runs pytest with xdist (each worker gets its own
 # servers); SANITY_ARGS="--test pep8" narrows the sanity run.
+# The stage_* functions are called by name (run_stage "$s" stage_$s).
+# shellcheck disable=SC2317
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 
 all_stages="pytest lint sanity changelog molecule"
 read -r -a stages <<<"${STAGES:-$all_stages}"

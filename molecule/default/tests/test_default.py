@@ -71,6 +71,7 @@ def test_config_is_private_and_complete(host):
 def test_cron_file_exact(host):
     f = host.file(CRON)
     assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    assert f.content_string.endswith("\n")  # cron ignores a last line without its newline
     lines = [line for line in f.content_string.splitlines() if line and not line.startswith("#")]
     delay = _delay()
     assert delay > 0
@@ -103,6 +104,7 @@ def test_file_backup_config(host):
 def test_drill_cron_file_exact(host):
     f = host.file(DRILL_CRON)
     assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    assert f.content_string.endswith("\n")  # cron ignores a last line without its newline
     lines = [line for line in f.content_string.splitlines() if line and not line.startswith("#")]
     assert lines[2:] == [
         f"0 5 * * 1 postgres {WRAPPER} drill --config {CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "

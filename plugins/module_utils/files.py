@@ -12,14 +12,15 @@ the manifest, the log and the webhook; by default that is a warning (the
 archive is complete, only that file may be inconsistent), ``on_change: fail``
 makes it a failure.
 
-Restore (``files_restore``): checksums verified first; every member of the
-archive checked before anything is extracted (no absolute names, no ``..``,
-no hard link out of the archive, nothing under a symlink of the archive, no
-device); confirmation needed to replace a non-empty directory; a safety backup
-of it; extraction into a staging directory beside the target, checked against
-the archive, then swapped into place (the old directory kept as
-``<target>.pre_restore_<ts>``). A failure before the swap leaves the target
-as it was.
+Restore (``files_restore``): the backup found, brought back from an archive
+tier and its checksums verified first, by the same engine as database
+restores (sources.py); every member of the archive checked before anything
+is extracted (no absolute names, no ``..``, no hard link out of the archive,
+nothing under a symlink of the archive, no device); confirmation needed to
+replace a non-empty directory; a safety backup of it; extraction into a
+staging directory beside the target, checked against the archive, then
+swapped into place (the old directory kept as ``<target>.pre_restore_<ts>``).
+A failure before the swap leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import WEEKDAYS, Notifier, human, notify_argument_spec, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, STAMP, Manifest, backup_id, iso, utcnow,
+    STAMP, Manifest, backup_id, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import Source, parse_when
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
+from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
+    FILES, ArchiveOptions, Source, Sources, add_duration, archive_argument_spec, parse_when,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 TYPE = "files"
@@ -101,6 +103,7 @@ def files_restore_argument_spec() -> dict[str, Any]:
         safety_dir=dict(type="path"),
         drop_previous=dict(type="bool", default=False),
         work_dir=dict(type="path"),
+        **archive_argument_spec(),
         **notify_argument_spec(),
     )
 
@@ -649,6 +652,7 @@ class FilesRestoreJob:
     safety_dir: str | None = None
     drop_previous: bool = False
     work_dir: str | None = None
+    archive: ArchiveOptions = ArchiveOptions()
     notifier: Notifier = Notifier()
 
     @classmethod
@@ -668,7 +672,8 @@ class FilesRestoreJob:
                    s3=s3util.S3Config.from_params(params.get("s3")), target=target,
                    confirm=params.get("confirm") or "", safety_backup=params.get("safety_backup", True),
                    safety_dir=params.get("safety_dir"), drop_previous=bool(params.get("drop_previous")),
-                   work_dir=params.get("work_dir"), notifier=Notifier.from_params(params))
+                   work_dir=params.get("work_dir"), archive=ArchiveOptions.from_params(params),
+                   notifier=Notifier.from_params(params))
 
 
 @dataclasses.dataclass
@@ -808,65 +813,19 @@ class _FilesRestore:
         self.echo = echo
         self.now = utcnow()
         self.stamp = self.now.strftime(STAMP)
-        self.local = LocalStore(job.backup_dir)
         self.warnings: list[str] = []
         self.durations: dict[str, float] = {}
         self.result: dict[str, Any] = {"changed": False}
+        self.sources = Sources(FILES, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
+                               result=self.result, durations=self.durations)
+        self.local = self.sources.local
 
     def timed(self, phase: str, started: float) -> None:
-        self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - started, 3)
+        add_duration(self.durations, phase, started)
 
     # -- source ------------------------------------------------------------------
     def find_source(self, log: RunLog) -> Source:
-        src = self.job.source
-        if src.startswith("s3://"):
-            bucket, _sep, key = src[5:].partition("/")
-            if not bucket or not key:
-                raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
-            key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
-            cfg = self.job.s3 or s3util.S3Config(bucket=bucket)
-            store = S3Store(dataclasses.replace(cfg, bucket=bucket))
-            with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX)):
-                try:
-                    raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
-                except Exception as exc:  # pylint: disable=broad-except
-                    if s3util.error_code(exc) in ("NoSuchKey", "404"):
-                        raise StorageError(f"{src} has no manifest: it is not a complete backup written by "
-                                           "doctorq.backup; refusing to restore it.") from None
-                    raise
-            return Source(self._checked(raw, "s3", key + MANIFEST_SUFFIX, os.path.basename(key), src), store)
-        if src != "latest":
-            path = os.path.abspath(src[:-len(MANIFEST_SUFFIX)] if src.endswith(MANIFEST_SUFFIX) else src)
-            try:
-                with open(path + MANIFEST_SUFFIX, "rb") as handle:
-                    raw = handle.read()
-            except FileNotFoundError:
-                raise StorageError(f"{path} has no manifest ({path + MANIFEST_SUFFIX}): it is not a complete backup "
-                                   "written by doctorq.backup; refusing to restore it. List complete backups with "
-                                   "pg_backup_info (type: files).") from None
-            except OSError as exc:
-                raise StorageError(f"cannot read {path + MANIFEST_SUFFIX}: {exc.strerror}.") from None
-            return Source(self._checked(raw, "local", path + MANIFEST_SUFFIX, os.path.basename(path), src), self.local)
-        stores: list[LocalStore | S3Store] = [self.local] + ([S3Store(self.job.s3)] if self.job.s3 else [])
-        found = [m for m in list_backups(stores, self.job.name, TYPE) if not self.job.before or m.started < self.job.before]
-        if not found:
-            where = " and ".join([self.job.backup_dir] + ([self.job.s3.where] if self.job.s3 else []))
-            raise StorageError(f"no complete backup of file set {self.job.name!r}"
-                               + (f" before {iso(self.job.before)}" if self.job.before else "")
-                               + f" in {where}: check name/backup_dir/s3, or list them with pg_backup_info (type: files).")
-        same = [m for m in found if m.id == found[0].id]
-        chosen = next((m for m in same if m.location == "local"), same[0])
-        log(f"Newest complete backup of file set {self.job.name!r}: {chosen.id} ({chosen.location}, {chosen.kind})")
-        return Source(chosen, self.local if chosen.location == "local" else stores[-1])
-
-    @staticmethod
-    def _checked(raw: bytes, location: str, origin: str, name: str, src: str) -> Manifest:
-        manifest = Manifest.from_json(raw, location=location, origin=origin)
-        if manifest is None or manifest.file != name:
-            raise StorageError(f"the manifest of {src} is not a doctorq.backup manifest for that file; refusing to restore it.")
-        if manifest.type != TYPE:
-            raise ConfigError(f"{src} is a {manifest.type} backup, not a file backup: restore it with pg_restore_safe.")
-        return manifest
+        return self.sources.find(self.job.source, self.job.name, self.job.before, log)
 
     # -- target and confirmation ----------------------------------------------------
     def target(self, manifest: Manifest) -> str:
@@ -901,53 +860,7 @@ class _FilesRestore:
     def confirmed(self, target: str) -> bool:
         return bool(self.job.confirm) and norm(self.job.confirm) == target
 
-    # -- fetch and verify --------------------------------------------------------------
-    def work_dir(self) -> str:
-        path = self.job.work_dir or os.path.join(self.job.backup_dir, ".restore-work")
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        return path
-
-    def fetch_verified(self, source: Source, log: RunLog) -> str:
-        m = source.manifest
-        started = time.monotonic()
-        if isinstance(source.store, LocalStore):
-            path = source.store.data_path(m)
-            try:
-                with open(path, "rb") as handle:
-                    digest = pipeline.copy_hashed(handle)
-            except OSError as exc:
-                raise StorageError(f"cannot read {path}: {exc.strerror}.") from None
-            partial = None
-        else:
-            if (m.s3 or {}).get("storage_class") in s3util.ARCHIVE_CLASSES:
-                raise StorageError(f"{source.ref} is in {m.s3['storage_class']}: restore it from the archive tier "
-                                   "first (aws s3api restore-object), then run this restore again.")
-            path = os.path.join(self.work_dir(), m.file)
-            partial = path + ".partial"
-            body = source.store.open(m)
-            try:
-                with open(partial, "wb") as out:
-                    with s3util.s3_errors("download", source.ref):
-                        digest = pipeline.copy_hashed(body, out)
-            except BaseException:
-                pipeline.remove_quietly(partial)
-                raise
-            finally:
-                body.close()
-            log(f"Downloaded {m.file} ({human(digest.size)}) in {time.monotonic() - started:.1f}s")
-        self.timed("verify", started)
-        if (digest.size, digest.sha256, digest.md5) != (m.size, m.sha256, m.md5):
-            if partial:
-                pipeline.remove_quietly(partial)
-            raise IntegrityError(
-                f"checksum mismatch for {m.file}: read {digest.size} bytes with sha256 {digest.sha256} and md5 "
-                f"{digest.md5}, the manifest says {m.size} bytes, sha256 {m.sha256}, md5 {m.md5}. The backup is "
-                "damaged; the target was not touched. Restore another backup (pg_backup_info lists them).")
-        if partial:
-            os.rename(partial, path)
-        log(f"Checksums verified (SHA-256 and MD5) for {m.file}")
-        return path
-
+    # -- fetch (archive tiers, checksums): self.sources (sources.py) -------------------
     def inspect(self, path: str, m: Manifest, log: RunLog) -> Member:
         started = time.monotonic()
         counts = inspect_archive(path, m.compression)
@@ -1026,6 +939,8 @@ class _FilesRestore:
         status, error = "success", None
         try:
             self._run(log, check_mode)
+            if self.result.get("pending"):
+                status = "pending"
         except DoctorqError as exc:
             status, error = "failure", str(exc)
             log(f"ERROR: {error}")
@@ -1047,7 +962,7 @@ class _FilesRestore:
         source = self.find_source(log)
         m = source.manifest
         self.result["source"] = {"id": m.id, "name": m.database, "kind": m.kind, "location": m.location,
-                                 "ref": source.ref, "started_at": m.started_at, "size": m.size}
+                                 "ref": source.ref, "started_at": m.started_at, "size": m.size, "fileset": m.fileset}
         self.result["checksums"] = {"sha256": m.sha256, "md5": m.md5, "verified": False}
         target = self.target(m)
         self.result["target"] = target
@@ -1058,23 +973,30 @@ class _FilesRestore:
                 stack.enter_context(Lock(os.path.join(self.job.backup_dir, f".{m.database}.files.lock"),
                                          f"a backup or restore of file set {m.database!r}"))
                 replaces = self.check_confirmation(target)
-            path = self.fetch_verified(source, log)
+            # an archived object: check mode only looks; a run requests it and waits, or returns pending
+            state = (self.sources.archive_state(source, [m.file], request=False) if check_mode
+                     else self.sources.wait_for_archive(source, [m.file], log))
+            if state == "pending" and not check_mode:
+                return
+            path = self.sources.fetch_verified(source, m.file, log, keep=True) if state == "available" else None
             try:
-                self.result["checksums"]["verified"] = True
-                counts = self.inspect(path, m, log)
-                self.result["archive"] = dataclasses.asdict(counts)
+                counts = None
+                if path:
+                    self.result["checksums"]["verified"] = True
+                    counts = self.inspect(path, m, log)
+                    self.result["contents"] = dataclasses.asdict(counts)
                 previous = f"{target}.pre_restore_{self.stamp}"
                 if check_mode:
                     self.result.update(changed=True, plan={
                         "target": target, "target_exists": os.path.lexists(target), "replaces": replaces,
                         "confirmation_ok": not replaces or self.confirmed(target),
                         "safety_backup": bool(replaces and self.job.safety_backup),
-                        "previous": previous if replaces else None})
+                        "previous": previous if replaces else None, "archive_state": state})
                     log(f"Plan: {json.dumps(self.result['plan'], sort_keys=True)}")
                     return
                 self._restore(path, m, counts, target, replaces, previous, log)
             finally:
-                if isinstance(source.store, S3Store):
+                if path and isinstance(source.store, S3Store):
                     pipeline.remove_quietly(path)
 
     def _restore(self, path: str, m: Manifest, counts: Member, target: str, replaces: bool, previous: str,

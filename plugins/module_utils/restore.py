@@ -33,19 +33,18 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, Notifier, human, notify_argument_spec, run_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, STAMP, Manifest, iso, utcnow,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
-    ConfigError, DoctorqError, IntegrityError, PgError, StorageError,
+    ConfigError, DoctorqError, IntegrityError, PgError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
+from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
+    DATABASE, ArchiveOptions, Source, Sources, add_duration, archive_argument_spec, parse_when,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
 
 MAX_IDENT = 63
-TIERS = ("Expedited", "Standard", "Bulk")
 
 
 def restore_argument_spec() -> dict[str, Any]:
@@ -66,11 +65,8 @@ def restore_argument_spec() -> dict[str, Any]:
         no_owner=dict(type="bool", default=False),
         no_privileges=dict(type="bool", default=False),
         row_tolerance=dict(type="float", default=0.1),
-        archive_tier=dict(type="str", default="Standard", choices=list(TIERS)),
-        archive_days=dict(type="int", default=1),
-        wait_timeout=dict(type="int", default=0),
-        poll_interval=dict(type="int", default=30),
         work_dir=dict(type="path"),
+        **archive_argument_spec(),
         **notify_argument_spec(),
     )
 
@@ -95,10 +91,7 @@ class RestoreJob:
     no_owner: bool = False
     no_privileges: bool = False
     row_tolerance: float = 0.1
-    archive_tier: str = "Standard"
-    archive_days: int = 1
-    wait_timeout: int = 0
-    poll_interval: int = 30
+    archive: ArchiveOptions = ArchiveOptions()
     work_dir: str | None = None
     notifier: Notifier = Notifier()
 
@@ -108,11 +101,9 @@ class RestoreJob:
             raise ConfigError("db is required: name the database to restore into.")
         if params.get("mode") == "replace" and params.get("safety_backup") is False:
             raise ConfigError("mode=replace drops the target before restoring: it needs safety_backup=true.")
-        for name in ("jobs", "previous_retention_days", "wait_timeout"):
+        for name in ("jobs", "previous_retention_days"):
             if (params.get(name) or 0) < 0:
                 raise ConfigError(f"{name} must not be negative.")
-        if (params.get("archive_days") or 1) < 1 or (params.get("poll_interval") or 30) < 1:
-            raise ConfigError("archive_days and poll_interval must be at least 1.")
         return cls(
             # Server-level work (CREATE/RENAME/DROP DATABASE) runs from the maintenance database: the
             # target may not exist yet.
@@ -128,33 +119,8 @@ class RestoreJob:
             restore_globals=bool(params.get("restore_globals")), no_owner=bool(params.get("no_owner")),
             no_privileges=bool(params.get("no_privileges")),
             row_tolerance=params.get("row_tolerance", 0.1) if params.get("row_tolerance") is not None else 0.1,
-            archive_tier=params.get("archive_tier") or "Standard", archive_days=params.get("archive_days") or 1,
-            wait_timeout=params.get("wait_timeout") or 0, poll_interval=params.get("poll_interval") or 30,
-            work_dir=params.get("work_dir"), notifier=Notifier.from_params(params),
+            archive=ArchiveOptions.from_params(params), work_dir=params.get("work_dir"), notifier=Notifier.from_params(params),
         )
-
-
-def parse_when(text: str | None) -> dt.datetime | None:
-    """``before``: ISO 8601 (``2025-11-07T02:00:00Z``, with an offset) or ``YYYY-mm-dd HH:MM:SS`` (UTC)."""
-    if not text:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"before={text!r} is not a date and time: use e.g. 2025-11-07T02:00:00Z.") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-
-
-@dataclasses.dataclass
-class Source:
-    manifest: Manifest
-    store: LocalStore | S3Store
-
-    @property
-    def ref(self) -> str:
-        if isinstance(self.store, S3Store):
-            return self.store.cfg.uri(self.store.data_key(self.manifest))
-        return self.store.data_path(self.manifest)
 
 
 def sql_literal(value: str) -> str:
@@ -172,79 +138,24 @@ class _Restore:
         self.echo = echo
         self.now = utcnow()
         self.stamp = self.now.strftime(STAMP)
-        self.local = LocalStore(job.backup_dir)
         self.durations: dict[str, float] = {}
         self.warnings: list[str] = []
         self.result: dict[str, Any] = {"changed": False, "database": job.db, "mode": job.mode}
+        self.sources = Sources(DATABASE, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
+                               result=self.result, durations=self.durations)
+        self.local = self.sources.local
 
     # -- helpers -----------------------------------------------------------
     def timed(self, phase: str, started: float) -> None:
-        self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - started, 3)
+        add_duration(self.durations, phase, started)
 
     def derived_name(self, kind: str) -> str:
         suffix = f"__{kind}_{self.stamp}"
         return self.job.db[:MAX_IDENT - len(suffix)] + suffix
 
-    def s3_store(self, bucket: str | None = None) -> S3Store:
-        cfg = self.job.s3 or s3util.S3Config(bucket=bucket or "")
-        if bucket and bucket != cfg.bucket:
-            cfg = dataclasses.replace(cfg, bucket=bucket)
-        return S3Store(cfg)
-
     # -- 1. source -----------------------------------------------------------
     def find_source(self, log: RunLog) -> Source:
-        src = self.job.source
-        if src.startswith("s3://"):
-            bucket, _slash, key = src[5:].partition("/")
-            if not bucket or not key:
-                raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
-            key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
-            store = self.s3_store(bucket)
-            with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX)):
-                try:
-                    raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
-                except Exception as exc:  # pylint: disable=broad-except
-                    if s3util.error_code(exc) in ("NoSuchKey", "404"):
-                        raise StorageError(f"{src} has no manifest ({key + MANIFEST_SUFFIX}): it is not a complete "
-                                           "backup written by doctorq.backup; refusing to restore it. List complete "
-                                           "backups with pg_backup_info.") from None
-                    raise
-            manifest = self._checked_manifest(raw, "s3", key + MANIFEST_SUFFIX, os.path.basename(key), src)
-            return Source(manifest, store)
-        if src != "latest":
-            path = os.path.abspath(src[:-len(MANIFEST_SUFFIX)] if src.endswith(MANIFEST_SUFFIX) else src)
-            try:
-                with open(path + MANIFEST_SUFFIX, "rb") as handle:
-                    raw = handle.read()
-            except FileNotFoundError:
-                raise StorageError(f"{path} has no manifest ({path + MANIFEST_SUFFIX}): it is not a complete backup "
-                                   "written by doctorq.backup (an interrupted run leaves no manifest); refusing to "
-                                   "restore it. List complete backups with pg_backup_info.") from None
-            except OSError as exc:
-                raise StorageError(f"cannot read {path + MANIFEST_SUFFIX}: {exc.strerror}.") from None
-            manifest = self._checked_manifest(raw, "local", path + MANIFEST_SUFFIX, os.path.basename(path), src)
-            return Source(manifest, self.local)
-        db = self.job.source_db or self.job.db
-        stores: list[LocalStore | S3Store] = [self.local] + ([self.s3_store()] if self.job.s3 else [])
-        found = [m for m in list_backups(stores, db) if not self.job.before or m.started < self.job.before]
-        if not found:
-            where = " and ".join([self.job.backup_dir] + ([self.job.s3.where] if self.job.s3 else []))
-            when = f" before {iso(self.job.before)}" if self.job.before else ""
-            raise StorageError(f"no complete backup of database {db!r}{when} in {where}: check source_db/backup_dir/s3, "
-                               "or list backups with pg_backup_info.")
-        newest = found[0]
-        # The same backup on disk and in S3: the local copy needs no download.
-        same = [m for m in found if m.id == newest.id]
-        chosen = next((m for m in same if m.location == "local"), same[0])
-        log(f"Newest complete backup of {db!r}: {chosen.id} ({chosen.location}, {chosen.kind})")
-        return Source(chosen, self.local if chosen.location == "local" else stores[-1])
-
-    @staticmethod
-    def _checked_manifest(raw: bytes, location: str, origin: str, name: str, src: str) -> Manifest:
-        manifest = Manifest.from_json(raw, location=location, origin=origin)
-        if manifest is None or manifest.file != name:
-            raise StorageError(f"the manifest of {src} is not a doctorq.backup manifest for that file; refusing to restore it.")
-        return manifest
+        return self.sources.find(self.job.source, self.job.source_db or self.job.db, self.job.before, log)
 
     # -- 2. confirmation ---------------------------------------------------------
     def target_exists(self, pg: PgClient) -> bool:
@@ -256,95 +167,9 @@ class _Restore:
             raise ConfigError(f"restoring into {self.job.db!r} replaces an existing database and {said}: set "
                               f"confirm={self.job.db} (the target database's name) to go ahead. Nothing was touched.")
 
-    # -- 3. archive tiers ------------------------------------------------------------
-    def archive_state(self, source: Source, names: list[str], *, request: bool) -> str:
-        """``available`` or ``pending``; issues the archive restore request for objects still in a cold tier."""
-        if not isinstance(source.store, S3Store):
-            return "available"
-        store = source.store
-        pending = []
-        for name in names:
-            key = store.sibling(source.manifest, name)
-            with s3util.s3_errors("HEAD", store.cfg.uri(key)):
-                head = store.client.head_object(Bucket=store.cfg.bucket, Key=key)
-            storage_class = head.get("StorageClass", "STANDARD")
-            if storage_class not in s3util.ARCHIVE_CLASSES:
-                continue
-            restore = head.get("Restore") or ""
-            if 'ongoing-request="false"' in restore:
-                continue
-            self.result.setdefault("archive", {})[name] = {"storage_class": storage_class,
-                                                           "restore": "in progress" if restore else "not requested"}
-            if not restore and request:
-                self._request_restore(store, key)
-                self.result["archive"][name]["restore"] = "requested"
-                self.result["changed"] = True
-            pending.append(name)
-        return "pending" if pending else "available"
-
-    def _request_restore(self, store: S3Store, key: str) -> None:
-        try:
-            with s3util.s3_errors("archive restore request", store.cfg.uri(key)):
-                store.client.restore_object(Bucket=store.cfg.bucket, Key=key, RestoreRequest={
-                    "Days": self.job.archive_days, "GlacierJobParameters": {"Tier": self.job.archive_tier}})
-        except StorageError as exc:
-            if exc.code == "RestoreAlreadyInProgress":
-                return
-            if exc.code in ("MethodNotAllowed", "NotImplemented"):
-                raise StorageError(f"{store.cfg.where} does not support restoring archived objects ({exc.code}): "
-                                   "restore the object to a readable storage class with the store's own tools.") from None
-            raise
-
-    # -- 4. fetch and verify ---------------------------------------------------------
-    def fetch_verified(self, source: Source, name: str, size: int, sha256: str, md5: str, log: RunLog,
-                       *, keep: bool) -> str | None:
-        """Read ``name`` once, hashing it; return a local path of verified bytes (None when not ``keep``)."""
-        started = time.monotonic()
-        partial = None
-        if isinstance(source.store, LocalStore):
-            path = source.store.sibling(source.manifest, name)
-            try:
-                with open(path, "rb") as handle:
-                    digest = pipeline.copy_hashed(handle)
-            except OSError as exc:
-                raise StorageError(f"cannot read {path}: {exc.strerror}.") from None
-            self.timed("verify", started)
-        else:
-            path = os.path.join(self.work_dir(), name) if keep else None
-            partial = path + ".partial" if path else None
-            body = source.store.open(source.manifest, name)
-            try:
-                out = open(partial, "wb") if partial else None  # pylint: disable=consider-using-with
-                try:
-                    with s3util.s3_errors("download", source.store.cfg.uri(source.store.sibling(source.manifest, name))):
-                        digest = pipeline.copy_hashed(body, out)
-                finally:
-                    if out:
-                        out.close()
-            except BaseException:
-                if partial:
-                    pipeline.remove_quietly(partial)
-                raise
-            finally:
-                body.close()
-            self.timed("download", started)
-            log(f"Downloaded {name} ({human(digest.size)}) in {time.monotonic() - started:.1f}s")
-        if (digest.size, digest.sha256, digest.md5) != (size, sha256, md5):
-            if partial:
-                pipeline.remove_quietly(partial)
-            raise IntegrityError(
-                f"checksum mismatch for {name}: read {digest.size} bytes with sha256 {digest.sha256} and md5 "
-                f"{digest.md5}, the manifest says {size} bytes, sha256 {sha256}, md5 {md5}. The backup is damaged; "
-                f"the target database was not touched. Restore another backup (pg_backup_info lists them).")
-        if partial:
-            os.rename(partial, path)
-        log(f"Checksums verified (SHA-256 and MD5) for {name}")
-        return path
-
+    # -- 3. archive tiers, 4. fetch and verify: self.sources (sources.py) -----------------
     def work_dir(self) -> str:
-        path = self.job.work_dir or os.path.join(self.job.backup_dir, ".restore-work")
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        return path
+        return self.sources.work_dir()
 
     # -- 6. restore -----------------------------------------------------------------
     @staticmethod
@@ -607,12 +432,12 @@ class _Restore:
             exists = self.target_exists(pg)
             pg.tool("pg_restore")
         names = self._names(source)
-        state = self.archive_state(source, names, request=False)
+        state = self.sources.archive_state(source, names, request=False)
         plan: dict[str, Any] = {"target_exists": exists, "confirmation_ok": not exists or self.job.confirm == self.job.db,
                                 "archive_state": state}
         if state == "available":
             m = source.manifest
-            self.fetch_verified(source, m.file, m.size, m.sha256, m.md5, log, keep=False)
+            self.sources.fetch_verified(source, m.file, log, keep=False)
             self.result["checksums"]["verified"] = True
         if exists:
             plan["safety_backup"] = self.job.safety_backup
@@ -640,14 +465,13 @@ class _Restore:
                 log(f"Confirmation received for {job.db!r}")
             pg.tool("pg_restore")
             names = self._names(source)
-            if self._wait_for_archive(source, names, log) == "pending":
+            if self.sources.wait_for_archive(source, names, log) == "pending":
                 return source
-            local_path = self.fetch_verified(source, m.file, m.size, m.sha256, m.md5, log, keep=True)
+            local_path = self.sources.fetch_verified(source, m.file, log, keep=True)
             self.result["checksums"]["verified"] = True
             globals_path = None
             if job.restore_globals:
-                g = m.globals
-                globals_path = self.fetch_verified(source, g["file"], g["size"], g["sha256"], g["md5"], log, keep=True)
+                globals_path = self.sources.fetch_verified(source, m.globals["file"], log, keep=True)
             try:
                 if exists and job.safety_backup:
                     self.result["safety_backup"] = self.take_safety_backup(log)["path"]
@@ -667,24 +491,6 @@ class _Restore:
         log("RESTORE COMPLETED SUCCESSFULLY")
         log("=" * 41)
         return source
-
-    def _wait_for_archive(self, source: Source, names: list[str], log: RunLog) -> str:
-        state = self.archive_state(source, names, request=True)
-        deadline = time.monotonic() + self.job.wait_timeout
-        while state == "pending" and time.monotonic() < deadline:
-            log(f"Waiting for the archive restore of {source.manifest.id} ({self.job.archive_tier} tier)...")
-            time.sleep(min(self.job.poll_interval, max(0.0, deadline - time.monotonic())))
-            state = self.archive_state(source, names, request=False)
-        if state == "pending":
-            hours = {"Expedited": "1-5 minutes", "Standard": "3-5 hours (12 for DEEP_ARCHIVE)",
-                     "Bulk": "5-12 hours (48 for DEEP_ARCHIVE)"}[self.job.archive_tier]
-            msg = (f"{source.ref} is in an archive tier; the restore from the archive is "
-                   f"{'requested' if self.result.get('changed') else 'in progress'} ({self.job.archive_tier}, usually "
-                   f"{hours}). Run this restore again later; it picks up where it left off. Nothing was changed in "
-                   "the database.")
-            log(msg)
-            self.result.update(pending=True, msg=msg)
-        return state
 
     def _swap_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
         new = self.derived_name("restoring")

@@ -16,6 +16,8 @@ description:
     backup.
   - Reads every byte once and compares SHA-256 and MD5 with the manifest before anything else; S3 downloads are hashed
     while they stream. A mismatch fails and leaves the target untouched.
+  - An archive in GLACIER or DEEP_ARCHIVE is restored from the archive tier first (after the confirmation check); the
+    module waits up to O(wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
   - Reads every header of the archive before extracting anything and refuses the whole archive if any member has an
     absolute path, a C(..) component, is a hard link out of the archive, lies under a symlink of the archive, or is a
     device file.
@@ -36,10 +38,13 @@ author:
 extends_documentation_fragment:
   - doctorq.backup.s3
   - doctorq.backup.notify
+  - doctorq.backup.archive
 attributes:
   check_mode:
     support: full
-    description: Finds the backup, verifies its checksums, checks every member of the archive and reports the plan; changes nothing.
+    description:
+      - Finds the backup, checks its archive state, verifies its checksums, checks every member of the archive and
+        reports the plan; changes nothing (no archive restore is requested).
   diff_mode:
     support: none
     description: No diff is produced; the result and the run log say what was written.
@@ -89,8 +94,6 @@ options:
   work_dir:
     description: Where S3 downloads go; defaults to C(<backup_dir>/.restore-work).
     type: path
-notes:
-  - Objects already moved to GLACIER or DEEP_ARCHIVE by lifecycle rules must be restored from the archive tier first.
 seealso:
   - module: doctorq.backup.files_backup
   - module: doctorq.backup.pg_backup_info
@@ -117,11 +120,23 @@ EXAMPLES = r"""
     s3:
       bucket: doctorq-backups
       prefix: "doctorq/{{ inventory_hostname }}"
+
+- name: Restore an archived (GLACIER) backup of the uploads, waiting up to 10 minutes for an Expedited retrieval
+  doctorq.backup.files_restore:
+    name: uploads
+    target: /srv/scratch/uploads
+    archive_tier: Expedited
+    wait_timeout: 600
+    s3:
+      bucket: doctorq-backups
+      prefix: "doctorq/{{ inventory_hostname }}"
+  register: restore
+  until: not (restore.pending | default(false))
 """
 
 RETURN = r"""
 source:
-  description: The backup restored (id, name, kind, location, ref, started_at, size).
+  description: The backup restored (id, name, kind, location, ref, started_at, size, and the manifest's fileset).
   returned: when a backup was found
   type: dict
 checksums:
@@ -132,7 +147,15 @@ target:
   description: The directory restored into.
   returned: when a backup was found
   type: str
+pending:
+  description: True while the backup is being restored from an archive tier; run again later.
+  returned: when archived
+  type: bool
 archive:
+  description: Per file, the storage class and the state of its archive restore.
+  returned: when archived
+  type: dict
+contents:
   description: What the archive holds (count, files, dirs, symlinks, bytes), from its headers.
   returned: when the checksums matched
   type: dict
@@ -153,7 +176,7 @@ previous:
   returned: when a non-empty directory was replaced
   type: str
 durations:
-  description: Seconds per phase (verify, inspect, safety_backup, extract, swap).
+  description: Seconds per phase (verify or download, inspect, safety_backup, extract, swap).
   returned: always
   type: dict
 log:

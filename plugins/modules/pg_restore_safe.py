@@ -11,7 +11,7 @@ version_added: 0.1.0
 description:
   - Restores a backup written by M(doctorq.backup.pg_backup) so that the on-call engineer cannot make things worse.
   - Finds the backup through its manifest (a local file, an C(s3://bucket/key) URI, or the newest complete backup of a
-    database, optionally the newest before a time). A backup without a manifest is refused.
+    database, optionally the newest before a time). A backup without a manifest is refused, so is a file backup.
   - Reads every byte once and compares SHA-256 and MD5 with the manifest before touching any database; S3 downloads are
     hashed while they stream. A mismatch fails and leaves the target untouched.
   - Objects in GLACIER or DEEP_ARCHIVE are restored from the archive tier first; the module waits up to
@@ -36,6 +36,7 @@ extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.notify
+  - doctorq.backup.archive
   - doctorq.backup.pgbackrest
 attributes:
   check_mode:
@@ -121,23 +122,6 @@ options:
         this fraction (or 1000 rows).
     type: float
     default: 0.1
-  archive_tier:
-    description: Retrieval tier of an archive restore.
-    type: str
-    choices: [Expedited, Standard, Bulk]
-    default: Standard
-  archive_days:
-    description: Days the restored copy of an archived object stays readable.
-    type: int
-    default: 1
-  wait_timeout:
-    description: Seconds to wait for an archive restore; V(0) returns C(pending) at once.
-    type: int
-    default: 0
-  poll_interval:
-    description: Seconds between checks while waiting for an archive restore.
-    type: int
-    default: 30
   work_dir:
     description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
     type: path

@@ -2,6 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared pieces of the pg_restore_safe integration tests (imported by test_pg_restore_safe*.py).
 
+The moto pieces (``moto_restores``, ``GlacierObject``) drive an archive-tier
+retrieval step by step for the database and the file-set restores alike (see
+test_pg_restore_safe_s3.py for how moto signals each state).
+
 Databases made here have short names (``rs_<token>``) so that the restore's
 derived names (``<db>__pre_restore_<stamp>``, 29 more characters) are never
 truncated and keep the token; the ``dbs`` fixture drops every database whose
@@ -10,6 +14,7 @@ name holds the token, however a test ended.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -17,6 +22,9 @@ import os
 import re
 import secrets
 import subprocess
+import threading
+import time
+import urllib.request
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -30,6 +38,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import wri
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 
 MODULE = "pg_restore_safe"
+FROZEN = 10 ** 9
 LOG_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] ")
 
 
@@ -211,3 +220,70 @@ exec "{real}" "$@"
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+# --------------------------------------------------------------------------
+# moto: the archive-tier (Glacier) flow
+
+
+def waiting_logged(backup_dir: str, seen: int) -> bool:
+    """True when a run log in backup_dir has more "Waiting for the archive restore" lines than ``seen``."""
+    count = 0
+    for name in os.listdir(backup_dir):
+        if name.startswith("restore_") and name.endswith(".log"):
+            with open(os.path.join(backup_dir, name), encoding="utf-8") as handle:
+                count += handle.read().count("Waiting for the archive restore")
+    return count > seen
+
+
+@pytest.fixture
+def moto_restores(moto_s3) -> Iterator[Any]:
+    """transition(times): set moto's s3::keyrestore progression; unset (moto's default) afterwards."""
+    def call(action: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(f"{moto_s3.endpoint_url}/moto-api/state-manager/{action}-transition",
+                                         data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:  # nosec - loopback test server
+            assert resp.status == 201
+
+    def transition(times: int) -> None:
+        call("set", {"model_name": "s3::keyrestore", "transition": {"progression": "manual", "times": times}})
+
+    transition(FROZEN)
+    yield transition
+    call("unset", {"model_name": "s3::keyrestore"})
+
+
+class GlacierObject:
+    """An object moved to GLACIER on moto, whose retrieval the test moves on step by step (``moto_restores``)."""
+
+    def __init__(self, client: Any, bucket: str, key: str, transition: Callable[[int], None]) -> None:
+        self.client, self.bucket, self.key, self.transition = client, bucket, key, transition
+        client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, StorageClass="GLACIER",
+                           MetadataDirective="COPY")
+        assert client.head_object(Bucket=bucket, Key=key)["StorageClass"] == "GLACIER"
+
+    def restore_header(self) -> str | None:
+        return self.client.head_object(Bucket=self.bucket, Key=self.key).get("Restore")
+
+    def start_retrieval(self) -> None:
+        """The requested retrieval is now running (one step: None -> IN_PROGRESS), and stays so."""
+        self.transition(1)
+        assert self.restore_header() == 'ongoing-request="true"'
+        self.transition(FROZEN)
+
+    @contextlib.contextmanager
+    def finished_while_waiting(self, backup_dir: str, seen: int) -> Iterator[None]:
+        """Once a run in backup_dir logs more waits than ``seen`` (its log file), let moto finish the retrieval."""
+        def finish() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not waiting_logged(backup_dir, seen):
+                time.sleep(0.2)
+            self.transition(1)
+            self.restore_header()
+
+        finisher = threading.Thread(target=finish)
+        finisher.start()
+        try:
+            yield
+        finally:
+            finisher.join()

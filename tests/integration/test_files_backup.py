@@ -8,6 +8,9 @@ original. Failure cases assert what must *not* have happened too: no staging
 directory left, no previous tree, the target's snapshot unchanged, nothing
 written outside the target. The tests run as root (CI does) so owners can be
 set and restored.
+
+Archive tiers (GLACIER) are tested on moto, the only local store with their
+semantics.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import time
 from typing import Any
 
 import pytest
+
+# moto_restores is a fixture: imported to be used by name, never referenced
+from integration.restore_helpers import GlacierObject, moto_restores  # noqa: F401  # pylint: disable=unused-import
 
 from ansible_collections.doctorq.backup.plugins.module_utils import files as filesmod
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, checksum_line, iso, utcnow
@@ -646,3 +652,62 @@ def test_database_backup_is_not_restored_as_files(backup_dir, run_module, tmp_pa
     failed(run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(tmp_path / "t")}),
            "is a database backup", "pg_restore_safe")
     assert not os.path.exists(tmp_path / "t")
+
+
+def test_files_backup_is_not_restored_as_a_database(backup_dir, run_module):
+    path = forge_backup(backup_dir, [entry("a.txt")])
+    # refused from the manifest alone, before any connection to a server
+    failed(run_module("pg_restore_safe", {"db": "doctorq_nowhere", "source": path, "backup_dir": backup_dir,
+                                          "login_host": "127.0.0.1", "login_port": 1}),
+           "is a files backup, not a database backup", "files_restore")
+
+
+# --------------------------------------------------------------------------
+# archive tiers (moto)
+
+
+def test_glacier_flow_on_moto(app, tmp_path, run_module, moto_bucket, moto_s3, moto_restores):
+    made_on, restore_on = str(tmp_path / "backup-host"), str(tmp_path / "restore-host")
+    before = snapshot(app)
+    made = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": made_on,
+                                          "s3": moto_bucket}))["backup"]
+    glacier = GlacierObject(moto_s3.client(), moto_bucket["bucket"], made["s3_uri"].split("/", 3)[3], moto_restores)
+    target = str(tmp_path / "restored" / "app")
+    args = {"name": "app", "backup_dir": restore_on, "s3": moto_bucket, "target": target, "archive_tier": "Expedited"}
+
+    # check mode: reports the archived state, requests nothing, reads nothing
+    plan = ok(run_module("files_restore", args, check_mode=True))
+    assert plan["plan"]["archive_state"] == "pending" and plan["checksums"]["verified"] is False
+    assert plan["source"]["location"] == "s3" and "contents" not in plan
+    assert glacier.restore_header() is None
+
+    # 1st run: the restore from the archive is requested; pending, changed, the target not created
+    first = ok(run_module("files_restore", args))
+    assert first["pending"] is True and first["changed"] is True
+    assert first["archive"] == {made["file"]: {"storage_class": "GLACIER", "restore": "requested"}}
+    assert "Run this restore again later" in first["msg"] and "Expedited" in first["msg"]
+    assert "Nothing was changed in the target directory" in first["msg"]
+    assert glacier.restore_header() is not None
+    assert not os.path.exists(os.path.dirname(target))
+
+    # the retrieval runs; a 2nd run waiting 2 s (polling every second): still pending, no second request
+    glacier.start_retrieval()
+    second = ok(run_module("files_restore", {**args, "wait_timeout": 2, "poll_interval": 1}))
+    assert second["pending"] is True and second["changed"] is False
+    assert second["archive"][made["file"]] == {"storage_class": "GLACIER", "restore": "in progress"}
+    waits = sum("Waiting for the archive restore" in line for line in second["log"])
+    assert waits >= 2 and not os.path.exists(os.path.dirname(target))
+
+    # a 3rd run waits while the retrieval finishes, then restores the whole tree
+    with glacier.finished_while_waiting(restore_on, waits):
+        third = ok(run_module("files_restore", {**args, "wait_timeout": 60, "poll_interval": 1}))
+    assert glacier.restore_header().startswith('ongoing-request="false"')
+    assert not third.get("pending") and third["changed"] is True
+    assert third["checksums"]["verified"] is True and third["sample_verified"] == 8
+    assert snapshot(target) == before
+    assert [a["status"] for a in read_audit(restore_on)] == ["pending", "pending", "success"]
+
+
+def read_audit(backup_dir: str) -> list[dict[str, Any]]:
+    with open(os.path.join(backup_dir, "restore_audit.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]

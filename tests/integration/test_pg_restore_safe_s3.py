@@ -24,19 +24,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 import time
-import urllib.request
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-# dbs is a fixture: imported to be used by name, never referenced
+# dbs and moto_restores are fixtures: imported to be used by name, never referenced
 from integration.restore_helpers import (  # noqa: F401  # pylint: disable=unused-import
-    MODULE, backup, backup_at, dbs, failed, modify, ok, restore_args,
+    MODULE, GlacierObject, backup, backup_at, dbs, failed, modify, moto_restores, ok, restore_args,
 )
-
-FROZEN = 10 ** 9
 
 
 @pytest.fixture
@@ -202,50 +198,18 @@ def test_secrets_of_s3_stay_out_of_results_and_logs(run_module, pg_server, dbs, 
 # moto: the Glacier flow
 
 
-def waiting_logged(backup_dir: str, seen: int) -> bool:
-    """True when a run log in backup_dir has more "Waiting for the archive restore" lines than ``seen``."""
-    count = 0
-    for name in os.listdir(backup_dir):
-        if name.startswith("restore_") and name.endswith(".log"):
-            with open(os.path.join(backup_dir, name), encoding="utf-8") as handle:
-                count += handle.read().count("Waiting for the archive restore")
-    return count > seen
-
-
-@pytest.fixture
-def moto_restores(moto_s3) -> Iterator[Any]:
-    """transition(times): set moto's s3::keyrestore progression; unset (moto's default) afterwards."""
-    def call(action: str, body: dict[str, Any]) -> None:
-        request = urllib.request.Request(f"{moto_s3.endpoint_url}/moto-api/state-manager/{action}-transition",
-                                         data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=10) as resp:  # nosec - loopback test server
-            assert resp.status == 201
-
-    def transition(times: int) -> None:
-        call("set", {"model_name": "s3::keyrestore", "transition": {"progression": "manual", "times": times}})
-
-    transition(FROZEN)
-    yield transition
-    call("unset", {"model_name": "s3::keyrestore"})
-
-
 def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, moto_bucket, moto_s3,
                               moto_restores) -> None:
     made_on, restore_on = dirs
     db = dbs.sample()
     original = table_digest(pg_server, db)
     made = backup(run_module, pg_server, db, made_on, s3=moto_bucket)
-    client, bucket, key = moto_s3.client(), moto_bucket["bucket"], data_key(made)
-    client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, StorageClass="GLACIER",
-                       MetadataDirective="COPY")
-    assert client.head_object(Bucket=bucket, Key=key)["StorageClass"] == "GLACIER"
+    glacier = GlacierObject(moto_s3.client(), moto_bucket["bucket"], data_key(made), moto_restores)
+    restore_header = glacier.restore_header
     modify(pg_server, db)
     modified = table_digest(pg_server, db)
     names = dbs.mine()
     args = restore_args(pg_server, db, restore_on, confirm=db, s3=moto_bucket, archive_tier="Expedited")
-
-    def restore_header() -> str | None:
-        return client.head_object(Bucket=bucket, Key=key).get("Restore")
 
     # check mode: reports the archived state, requests nothing
     plan = ok(run_module(MODULE, args, check_mode=True))
@@ -262,9 +226,7 @@ def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, mo
     assert not os.path.exists(os.path.join(restore_on, "safety"))
 
     # moto: the retrieval is now running (one step: None -> IN_PROGRESS), and stays so
-    moto_restores(1)
-    assert restore_header() == 'ongoing-request="true"'
-    moto_restores(FROZEN)
+    glacier.start_retrieval()
 
     # 2nd run, waiting up to 3 s (polling every second): still pending, no second request, nothing changed
     started = time.monotonic()
@@ -279,20 +241,8 @@ def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, mo
     assert table_digest(pg_server, db) == modified and dbs.mine() == names
 
     # 3rd run waits (polling) while the retrieval finishes, then restores
-    def finish() -> None:
-        """Once the run says it is waiting (its log file), let moto finish the retrieval."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not waiting_logged(restore_on, waits):
-            time.sleep(0.2)
-        moto_restores(1)
-        client.head_object(Bucket=bucket, Key=key)
-
-    finisher = threading.Thread(target=finish)
-    finisher.start()
-    try:
+    with glacier.finished_while_waiting(restore_on, waits):
         third = ok(run_module(MODULE, {**args, "wait_timeout": 60, "poll_interval": 1}))
-    finally:
-        finisher.join()
     assert restore_header().startswith('ongoing-request="false"')
     assert not third.get("pending") and third["changed"] is True
     assert any("Waiting for the archive restore" in line for line in third["log"])

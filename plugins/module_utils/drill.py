@@ -2,20 +2,34 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Restore drills: prove the newest backup restores, and how long it takes.
 
-A drill restores the newest complete backup of a database into a scratch
-database through the same restore engine as ``pg_restore_safe`` (so it
-verifies checksums and tables the same way), measures RTO (time to a
-verified restore) and RPO (age of the newest restorable backup), writes a
-JSON report and Prometheus metrics, and drops the scratch database. It never
-touches the live database.
+A drill restores the newest complete backup into scratch space through the
+same restore engine as the modules, so it verifies checksums the same way:
+
+- a database into a scratch database ``<db>__drill_<ts>`` (``pg_restore_safe``'s
+  engine: every table of the manifest and its row count checked), dropped
+  afterwards;
+- a file set into a new, empty scratch directory (``files_restore``'s engine:
+  every archive member checked, the tree against the archive and the content
+  sample), then the restored tree against the manifest (regular files,
+  symlinks, bytes of file data, the recorded SHA-256 sample), removed
+  afterwards whatever happened.
+
+Both measure RTO (time to a verified restore) and RPO (age of the newest
+restorable backup), write a JSON report and Prometheus metrics, and notify on
+failure through one reporting path. A drill never touches live data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import json
 import os
+import shutil
 import socket
+import stat
+import tempfile
 import time
 from typing import IO, Any
 
@@ -23,6 +37,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, parse_iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError
+from ansible_collections.doctorq.backup.plugins.module_utils.files import (
+    FilesRestoreJob, check_sample, check_set_name, run_files_restore, tree_counts,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import MAX_IDENT, RestoreJob, run_restore
@@ -40,6 +57,48 @@ class DrillJob:
     max_rpo_hours: float = 26.0
     notifier: Notifier = Notifier(notify_on="failure")
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "DrillJob":
+        return cls(conn=PgConn.from_params(params), db=params["db"],
+                   backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
+                   s3=s3util.S3Config.from_params(params.get("s3")), report_dir=params.get("report_dir"),
+                   jobs=params["jobs"] if params.get("jobs") is not None else 1,
+                   max_rpo_hours=_rpo_hours(params), notifier=Notifier.from_params(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesDrillJob:
+    name: str
+    backup_dir: str = "/var/backups/files"
+    s3: s3util.S3Config | None = None
+    report_dir: str | None = None
+    scratch_dir: str | None = None  # where the scratch directory is made; default backup_dir
+    max_rpo_hours: float = 26.0
+    notifier: Notifier = Notifier(notify_on="failure")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "FilesDrillJob":
+        return cls(name=check_set_name(params.get("file_set")),
+                   backup_dir=params.get("backup_dir") or "/var/backups/files",
+                   s3=s3util.S3Config.from_params(params.get("s3")), report_dir=params.get("report_dir"),
+                   scratch_dir=params.get("scratch_dir"), max_rpo_hours=_rpo_hours(params),
+                   notifier=Notifier.from_params(params))
+
+
+def _rpo_hours(params: dict[str, Any]) -> float:
+    return params["max_rpo_hours"] if params.get("max_rpo_hours") is not None else 26.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subject:
+    """What a drill is about, as its report, metrics, log and webhook name it."""
+
+    key: str  # the report's key for the name: "database" / "file_set"
+    name: str
+    event: str  # webhook event and metrics job: doctorq_<event>_*.prom
+    title: str  # "Restore drill of <db>" / "Restore drill of file set <name>"
+    report_file: str
+
 
 def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     """Drill one database; returns the report (``status`` success/failure); never raises for a failed restore."""
@@ -54,23 +113,84 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     finally:
         _drop_scratch(job.conn, scratch)
         remove_quietly(os.path.join(job.backup_dir, f".{scratch}.lock"))
-    rto = round(time.monotonic() - t0, 3)
+    subject = _Subject("database", job.db, "drill", f"Restore drill of {job.db}", f"drill_{job.db}.json")
+    return _conclude(subject, job, started, round(time.monotonic() - t0, 3), outcome, None,
+                     {"tables": outcome.get("tables"), "scratch_database": scratch}, echo)
+
+
+def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
+    """Drill one file set; returns the report (``status`` success/failure); never raises for a failed restore."""
+    started = utcnow()
+    parent = job.scratch_dir or job.backup_dir
+    t0 = time.monotonic()
+    scratch, outcome, problem, facts = None, {}, None, {}
+    doing = f"cannot create a scratch directory under {parent} (set scratch_dir to a writable directory)"
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=f".drill_{job.name}_{started.strftime(STAMP)}_", dir=parent)
+        target = os.path.join(scratch, job.name)  # new: restored into without confirmation
+        outcome = run_files_restore(FilesRestoreJob(name=job.name, backup_dir=job.backup_dir, s3=job.s3, target=target,
+                                                    safety_backup=False), echo=echo)
+        if not outcome.get("failed") and not outcome.get("pending"):
+            doing = f"cannot read the restored tree {target}"
+            facts["files"], problem = compare_with_manifest(target, (outcome.get("source") or {}).get("fileset") or {})
+    except OSError as exc:
+        problem = f"{doing}: {exc.strerror or exc}."
+    finally:
+        rto = round(time.monotonic() - t0, 3)
+        if scratch and not _remove_tree(scratch):
+            outcome.setdefault("warnings", []).append(f"the scratch directory {scratch} could not be removed entirely: "
+                                                      "remove it by hand.")
+    facts["scratch_dir"] = scratch
+    subject = _Subject("file_set", job.name, "files_drill", f"Restore drill of file set {job.name}",
+                       f"drill_files_{job.name}.json")
+    return _conclude(subject, job, started, rto, outcome, problem, facts, echo)
+
+
+def compare_with_manifest(top: str, fileset: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The restored tree below ``top`` against its manifest: regular files, symlinks, bytes, the content sample."""
+    got = tree_counts(top)
+    found = {"files": got.files, "symlinks": got.symlinks, "bytes": got.bytes}
+    expected = {k: fileset.get(k) for k in found}
+    sample = fileset.get("sample") or []
+    differing = check_sample(top, sample)
+    facts = {"expected": expected, "found": found, "sample": len(sample), "sample_differing": differing[:10]}
+    problems = []
+    if found != expected:
+        problems.append(f"the restored tree has {got.files} files, {got.symlinks} symlinks, {got.bytes} bytes; the "
+                        f"manifest says {expected['files']}, {expected['symlinks']}, {expected['bytes']}")
+    if differing:
+        problems.append(f"{len(differing)} of the {len(sample)} files whose content the backup recorded differ: "
+                        f"{'; '.join(differing[:5])}")
+    return facts, ("; ".join(problems) + ".") if problems else None
+
+
+def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.datetime, rto: float,
+              outcome: dict[str, Any], problem: str | None, facts: dict[str, Any],
+              echo: IO[str] | None) -> dict[str, Any]:
+    """Status, RPO, the JSON report, metrics, the log line and the webhook: the same for every drill."""
     source = outcome.get("source") or {}
     rpo = round((started - parse_iso(source["started_at"])).total_seconds(), 1) if source.get("started_at") else None
-    status = "failure" if outcome.get("failed") else "success"
-    error = outcome.get("msg")
-    if status == "success" and rpo is not None and rpo > job.max_rpo_hours * 3600:
+    status, error = "success", None
+    if outcome.get("failed"):
+        status, error = "failure", outcome.get("msg")
+    elif outcome.get("pending"):
+        status, error = "failure", f"the newest backup cannot be read yet: {outcome.get('msg')}"
+    elif problem:
+        status, error = "failure", problem
+    elif rpo is not None and rpo > job.max_rpo_hours * 3600:
         status, error = "failure", (f"the newest restorable backup is {rpo / 3600:.1f} h old, more than "
                                     f"max_rpo_hours={job.max_rpo_hours}: check that the backups run.")
+    host = socket.gethostname()
     report = {
-        "database": job.db, "host": socket.gethostname(), "at": iso(started), "status": status, "error": error,
-        "backup_id": source.get("id"), "backup_location": source.get("location"), "backup_started_at": source.get("started_at"),
-        "backup_size": source.get("size"), "rto_s": rto, "rpo_s": rpo, "tables": outcome.get("tables"),
-        "durations": outcome.get("durations"), "scratch_database": scratch,
+        subject.key: subject.name, "host": host, "at": iso(started), "status": status, "error": error,
+        "backup_id": source.get("id"), "backup_location": source.get("location"),
+        "backup_started_at": source.get("started_at"), "backup_size": source.get("size"), "rto_s": rto, "rpo_s": rpo,
+        "durations": outcome.get("durations"), **facts,
     }
     warnings = list(outcome.get("warnings") or [])
     if job.report_dir:
-        path = os.path.join(job.report_dir, f"drill_{job.db}.json")
+        path = os.path.join(job.report_dir, subject.report_file)
         try:
             os.makedirs(job.report_dir, mode=0o750, exist_ok=True)
             write_file_atomic(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(), mode=0o640)
@@ -81,11 +201,11 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     if status == "success":
         samples.update(last_success_timestamp_seconds=time.time(), rto_seconds=rto, rpo_seconds=rpo or 0.0)
     log = RunLog(echo=echo)
-    log(f"Drill of {job.db}: {status}; RTO {rto:.1f}s, RPO {'%.0fs' % rpo if rpo is not None else 'n/a'}"
+    log(f"{subject.title}: {status}; RTO {rto:.1f}s, RPO {'%.0fs' % rpo if rpo is not None else 'n/a'}"
         + (f" ({error})" if error else ""))
-    warnings += job.notifier.metrics("drill", job.db, samples, log)
-    summary = f"Restore drill of {job.db} on {socket.gethostname()}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s")
-    warnings += job.notifier.send({"event": "drill", "status": status, "summary": summary, **report}, log)
+    warnings += job.notifier.metrics(subject.event, subject.name, samples, log)
+    summary = f"{subject.title} on {host}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s")
+    warnings += job.notifier.send({"event": subject.event, "status": status, "summary": summary, **report}, log)
     report["warnings"] = warnings
     report["log"] = (outcome.get("log") or []) + log.lines
     return report
@@ -98,3 +218,15 @@ def _drop_scratch(conn: PgConn, scratch: str) -> None:
             pg.query(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}", db="postgres")
     except DoctorqError:
         pass  # reported by the restore itself; a leftover scratch database is named __drill_ and harmless
+
+
+def _remove_tree(path: str) -> bool:
+    """Remove a restored tree, also where its modes (a 0500 directory) would stop a non-root user; True when gone."""
+    for directory, dirs, _files in os.walk(path):
+        for name in dirs:
+            sub = os.path.join(directory, name)
+            if not os.path.islink(sub):  # chmod follows links: never outside the tree
+                with contextlib.suppress(OSError):
+                    os.chmod(sub, stat.S_IMODE(os.lstat(sub).st_mode) | stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.lexists(path)

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pg_restore_drill
-short_description: Prove that the newest backup of a PostgreSQL database restores, and measure RTO and RPO
+short_description: Prove that the newest backup of a PostgreSQL database or a file set restores, and measure RTO and RPO
 version_added: 0.1.0
 description:
   - Restores the newest complete backup of O(db) (on disk or in S3) into a scratch database
     C(<db>__drill_<timestamp>) through the same engine as M(doctorq.backup.pg_restore_safe), so checksums are verified
     before the restore and every table of the manifest is checked after it.
+  - With O(file_set) instead, restores the newest backup of that file set into a new, empty scratch directory under
+    O(scratch_dir) through the same engine as M(doctorq.backup.files_restore) (checksums, every archive member, the
+    tree against the archive), then compares the restored tree with the manifest - regular files, symlinks, bytes of
+    file data and the SHA-256 the backup recorded for a sample of files - and always removes the scratch directory.
   - Reports RTO (seconds to a verified restore) and RPO (age of the newest restorable backup), writes a JSON report
-    and Prometheus metrics, notifies on failure, and drops the scratch database. It never touches O(db) itself.
-  - The drill fails when the restore fails or when the newest backup is older than O(max_rpo_hours).
+    and Prometheus metrics, notifies on failure, and drops the scratch database (removes the scratch directory). It
+    never touches O(db) or the file set's directories.
+  - The drill fails when the restore or the comparison fails, when the newest backup is still in an archive tier, or
+    when the newest backup is older than O(max_rpo_hours).
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -24,37 +30,55 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: none
-    description: A drill is a real restore into a scratch database; there is nothing to predict.
+    description: A drill is a real restore into a scratch database or directory; there is nothing to predict.
   diff_mode:
     support: none
     description: There is no before and after to show.
   platform:
     support: full
     platforms: posix
-    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
+    description:
+      - Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
+      - A file-set drill needs GNU tar and no PostgreSQL; the PostgreSQL connection options are ignored then.
 options:
   db:
-    description: Database whose newest backup is drilled.
-    required: true
+    description:
+      - Database whose newest backup is drilled.
+      - Exactly one of O(db) and O(file_set) is required.
+  file_set:
+    description:
+      - File set (the O(doctorq.backup.files_backup#module:name) of its backups) whose newest backup is drilled, instead
+        of a database.
+    type: str
   backup_dir:
-    description: Local backup directory (searched for backups; the restore's log and audit go there).
+    description:
+      - Local backup directory (searched for backups; the restore's log and audit go there) - the database backups'
+        directory, or with O(file_set) the file backups' directory.
+      - Defaults to C(/var/backups/postgresql), or C(/var/backups/files) with O(file_set).
     type: path
-    default: /var/backups/postgresql
+  scratch_dir:
+    description:
+      - With O(file_set), the directory in which the drill makes its scratch directory (C(.drill_<set>_<timestamp>_*),
+        mode 0700); defaults to O(backup_dir). It needs room for the restored tree.
+    type: path
   report_dir:
-    description: Directory of the JSON report C(drill_<db>.json). Omit to write none.
+    description: Directory of the JSON report C(drill_<db>.json) (C(drill_files_<file_set>.json)). Omit to write none.
     type: path
   max_rpo_hours:
     description: Fail the drill when the newest restorable backup is older than this.
     type: float
     default: 26.0
   jobs:
-    description: Parallel C(pg_restore) jobs (see M(doctorq.backup.pg_restore_safe)); V(1) streams, V(0) means one per core.
+    description:
+      - Parallel C(pg_restore) jobs (see M(doctorq.backup.pg_restore_safe)); V(1) streams, V(0) means one per core.
+      - Not used with O(file_set).
     type: int
     default: 1
   notify_on:
     default: failure
 seealso:
   - module: doctorq.backup.pg_restore_safe
+  - module: doctorq.backup.files_restore
 """
 
 EXAMPLES = r"""
@@ -69,6 +93,13 @@ EXAMPLES = r"""
 - name: Show RTO and RPO
   ansible.builtin.debug:
     msg: "{{ drill.report.rto_s }} s to restore; the backup was {{ drill.report.rpo_s }} s old"
+
+- name: Drill the newest backup of the uploads (restored into a scratch directory, compared, removed)
+  doctorq.backup.pg_restore_drill:
+    file_set: uploads
+    backup_dir: /var/backups/doctorq/files
+    report_dir: /var/lib/doctorq-backup/drills
+  become: true
 """
 
 RETURN = r"""
@@ -96,7 +127,17 @@ report:
     tables:
       description: The verification after the restore.
       type: dict
-      returned: on success
+      returned: on success of a database drill
+    files:
+      description:
+        - The restored tree against the manifest - expected and found (files, symlinks, bytes), sample (how many
+          content hashes the manifest recorded) and sample_differing (the files that differ).
+      type: dict
+      returned: when a file-set drill restored the backup
+    scratch_dir:
+      description: The scratch directory the file set was restored into (removed afterwards).
+      type: str
+      returned: with O(file_set)
     durations:
       description: Seconds per phase.
       type: dict
@@ -120,37 +161,38 @@ log:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier, notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, run_drill
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn, postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, FilesDrillJob, run_drill, run_files_drill
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def main() -> None:
     spec = postgres_argument_spec()
     spec.update(notify_argument_spec())
     spec.update(
-        db=dict(spec["db"], required=True),
-        backup_dir=dict(type="path", default="/var/backups/postgresql"),
+        file_set=dict(type="str"),
+        backup_dir=dict(type="path"),
+        scratch_dir=dict(type="path"),
         report_dir=dict(type="path"),
         max_rpo_hours=dict(type="float", default=26.0),
         jobs=dict(type="int", default=1),
         s3=s3_argument_spec(),
     )
     spec["notify_on"] = dict(spec["notify_on"], default="failure")
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=False)
-    require_libs(module, s3=bool(module.params["s3"]))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=False, mutually_exclusive=[("db", "file_set")],
+                           required_one_of=[("db", "file_set")])
     params = module.params
+    files = bool(params["file_set"])
+    require_libs(module, postgres=not files, s3=bool(params["s3"]))
     with engine_errors(module):
-        job = DrillJob(conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
-                       s3=S3Config.from_params(params["s3"]), report_dir=params["report_dir"], jobs=params["jobs"],
-                       max_rpo_hours=params["max_rpo_hours"], notifier=Notifier.from_params(params))
-        report = run_drill(job)
+        report = run_files_drill(FilesDrillJob.from_params(params)) if files else run_drill(DrillJob.from_params(params))
     log = report.pop("log")
     for warning in report.pop("warnings"):
         module.warn(warning)
     if report["status"] != "success":
-        module.fail_json(msg=f"restore drill of {params['db']} failed: {report['error']}", report=report, log=log)
+        what = f"file set {params['file_set']}" if files else params["db"]
+        module.fail_json(msg=f"restore drill of {what} failed: {report['error']}", report=report, log=log)
     module.exit_json(changed=True, report=report, log=log)
 
 

@@ -10,7 +10,7 @@ written outside the target. The tests run as root (CI does) so owners can be
 set and restored.
 
 Archive tiers (GLACIER) are tested on moto, the only local store with their
-semantics.
+semantics; drills (pg_restore_drill with file_set) on SeaweedFS.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pytest
 
 # moto_restores is a fixture: imported to be used by name, never referenced
 from integration.restore_helpers import GlacierObject, moto_restores  # noqa: F401  # pylint: disable=unused-import
+from backup_support import Webhook
 
 from ansible_collections.doctorq.backup.plugins.module_utils import files as filesmod
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, checksum_line, iso, utcnow
@@ -711,3 +712,90 @@ def test_glacier_flow_on_moto(app, tmp_path, run_module, moto_bucket, moto_s3, m
 def read_audit(backup_dir: str) -> list[dict[str, Any]]:
     with open(os.path.join(backup_dir, "restore_audit.jsonl"), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+# --------------------------------------------------------------------------
+# drills (pg_restore_drill with file_set)
+
+
+def drill_leftovers(directory: str) -> list[str]:
+    return [n for n in os.listdir(directory) if n.startswith(".drill_")] if os.path.isdir(directory) else []
+
+
+def test_drill_restores_the_newest_backup_from_s3_compares_and_cleans_up(app, backup_dir, tmp_path, run_module,
+                                                                          s3_bucket):
+    before = snapshot(app)
+    ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket}))
+    with open(os.path.join(app, "docs", "readme.txt"), "ab") as handle:
+        handle.write(b"edited after the first backup\n")
+    newest = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
+                                            "s3": s3_bucket}))["backup"]
+    # a new host: its backup directory is empty, so the drill reads the bucket
+    drill_host, reports, metrics = tmp_path / "drill-host", tmp_path / "reports", tmp_path / "metrics"
+    metrics.mkdir()
+    hook = Webhook()
+    try:
+        result = ok(run_module("pg_restore_drill", {"file_set": "app", "backup_dir": str(drill_host), "s3": s3_bucket,
+                                                    "report_dir": str(reports), "metrics_dir": str(metrics),
+                                                    "webhook_url": hook.url(), "webhook_format": "json"}))
+    finally:
+        hook.close()
+    report = result["report"]
+    assert report["status"] == "success" and report["error"] is None and report["file_set"] == "app"
+    assert report["backup_id"] == newest["id"] and report["backup_location"] == "s3"
+    regular = [v for k, v in before.items() if v[0][0] == "file"]
+    expected = {"files": len(regular), "symlinks": 3, "bytes": newest["fileset"]["bytes"]}
+    assert report["files"] == {"expected": expected, "found": expected, "sample": 8, "sample_differing": []}
+    assert report["rto_s"] > 0 and 0 <= report["rpo_s"] < 600
+    assert {"download", "inspect", "extract"} <= set(report["durations"])
+    # the scratch directory was inside the drill host's backup directory, and is gone
+    assert report["scratch_dir"].startswith(str(drill_host) + "/.drill_app_")
+    assert not os.path.exists(report["scratch_dir"]) and drill_leftovers(str(drill_host)) == []
+    assert os.listdir(drill_host / ".restore-work") == []
+    saved = json.loads((reports / "drill_files_app.json").read_text())
+    assert saved == {k: v for k, v in report.items() if k != "report_file"}
+    prom = (metrics / "doctorq_files_drill_app.prom").read_text()
+    assert 'doctorq_files_drill_last_status{database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
+    assert hook.received == []  # notify_on defaults to failure
+    assert snapshot(app) != before and os.path.exists(app)  # the live tree is never touched
+
+
+def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_path, run_module):
+    path = forge_backup(backup_dir, [entry("a.txt", data=b"one\n"), entry("b.txt", data=b"two\n")], name="forged")
+    manifest = json.loads(open(path + ".manifest.json", encoding="utf-8").read())
+    manifest["fileset"].update(files=3, symlinks=0, bytes=8)  # the manifest promises a file the archive lacks
+    with open(path + ".manifest.json", "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    hook = Webhook()
+    try:
+        result = run_module("pg_restore_drill", {"file_set": "forged", "backup_dir": backup_dir,
+                                                 "metrics_dir": str(metrics), "report_dir": str(tmp_path / "reports"),
+                                                 "webhook_url": hook.url(), "webhook_format": "json"})
+    finally:
+        hook.close()
+    msg = failed(result, "restore drill of file set forged failed", "the restored tree has 2 files",
+                 "the manifest says 3, 0, 8")
+    report = result["report"]
+    assert report["status"] == "failure" and report["error"] in msg
+    assert report["files"]["found"] == {"files": 2, "symlinks": 0, "bytes": 8}
+    assert not os.path.exists(report["scratch_dir"]) and drill_leftovers(backup_dir) == []
+    assert 'doctorq_files_drill_last_status{database="forged"} 0' in (metrics / "doctorq_files_drill_forged.prom").read_text()
+    assert [body["event"] for _path, body in hook.received] == ["files_drill"]
+    assert hook.received[0][1]["status"] == "failure" and hook.received[0][1]["file_set"] == "forged"
+
+    # a damaged archive: the restore refuses it, the drill fails and still leaves nothing behind
+    flip_byte(path)
+    result = run_module("pg_restore_drill", {"file_set": "forged", "backup_dir": backup_dir})
+    failed(result, "checksum mismatch")
+    assert not os.path.exists(result["report"]["scratch_dir"]) and drill_leftovers(backup_dir) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({"file_set": "app", "db": "app"}, "mutually exclusive"),
+    ({}, "one of the following is required"),
+    ({"file_set": "we/ird"}, "not a usable file-set name"),
+])
+def test_drill_options(args, needle, run_module, backup_dir):
+    failed(run_module("pg_restore_drill", {"backup_dir": backup_dir, **args}), needle)

@@ -4,7 +4,9 @@
 
 One run: lock, clean crash leftovers, dump|compress|hash into the local
 directory and S3 at once, write checksum files, write the manifest last,
-copy to the weekly set when due, apply retention, notify.
+copy to the weekly set when due, upload what an earlier run could not,
+apply retention, notify. When S3 fails (at the start or mid-run) the backup
+is still made and kept on disk, and the run fails at its end (jobsteps).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import IO, Any
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    STAMP, Manifest, backup_id, checksum_line, iso, utcnow,
+    STAMP, Manifest, backup_id, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
@@ -190,11 +192,12 @@ class _Run:
         return pipeline.compressor_argv(self.job.compression, self.job.compression_level, self.job.compression_threads)
 
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
-               names: list[str]) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
+               names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
         """Stream one artifact to disk and S3; return its digest, S3 facts, S3 error (local is kept)."""
         compressor = self.compressor()
         return self.stores.stream([argv, compressor], env, name, self.started, self.id,
-                                  names + ([os.path.basename(compressor[0])] if compressor else []), kind_tag=kind_tag)
+                                  names + ([os.path.basename(compressor[0])] if compressor else []), kind_tag=kind_tag,
+                                  log=log)
 
     # -- the job -----------------------------------------------------------
     def plan(self) -> dict[str, Any]:
@@ -207,9 +210,7 @@ class _Run:
                 raise_missing_db(self.job)
             pg.tool("pg_dump")
             log(f"PostgreSQL {full} reachable at {self.job.conn.where}; database {self.job.db!r} exists")
-        if self.s3:
-            self.s3.check_bucket()
-            log(f"Bucket {self.job.s3.where} reachable")
+        self.stores.check_access(log)
         name = f"{self.id}.dump{self.job.extension}"
         path = self.local.path("daily", name)
         s3_uri = self.job.s3.uri(f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}") if self.s3 else None
@@ -217,9 +218,12 @@ class _Run:
         weekly = self.job.weekly_due(self.started)
         if weekly:
             log("Would copy it to the weekly set")
+        would_upload = [m.id for m in self.stores.pending_uploads(self.started, self.job.keep_days, self.id)]
+        if would_upload:
+            log(f"Would upload {len(would_upload)} backup(s) an earlier run kept on disk only: {', '.join(would_upload)}")
         would_delete = self.retention(log, check_mode=True)
         return {"changed": True, "plan": {"database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
-                                          "would_delete": would_delete,
+                                          "would_upload": would_upload, "would_delete": would_delete,
                                           "leftovers": self.local.leftovers(self.job.db)},
                 "log": log.lines, "warnings": self.warnings}
 
@@ -255,7 +259,8 @@ class _Run:
                    if status == "success" else f"Backup of {job.db} on {socket.gethostname()} FAILED: {error}")
         self.warnings += job.notifier.send({"event": "backup", "status": status, "database": job.db,
                                             "host": socket.gethostname(), "summary": summary, "duration_s": duration,
-                                            "backup": backup or None, "error": error}, log)
+                                            "backup": backup or None, "error": error,
+                                            "s3_error": self.stores.s3_problem}, log)
         samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
         if status == "success":
             samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
@@ -266,15 +271,14 @@ class _Run:
         return result
 
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
-        job = self.job
+        job, stores = self.job, self.stores
         with PgClient(job.conn) as pg:
             major, full = pg.server_version()
             log(f"PostgreSQL {full} is reachable at {job.conn.where}")
             if not pg.database_exists(job.db):
                 raise_missing_db(job)
             dump_argv = self.dump_argv(pg)
-            if self.s3:
-                self.s3.check_bucket()
+            stores.open_s3(log)  # S3 refusing goes on local-only: tonight's backup is still made
             out["leftovers_removed"] = self.clean_leftovers(log)
             name = f"{self.id}.dump{job.extension}"
             path = self.local.path("daily", name)
@@ -286,16 +290,14 @@ class _Run:
             with pg.snapshot(job.db) as snap:
                 tables = snap.table_facts()
                 digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
-                                                         name, "daily", ["pg_dump"])
+                                                         name, "daily", ["pg_dump"], log)
             log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
-            self.local.put("daily", name + ".md5", checksum_line(digest.md5, name))
-            self.local.put("daily", name + ".sha256", checksum_line(digest.sha256, name))
-            log("MD5 and SHA-256 checksum files written")
+            stores.put_checksums(name, digest, log)
             globals_facts = None
             if job.globals:
                 gname = f"{job.db}_globals_{self.started.strftime(STAMP)}.sql{job.extension}"
                 gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
-                                                     pg.env("postgres"), gname, "daily", ["pg_dumpall"])
+                                                     pg.env("postgres"), gname, "daily", ["pg_dumpall"], log)
                 s3_error = s3_error or gerr
                 globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
                 log(f"Globals (roles, tablespaces) written: {gname}")
@@ -307,27 +309,16 @@ class _Run:
                 server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
                 host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
                 s3=s3_facts)
-            s3_manifest = None
-            if self.s3 and not s3_error:
-                try:
-                    s3_dir = os.path.dirname(s3_facts["key"])
-                    self.s3.put(f"{s3_dir}/{name}.md5", checksum_line(digest.md5, name), "daily")
-                    self.s3.put(f"{s3_dir}/{name}.sha256", checksum_line(digest.sha256, name), "daily")
-                    s3_manifest = self.s3.commit_manifest(manifest)
-                    log(f"Uploaded to S3 and verified: {s3_facts['uri']}")
-                except StorageError as exc:
-                    s3_error = str(exc)
-            if s3_error:
-                manifest = dataclasses.replace(manifest, s3=None)
-            local_manifest = self.local.commit_manifest(manifest)
-            log(f"Manifest written: {local_manifest.origin}")
-            out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False})
-            if s3_error:
-                raise StorageError(f"{s3_error} The local backup {path} is complete and kept; "
-                                   "the S3 copy was abandoned, and the next run removes anything it left unfinished.")
+            local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
+            out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False,
+                                             "s3_checksum": (local_manifest.s3 or {}).get("checksum")})
             if job.weekly_due(self.started):
                 self._weekly(local_manifest, s3_manifest, log, out)
+        caught_up = stores.catch_up(self.started, job.keep_days, self.id, log)
+        if caught_up:
+            out["caught_up"] = caught_up
         out["deleted"] = self.retention(log, check_mode=False)
+        stores.raise_for_s3(path, out["backup"]["s3_uri"], self.id)
         log("Backup completed successfully")
 
     def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:

@@ -496,9 +496,7 @@ class _FilesRun:
         if unreadable:
             raise DoctorqError(f"cannot read {', '.join(unreadable)} as uid {os.geteuid()}: run the backup as a user "
                                "who can (root for the server configuration).")
-        if self.stores.s3:
-            self.stores.s3.check_bucket()
-            log(f"Bucket {job.s3.where} reachable")
+        self.stores.check_access(log)
         path = self.stores.local.path("daily", self.file_name)
         s3_uri = job.s3.uri(self.stores.s3_key(self.started, self.file_name)) if self.stores.s3 else None
         log(f"Would archive {', '.join(job.paths)} (root {job.root}) into {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
@@ -515,18 +513,20 @@ class _FilesRun:
         log_dir = job.log_dir or job.backup_dir
         log = RunLog(os.path.join(log_dir, f"backup_{job.name}_files_{self.started.strftime(STAMP)}.log"), echo=self.echo)
         result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": self.warnings}
+        out: dict[str, Any] = {}  # what was done so far: returned (and notified) even when the run fails
         t0 = time.monotonic()
         log.banner(f"Backup of file set {job.name}")
         for note in job.notes:
             log(f"WARNING: {note}")
         try:
             with Lock(os.path.join(job.backup_dir, f".{job.name}.files.lock"), f"the backup of file set {job.name!r}"):
-                result.update(self._locked(log, t0))
+                self._locked(log, t0, out)
             status, error = "success", None
         except DoctorqError as exc:
             status, error = "failure", str(exc)
             log(f"ERROR: {error}")
             result.update(failed=True, msg=error)
+        result.update(out)
         duration = round(time.monotonic() - t0, 3)
         backup = result.get("backup") or {}
         changed = (backup.get("fileset") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
@@ -540,7 +540,8 @@ class _FilesRun:
         self.warnings += job.notifier.send({"event": "files_backup", "status": status, "database": job.name,
                                             "file_set": job.name, "host": host, "summary": summary,
                                             "duration_s": duration, "backup": backup or None,
-                                            "changed_during_backup": changed, "error": error}, log)
+                                            "changed_during_backup": changed, "error": error,
+                                            "s3_error": self.stores.s3_problem}, log)
         samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time(),
                    "last_changed_files": float(len(changed))}
         if status == "success":
@@ -551,13 +552,12 @@ class _FilesRun:
         result["log"] = log.lines
         return result
 
-    def _locked(self, log: RunLog, t0: float) -> dict[str, Any]:
+    def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
         tar = find_tar()
         compressor = pipeline.compressor_argv(job.compression, job.compression_level, job.compression_threads)
-        if stores.s3:
-            stores.s3.check_bucket()
-        out: dict[str, Any] = {"leftovers_removed": stores.clean_leftovers(log)}
+        stores.open_s3(log)  # S3 refusing goes on local-only: the backup is still made
+        out["leftovers_removed"] = stores.clean_leftovers(log)
         name = self.file_name
         path = stores.local.path("daily", name)
         if os.path.exists(path):
@@ -580,7 +580,7 @@ class _FilesRun:
             try:
                 digest, s3_facts, s3_error = stores.stream(
                     [job.tar_argv(tar, index), compressor], tool_env(), name, self.started, self.id,
-                    ["tar"] + ([os.path.basename(compressor[0])] if compressor else []), accept=accept)
+                    ["tar"] + ([os.path.basename(compressor[0])] if compressor else []), accept=accept, log=log)
             except pipeline.StageFailed as exc:
                 if changed and job.on_change == "fail":
                     out["changed_during_backup"] = changed
@@ -610,14 +610,14 @@ class _FilesRun:
         local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
         out.update(changed=True, changed_during_backup=changed,
                    backup={**local_manifest.summary(), "path": path, "weekly": False})
-        if s3_error:
-            raise StorageError(f"{s3_error} The local backup {path} is complete and kept; "
-                               "the S3 copy was aborted (no parts left behind).")
         if job.weekly_due(self.started):
             out["backup"].update(stores.weekly(local_manifest, s3_manifest, log))
+        caught_up = stores.catch_up(self.started, job.keep_days, self.id, log)
+        if caught_up:
+            out["caught_up"] = caught_up
         out["deleted"] = stores.retention(self.started, job.keep_days, log, check_mode=False) if job.prune else []
+        stores.raise_for_s3(path, out["backup"]["s3_uri"], self.id)
         log("Backup completed successfully" + (" (with files changed while read)" if changed else ""))
-        return out
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,10 +20,11 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import zlib
 from typing import IO, Any, Callable, Protocol, Sequence
 from urllib.parse import urlencode
 
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 
 CHUNK = 1 << 20
@@ -133,11 +134,25 @@ class S3Sink:
 
     Parts are uploaded by worker threads while the dump goes on, at most
     ``in_flight`` parts at once, so memory stays at a few parts whatever the
-    database size. Each part carries its SHA-256, which the server checks;
-    after completion a HEAD checks size and the composite checksum.
-    A failure aborts the multipart upload so no orphan parts stay behind;
-    with ``tolerate_failure`` it is remembered instead of raised, so the local
-    copy can still complete.
+    database size. A failure aborts the multipart upload so no orphan parts
+    stay behind; with ``tolerate_failure`` it is remembered instead of raised,
+    so the local copy can still complete.
+
+    Checksums the server verifies, and where the SHA-256 of the whole object
+    lives (the sidecar ``.sha256`` and the manifest hold it in every case):
+
+    - one PUT: ``x-amz-checksum-sha256`` of the whole object and the
+      ``x-amz-meta-sha256`` metadata;
+    - multipart: a full-object CRC32 (``ChecksumType=FULL_OBJECT``, AWS since
+      2025), each part carrying its own CRC32; S3 checks every part and the
+      whole object at completion, and SDKs check it again on download.
+      Metadata is fixed when the upload is created, before the SHA-256 is
+      known, and a full-object checksum cannot be SHA-256 (S3 only combines
+      SHA-256 per part), so a multipart object carries no sha256 metadata.
+      A server that does not confirm FULL_OBJECT when the upload is created
+      gets the previous scheme: SHA-256 per part and the composite checksum.
+
+    After completion a HEAD checks the size and the checksum the server reports.
     """
 
     def __init__(self, client: Any, cfg: s3util.S3Config, key: str, *, tags: dict[str, str],
@@ -147,9 +162,9 @@ class S3Sink:
         self.part_size = cfg.part_size_mb * 1024 * 1024
         self.tolerate_failure = tolerate_failure
         self.error: StorageError | None = None
+        self.full_object = False  # multipart with a full-object CRC32 (else SHA-256 composite)
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
         self._futures: list[concurrent.futures.Future] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(in_flight)
@@ -176,13 +191,32 @@ class S3Sink:
         except StorageError as exc:
             self._fail(exc)
 
+    def _create(self) -> None:
+        """Start the multipart upload: full-object CRC32 when the server confirms it, else SHA-256 composite."""
+        args = dict(Bucket=self.cfg.bucket, Key=self.key, Tagging=urlencode(self.tags), Metadata=self.metadata,
+                    **self.cfg.write_args())
+        resp = None
+        try:
+            with s3util.s3_errors("create multipart upload", self.where):
+                resp = self.client.create_multipart_upload(ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT", **args)
+        except StorageError as exc:
+            if exc.code not in _UNSUPPORTED:
+                raise
+        if resp is not None and resp.get("ChecksumType") == "FULL_OBJECT" and resp.get("ChecksumAlgorithm") == "CRC32":
+            self._upload_id, self.full_object = resp["UploadId"], True
+            return
+        if resp is not None:  # created, but the server did not say it honours FULL_OBJECT: do not rely on it
+            try:
+                self.client.abort_multipart_upload(Bucket=self.cfg.bucket, Key=self.key, UploadId=resp["UploadId"])
+            except Exception:  # pylint: disable=broad-except
+                pass  # empty; the next run's leftover cleanup aborts it
+        with s3util.s3_errors("create multipart upload", self.where):
+            resp = self.client.create_multipart_upload(ChecksumAlgorithm="SHA256", **args)
+        self._upload_id, self.full_object = resp["UploadId"], False
+
     def _submit(self, part: bytes) -> None:
         if self._upload_id is None:
-            with s3util.s3_errors("create multipart upload", self.where):
-                resp = self.client.create_multipart_upload(
-                    Bucket=self.cfg.bucket, Key=self.key, ChecksumAlgorithm="SHA256",
-                    Tagging=urlencode(self.tags), Metadata=self.metadata, **self.cfg.write_args())
-            self._upload_id = resp["UploadId"]
+            self._create()
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
         for done in [f for f in self._futures if f.done()]:
             done.result()  # surface a failed part early
@@ -192,11 +226,18 @@ class S3Sink:
 
     def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
         try:
-            digest = hashlib.sha256(data).digest()
+            if self.full_object:
+                crc = zlib.crc32(data)
+                check = {"ChecksumCRC32": _b64(crc.to_bytes(4, "big"))}
+                extra = {"_crc": crc, "_len": len(data)}
+            else:
+                digest = hashlib.sha256(data).digest()
+                check = {"ChecksumSHA256": _b64(digest)}
+                extra = {"_digest": digest}
             with s3util.s3_errors(f"upload of part {number}", self.where):
                 resp = self.client.upload_part(Bucket=self.cfg.bucket, Key=self.key, UploadId=self._upload_id,
-                                               PartNumber=number, Body=data, ChecksumSHA256=_b64(digest))
-            return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": _b64(digest), "_digest": digest}
+                                               PartNumber=number, Body=data, **check)
+            return {"PartNumber": number, "ETag": resp["ETag"], **check, **extra}
         finally:
             self._slots.release()
 
@@ -205,10 +246,10 @@ class S3Sink:
             return {"uri": self.where, "error": str(self.error)}
         try:
             if self._upload_id is None:
-                expected = self._put_single(digest)
+                checksum = self._put_single(digest)
             else:
-                expected = self._complete()
-            self._verify(digest.size, expected)
+                checksum = self._complete()
+            self._verify(digest.size, checksum)
         except StorageError as exc:
             self._fail(exc)
             return {"uri": self.where, "error": str(exc)}
@@ -216,39 +257,49 @@ class S3Sink:
             if self._pool:
                 self._pool.shutdown(wait=True)
         return {"uri": self.where, "bucket": self.cfg.bucket, "key": self.key, "size": digest.size,
-                "storage_class": self.cfg.storage_class, "checksum_sha256": expected}
+                "storage_class": self.cfg.storage_class, "checksum": checksum,
+                "sha256_metadata": checksum["algorithm"] == "SHA256" and checksum["type"] == "FULL_OBJECT"}
 
-    def _put_single(self, digest: Digest) -> str:
+    def _put_single(self, digest: Digest) -> dict[str, str]:
         body = bytes(self._buf)
         checksum = _b64(bytes.fromhex(digest.sha256))
         with s3util.s3_errors("upload", self.where):
             self.client.put_object(Bucket=self.cfg.bucket, Key=self.key, Body=body, ChecksumSHA256=checksum,
                                    Tagging=urlencode(self.tags), Metadata={**self.metadata, "sha256": digest.sha256},
                                    **self.cfg.write_args())
-        return checksum
+        return {"algorithm": "SHA256", "type": "FULL_OBJECT", "value": checksum}
 
-    def _complete(self) -> str:
+    def _complete(self) -> dict[str, str]:
         if self._buf:
             self._submit(bytes(self._buf))
             self._buf.clear()
         parts = [f.result() for f in self._futures]
-        composite = _b64(hashlib.sha256(b"".join(p.pop("_digest") for p in parts)).digest()) + f"-{len(parts)}"
+        if self.full_object:
+            crc = 0
+            for part in parts:
+                crc = crc32_combine(crc, part.pop("_crc"), part.pop("_len"))
+            checksum = {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": _b64(crc.to_bytes(4, "big"))}
+            whole = {"ChecksumCRC32": checksum["value"], "ChecksumType": "FULL_OBJECT"}
+        else:
+            composite = hashlib.sha256(b"".join(p.pop("_digest") for p in parts)).digest()
+            checksum = {"algorithm": "SHA256", "type": "COMPOSITE", "value": _b64(composite) + f"-{len(parts)}"}
+            whole = {}
         with s3util.s3_errors("complete multipart upload", self.where):
             self.client.complete_multipart_upload(Bucket=self.cfg.bucket, Key=self.key, UploadId=self._upload_id,
-                                                  MultipartUpload={"Parts": parts})
+                                                  MultipartUpload={"Parts": parts}, **whole)
         self._upload_id = None
-        return composite
+        return checksum
 
-    def _verify(self, size: int, checksum: str) -> None:
+    def _verify(self, size: int, checksum: dict[str, str]) -> None:
         with s3util.s3_errors("verification (HEAD)", self.where):
             head = self.client.head_object(Bucket=self.cfg.bucket, Key=self.key, ChecksumMode="ENABLED")
         if head["ContentLength"] != size:
             raise StorageError(f"upload to {self.where} is {head['ContentLength']} bytes, expected {size}: "
                                "the object was removed; run the backup again.")
-        reported = head.get("ChecksumSHA256")
-        if reported and reported != checksum:
-            raise StorageError(f"upload to {self.where} has SHA-256 {reported}, expected {checksum}: "
-                               "run the backup again.")
+        reported = head.get(f"Checksum{checksum['algorithm']}")
+        if reported and reported != checksum["value"]:
+            raise StorageError(f"upload to {self.where} has {checksum['algorithm']} {reported}, expected "
+                               f"{checksum['value']}: run the backup again.")
 
     def abort(self) -> None:
         if self._pool:
@@ -260,6 +311,89 @@ class S3Sink:
                 pass  # the next run aborts leftovers (see storage.S3Store.clean_uploads)
             self._upload_id = None
         self._buf.clear()
+
+
+# Answers of a server that does not know ChecksumType=FULL_OBJECT (or CRC32) on CreateMultipartUpload.
+_UNSUPPORTED = frozenset({"InvalidArgument", "InvalidRequest", "NotImplemented", "400", "501"})
+
+_CRC32_POLY = 0xEDB88320  # reflected IEEE polynomial, as zlib.crc32
+
+
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_product(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    return [_gf2_times(a, column) for column in b]
+
+
+_ZERO_BYTES: dict[int, list[int]] = {}
+
+
+def _crc32_zeros(length: int) -> list[int]:
+    """The GF(2) operator that runs a CRC-32 register over ``length`` zero bytes (cached: parts share a size)."""
+    if length not in _ZERO_BYTES:
+        step = [_CRC32_POLY] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
+        for _ in range(3):
+            step = _gf2_product(step, step)  # two, four, eight bits: one zero byte
+        result = [1 << n for n in range(32)]  # identity
+        remaining = length
+        while remaining:
+            if remaining & 1:
+                result = _gf2_product(step, result)
+            remaining >>= 1
+            if remaining:
+                step = _gf2_product(step, step)
+        if len(_ZERO_BYTES) > 16:
+            _ZERO_BYTES.clear()
+        _ZERO_BYTES[length] = result
+    return _ZERO_BYTES[length]
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """CRC-32 of A+B from crc32(A), crc32(B) and len(B), as zlib's crc32_combine (which Python does not expose).
+
+    Each part's CRC is computed by its upload thread (S3 wants it per part);
+    this joins them into the whole object's without hashing the bytes twice.
+    """
+    if length2 <= 0:
+        return crc1
+    return _gf2_times(_crc32_zeros(length2), crc1) ^ crc2
+
+
+def upload_file(path: str, sink: "S3Sink", size: int, sha256: str) -> dict[str, Any]:
+    """Upload a complete local file through ``sink``, re-hashing it on the way.
+
+    A file that no longer matches its manifest is not uploaded: the sink is
+    aborted and an IntegrityError raised.
+    """
+    hasher = Hasher()
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(CHUNK)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                sink.write(chunk)
+        digest = hasher.digest()
+        if (digest.size, digest.sha256) != (size, sha256):
+            raise IntegrityError(f"{path} no longer matches its manifest ({digest.size} bytes, SHA-256 {digest.sha256}; "
+                                 f"expected {size} bytes, {sha256}): it was not uploaded. Check the disk, and do not "
+                                 "count on this backup.")
+        return sink.commit(digest)
+    except OSError as exc:
+        sink.abort()
+        raise StorageError(f"cannot read {path}: {exc.strerror}.") from None
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def _b64(raw: bytes) -> str:

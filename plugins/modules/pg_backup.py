@@ -17,6 +17,15 @@ description:
   - On the configured weekday the backup is also kept as a weekly copy (a hard link on disk, a server-side copy in S3).
   - Applies retention to daily and weekly backups on disk and in S3; never deletes the newest backup of a kind, nor
     anything without a manifest written by this collection.
+  - S3 never costs the night's backup. When S3 is unreachable, refuses the credentials, has no such bucket, or fails
+    mid-upload, the run still completes the local backup (checksum files, manifest, weekly link, local retention),
+    skips the rest of its S3 work, and then fails with a message naming the S3 problem and the local file; the webhook
+    carries the same facts. The next run that reaches S3 also uploads the complete local backups made since the newest
+    one in S3 (RV(caught_up)). In check mode an S3 access failure fails the check.
+  - In S3, an object uploaded in one PUT carries its SHA-256 as S3's checksum and as C(x-amz-meta-sha256); a multipart
+    one carries a whole-object CRC32 (C(ChecksumType=FULL_OBJECT)) that S3 verifies, and its SHA-256 is in the
+    C(.sha256) object and the manifest beside it (RV(backup.s3_checksum)). Servers that do not confirm FULL_OBJECT
+    get SHA-256 per part and the composite checksum.
   - Two runs for the same database never overlap; the second fails at once naming the holder of the lock.
   - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
     Prometheus textfile for node_exporter.
@@ -181,9 +190,18 @@ backup:
       type: str
       returned: always
     s3_uri:
-      description: "URI of the S3 copy, null without S3."
+      description: "URI of the S3 copy; null without S3, or when S3 failed in this run."
       type: str
       returned: always
+    s3_checksum:
+      description:
+        - The checksum S3 holds for the object and verified, null without an S3 copy.
+        - C(algorithm) V(SHA256) with C(type) V(FULL_OBJECT) for a one-PUT object (which also carries
+          C(x-amz-meta-sha256)); V(CRC32) V(FULL_OBJECT) for a multipart one; V(SHA256) V(COMPOSITE) (C(<b64>-<parts>))
+          on a server without full-object checksums. The SHA-256 of the whole file is always RV(backup.sha256).
+      type: dict
+      returned: logical kind
+      sample: {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": "q3bGxA=="}
     duration_s:
       description: Seconds the backup took.
       type: float
@@ -248,8 +266,17 @@ leftovers_removed:
   returned: success
   type: list
   elements: str
+caught_up:
+  description:
+    - Complete local backups an earlier run could not upload (S3 was down), uploaded by this run, newest first
+      (C(id), C(s3_uri), C(weekly_s3_uri) when its weekly copy was copied too, or C(error) when the local file no
+      longer matches its manifest and was not uploaded).
+    - Only backups made since the newest one in S3, within the daily retention window, are caught up.
+  returned: when there were any
+  type: list
+  elements: dict
 plan:
-  description: In check mode, what a run would write and delete.
+  description: In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete.
   returned: check mode
   type: dict
 log:

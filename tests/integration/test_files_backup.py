@@ -722,8 +722,7 @@ def drill_leftovers(directory: str) -> list[str]:
     return [n for n in os.listdir(directory) if n.startswith(".drill_")] if os.path.isdir(directory) else []
 
 
-def test_drill_restores_the_newest_backup_from_s3_compares_and_cleans_up(app, backup_dir, tmp_path, run_module,
-                                                                          s3_bucket):
+def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_dir, tmp_path, run_module, s3_bucket):
     before = snapshot(app)
     ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket}))
     with open(os.path.join(app, "docs", "readme.txt"), "ab") as handle:

@@ -340,7 +340,7 @@ def _crc32_zeros(length: int) -> list[int]:
     """The GF(2) operator that runs a CRC-32 register over ``length`` zero bytes (cached: parts share a size)."""
     if length not in _ZERO_BYTES:
         step = [_CRC32_POLY] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
-        for _ in range(3):
+        for _bits in (2, 4, 8):
             step = _gf2_product(step, step)  # two, four, eight bits: one zero byte
         result = [1 << n for n in range(32)]  # identity
         remaining = length

@@ -32,7 +32,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, expired_logs
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, object_tags
 
 LEVELS = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}
@@ -172,7 +172,21 @@ class Stores:
             done.append(manifest)
             log(f"{'Would delete' if check_mode else 'Deleted'} {manifest.kind} backup {manifest.id} ({manifest.location})")
         log("Retention done" + (f": {len(done)} backup(s) removed" if done and not check_mode else ""))
+        self.prune_logs(now, keep_days, log, check_mode=check_mode)
         return [{"id": m.id, "kind": m.kind, "location": m.location, "origin": m.origin} for m in done]
+
+    @staticmethod
+    def prune_logs(now: dt.datetime, keep_days: dict[str, int | None], log: RunLog, *, check_mode: bool) -> list[str]:
+        """This job's earlier run logs, kept as long as the longest-kept backups (weekly ones)."""
+        kept = list(keep_days.values())
+        forever = not kept or any(not days for days in kept)  # 0 / None keep a kind for ever (retention.to_delete)
+        old = expired_logs(log.path, now, None if forever else max(kept))
+        for path in old:
+            if not check_mode:
+                pipeline.remove_quietly(path)
+        if old:
+            log(f"{'Would remove' if check_mode else 'Removed'} {len(old)} run log(s) older than the backups kept")
+        return old
 
     def s3_key(self, started: dt.datetime, name: str) -> str:
         return f"{self.s3.dir_key('daily', self.owner, started.strftime('%Y-%m-%d'))}/{name}"

@@ -10,6 +10,7 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import socket
 from typing import IO, Any
 
@@ -96,6 +97,35 @@ class Lock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+_LOG_NAME_RE = re.compile(r"^(?P<prefix>.+_)(?P<stamp>\d{8}_\d{6})\.log$")
+
+
+def expired_logs(path: str | None, now: dt.datetime, keep_days: int | None) -> list[str]:
+    """The earlier run logs of the same job beside ``path`` (``<prefix><YYYYmmdd_HHMMSS>.log``) older than ``keep_days``.
+
+    Run logs are kept as long as the backups they made; ``keep_days`` None
+    keeps them for ever. Never the current run's log, nor files of other names.
+    """
+    match = _LOG_NAME_RE.match(os.path.basename(path or ""))
+    if not match or keep_days is None:
+        return []
+    directory = os.path.dirname(path) or "."
+    cutoff = now - dt.timedelta(days=keep_days)
+    old = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in sorted(names):
+        other = _LOG_NAME_RE.match(name)
+        if not other or other["prefix"] != match["prefix"] or name == os.path.basename(path):
+            continue
+        started = dt.datetime.strptime(other["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=dt.timezone.utc)
+        if started < cutoff:
+            old.append(os.path.join(directory, name))
+    return old
 
 
 def _read_holder(fd: int) -> str:

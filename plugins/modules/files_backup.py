@@ -134,7 +134,9 @@ options:
     type: bool
     default: true
   log_dir:
-    description: Directory of the run logs (C(backup_<name>_files_<timestamp>.log)); defaults to O(backup_dir).
+    description:
+      - Directory of the run logs (C(backup_<name>_files_<timestamp>.log)); defaults to O(backup_dir).
+      - With O(prune), logs older than the longest retention window (O(retention_weekly_days)) are removed with the backups.
     type: path
 notes:
   - Run as root to back up files of several owners and to read keys (C(/etc/ssl/private)).

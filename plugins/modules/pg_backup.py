@@ -116,7 +116,9 @@ options:
     type: bool
     default: true
   log_dir:
-    description: Directory of the run logs (C(backup_<db>_<timestamp>.log)); defaults to O(backup_dir).
+    description:
+      - Directory of the run logs (C(backup_<db>_<timestamp>.log)); defaults to O(backup_dir).
+      - With O(prune), logs older than the longest retention window (O(retention_weekly_days)) are removed with the backups.
     type: path
 notes:
   - Restore without this collection, with stock tools, in one line -

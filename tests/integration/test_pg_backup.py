@@ -545,6 +545,13 @@ def test_retention_by_kind_on_disk_and_in_s3(pg_server, pg_db, other_db, run_mod
         assert key in keys, key
     assert triples(listing(run_module, backup_dir, s3_bucket, other_db)) == both(other, "daily") | both(other, "weekly")
 
+    # run logs go with the longest-kept backups (365 days), per database
+    def run_log(db, backup_id):
+        return backup_dir / f"backup_{db}_{'_'.join(backup_id.rsplit('_', 2)[-2:])}.log"
+    assert not run_log(pg_db, ids["A"]).exists()
+    assert all(run_log(pg_db, ids[label]).exists() for label in "BCD")
+    assert run_log(pg_db, new).exists() and run_log(other_db, other).exists()
+
 
 def test_retention_keeps_the_newest_of_each_kind_and_check_mode_deletes_nothing(
         pg_server, pg_db, run_module, tmp_path, s3_bucket, s3c):

@@ -933,7 +933,7 @@ class _FilesRestore:
             self.local.ensure_writable()
         label = job.name or os.path.basename(job.source)
         log = RunLog(None if check_mode else os.path.join(job.backup_dir, f"restore_{label}_files_{self.stamp}.log"),
-                     echo=self.echo)
+                     echo=self.echo, own_file=True)
         log.banner(f"Restore of file set {label}" + (" (check mode: nothing is changed)" if check_mode else ""))
         t0 = time.monotonic()
         status, error = "success", None

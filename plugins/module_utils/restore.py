@@ -127,6 +127,47 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# Settings whose value is a list written with identifier quoting (pg_dump's variable_is_guc_list_quote).
+GUC_LISTS = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                       "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def guc_value(name: str, value: str) -> str:
+    """A stored ``pg_db_role_setting`` value as SQL for ``SET name TO ...``: every element a literal."""
+    if name.lower() not in GUC_LISTS or not value:
+        return sql_literal(value)
+    return ", ".join(sql_literal(element) for element in split_guc_list(value))
+
+
+def split_guc_list(value: str) -> list[str]:
+    """``"$user", public`` -> ``['$user', 'public']`` (the server writes list elements as identifiers)."""
+    elements, i = [], 0
+    while i < len(value):
+        while i < len(value) and value[i] in " ,":
+            i += 1
+        if i >= len(value):
+            break
+        if value[i] == '"':
+            j, word = i + 1, []
+            while j < len(value):
+                if value[j] == '"':
+                    if value[j + 1:j + 2] == '"':
+                        word.append('"')
+                        j += 2
+                        continue
+                    break
+                word.append(value[j])
+                j += 1
+            elements.append("".join(word))
+            i = j + 1
+        else:
+            j = value.find(",", i)
+            j = len(value) if j < 0 else j
+            elements.append(value[i:j].strip())
+            i = j
+    return elements
+
+
 def conninfo_db(name: str) -> str:
     """A conninfo naming only the database: a name with ``=`` in it cannot become options."""
     return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -188,19 +229,34 @@ class _Restore:
                         f" LC_COLLATE {sql_literal(collate)} LC_CTYPE {sql_literal(ctype)}")
         pg.query(f"CREATE DATABASE {quote_ident(name)} {options}", db="postgres")
 
-    def copy_grants(self, pg: PgClient, src: str, dst: str) -> None:
-        """Database-level privileges of the database being replaced, onto its successor."""
+    @staticmethod
+    def database_extras(pg: PgClient, name: str) -> list[tuple[str, str]]:
+        """What a database carries outside its dump, as (head, tail) of statements around a successor's name.
+
+        Database-level privileges (GRANT ... ON DATABASE) and settings (ALTER
+        DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET), written back the
+        way pg_dumpall does.
+        """
+        extras = []
         rows = pg.query(
             "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type "
-            "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (src,), db="postgres")
+            "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (name,), db="postgres")
         for grantee, privilege in rows:
             who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
-            pg.query(f"GRANT {privilege} ON DATABASE {quote_ident(dst)} TO {who}", db="postgres")
-        settings = pg.query("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-                            "WHERE d.datname = %s", (src,), db="postgres")[0][0]
-        if settings:
-            self.warnings.append(f"{src} has {settings} ALTER DATABASE ... SET setting(s); they were not carried "
-                                 f"over: re-apply them to {dst} (see the previous database).")
+            extras.append((f"GRANT {privilege} ON DATABASE ", f" TO {who}"))
+        rows = pg.query("SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, "
+                        "unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                        "WHERE d.datname = %s ORDER BY 1 NULLS FIRST", (name,), db="postgres")
+        for role, item in rows:
+            setting, _sep, value = item.partition("=")
+            target = f"ROLE {quote_ident(role)} IN DATABASE" if role else "DATABASE"
+            extras.append((f"ALTER {target} ", f" SET {quote_ident(setting)} TO {guc_value(setting, value)}"))
+        return extras
+
+    @staticmethod
+    def apply_extras(pg: PgClient, extras: list[tuple[str, str]], name: str) -> None:
+        for head, tail in extras:
+            pg.query(head + quote_ident(name) + tail, db="postgres")
 
     def pg_restore(self, pg: PgClient, local_path: str, compression: str, dbname: str, log: RunLog) -> None:
         started = time.monotonic()
@@ -381,7 +437,7 @@ class _Restore:
         if not check_mode:
             self.local.ensure_writable()
         log = RunLog(None if check_mode else os.path.join(job.backup_dir, f"restore_{job.db}_{self.stamp}.log"),
-                     echo=self.echo)
+                     echo=self.echo, own_file=True)
         log.banner(f"Restore of database {job.db!r}" + (" (check mode: nothing is changed)" if check_mode else ""))
         t0 = time.monotonic()
         status, error, source = "success", None, None
@@ -501,7 +557,7 @@ class _Restore:
             self.pg_restore(pg, local_path, m.compression, new, log)
             self.result["tables"] = self.verify_restored(pg, new, m, log)
             if exists:
-                self.copy_grants(pg, self.job.db, new)
+                self.apply_extras(pg, self.database_extras(pg, self.job.db), new)
             previous = self.swap(pg, new, exists, log)
         except BaseException:
             self.drop(pg, new)
@@ -515,6 +571,7 @@ class _Restore:
 
     def _replace_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
         settings = self.db_settings(pg, self.job.db) if exists else None
+        extras = self.database_extras(pg, self.job.db) if exists else []
         if exists:
             self.close_target(pg, self.job.db, log)
             log(f"Dropping the existing database {self.job.db!r}...")
@@ -522,6 +579,7 @@ class _Restore:
         self.result["changed"] = True
         try:
             self.create_database(pg, self.job.db, settings)
+            self.apply_extras(pg, extras, self.job.db)
             self.pg_restore(pg, local_path, m.compression, self.job.db, log)
             self.result["tables"] = self.verify_restored(pg, self.job.db, m, log)
         except DoctorqError as exc:
@@ -533,6 +591,7 @@ class _Restore:
             try:
                 self.drop(pg, self.job.db)
                 self.create_database(pg, self.job.db, settings)
+                self.apply_extras(pg, extras, self.job.db)
                 self.pg_restore(pg, safety, BackupJob.compression, self.job.db, log)
             except DoctorqError as again:
                 raise DoctorqError(f"{exc} Restoring the safety backup {safety} failed too ({again}); {self.job.db!r} "

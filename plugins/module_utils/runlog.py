@@ -20,13 +20,21 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import LockB
 class RunLog:
     """Collects ``[YYYY-mm-dd HH:MM:SS] message`` lines; mirrors them to a 0600 file and an optional stream."""
 
-    def __init__(self, path: str | None = None, echo: IO[str] | None = None) -> None:
+    def __init__(self, path: str | None = None, echo: IO[str] | None = None, *, own_file: bool = False) -> None:
+        """``own_file``: never append to an existing file (two runs in one second get ``<name>-2.log``, ...)."""
         self.path = path
         self.lines: list[str] = []
         self._echo = echo
         self._fh: IO[str] | None = None
         if path:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            stem, n = path[:-len(".log")] if path.endswith(".log") else path, 1
+            while True:
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_EXCL if own_file else 0), 0o600)
+                    break
+                except FileExistsError:
+                    n += 1
+                    self.path = f"{stem}-{n}.log"
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
 
     def __call__(self, message: str) -> None:

@@ -77,6 +77,34 @@ def test_swap_over_modified_target_round_trip(run_module, pg_server, table_diges
     assert table_digest(pg_server, check) == modified
 
 
+@pytest.mark.parametrize("mode", ["swap", "replace"])
+def test_restore_carries_the_database_privileges_and_settings_over(run_module, pg_server, dbs, backup_dir, mode) -> None:
+    """What lives on the database itself, not in the dump (GRANT ... ON DATABASE, ALTER DATABASE/ROLE ... SET)."""
+    db = dbs.sample()
+    role = f"app_{secrets.token_hex(3)}"
+    settings_sql = ("SELECT coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '-'), s.setconfig "
+                    "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s "
+                    "ORDER BY 1")
+    acl_sql = "SELECT datacl::text FROM pg_database WHERE datname = %s"
+    backup(run_module, pg_server, db, backup_dir)
+    pg_server.query(f'CREATE ROLE "{role}"; GRANT CONNECT, TEMPORARY ON DATABASE "{db}" TO "{role}"; '
+                    f"ALTER DATABASE \"{db}\" SET work_mem TO '8MB'; "
+                    f"ALTER DATABASE \"{db}\" SET application_name TO 'it''s, {{db}} mine'; "
+                    f'ALTER ROLE "{role}" IN DATABASE "{db}" SET search_path TO "$user", "odd, ""name""", public')
+    try:
+        before = (pg_server.query(settings_sql, (db,)), pg_server.query(acl_sql, (db,)))
+        assert len(before[0]) == 2 and role in before[1][0][0]
+
+        result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, mode=mode)))
+
+        assert (pg_server.query(settings_sql, (db,)), pg_server.query(acl_sql, (db,))) == before
+        assert not [w for w in result.get("warnings", []) if "ALTER DATABASE" in w]
+    finally:
+        for name in dbs.mine():
+            pg_server.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_server.query(f'DROP ROLE IF EXISTS "{role}"')
+
+
 def test_replace_mode_round_trip(run_module, pg_server, table_digest, dbs, backup_dir) -> None:
     db = dbs.sample()
     original = table_digest(pg_server, db)

@@ -1,4 +1,4 @@
-"""Run logs are pruned with the backups they made: per job, by their time stamp, never the current one."""
+"""Run logs: pruned with the backups they made, never the current one; a restore gets its own file."""
 
 from __future__ import annotations
 
@@ -44,3 +44,17 @@ def test_check_mode_and_keep_forever_delete_nothing(tmp_path):
     log.close()
     assert (tmp_path / "backup_doctorq_20201101_020000.log").exists()
     assert any("Would remove 1 run log" in line for line in log.lines)
+
+
+def test_a_restore_log_is_its_own_file_even_in_the_same_second(tmp_path):
+    path = str(tmp_path / "restore_doctorq_20261127_020000.log")
+    first, second, third = (RunLog(path, own_file=True) for _ in range(3))
+    for n, log in enumerate((first, second, third)):
+        log(f"run {n}")
+        log.close()
+    assert [first.path, second.path, third.path] == [path, path[:-4] + "-2.log", path[:-4] + "-3.log"]
+    assert [open(p, encoding="utf-8").read().count("run") for p in (first.path, second.path, third.path)] == [1, 1, 1]
+    shared = RunLog(path)  # a backup's log appends (one job, one lock)
+    shared("again")
+    shared.close()
+    assert shared.path == path and open(path, encoding="utf-8").read().count("\n") == 2

@@ -48,7 +48,7 @@ def test_check_mode_and_keep_forever_delete_nothing(tmp_path):
 
 def test_a_restore_log_is_its_own_file_even_in_the_same_second(tmp_path):
     path = str(tmp_path / "restore_doctorq_20261127_020000.log")
-    first, second, third = (RunLog(path, own_file=True) for _ in range(3))
+    first, second, third = (RunLog(path, own_file=True) for _n in range(3))
     for n, log in enumerate((first, second, third)):
         log(f"run {n}")
         log.close()

@@ -3,26 +3,27 @@
 """``doctorq-pgbackrest``: cron's entry point into the same pgBackRest engine as the modules.
 
     doctorq-pgbackrest backup --kind physical_full|differential|incremental [--config FILE]
-    doctorq-pgbackrest drill [--config FILE]
+    doctorq-pgbackrest drill [--config FILE] [--scratch-dir DIR] [--scratch-port N] [--report-dir DIR]
+                             [--max-rpo-seconds N]
 
 The config is JSON (0600, owned by the database OS user; it may hold the
 webhook URL): ``stanza``, ``pgbackrest_config``, ``backup_dir`` (run logs and
 the lock), the notification options, and for drills the connection options
 (``login_unix_socket``, ``login_port``, ``login_user``) and
-``pitr_scratch_dir``/``pitr_report_dir``/``pitr_max_rpo_seconds``. Log lines go
-to stdout (cron mails them), errors to stderr; exit status 0 ok, 1 failed,
-2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest.
+``pitr_scratch_dir``/``pitr_report_dir``/``pitr_max_rpo_seconds`` (the drill's
+flags override them). Log lines go to stdout (cron mails them), errors to
+stderr; exit status 0 ok, 1 failed, 2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest
+and writes the config; the ``drill`` role schedules the drill.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import Any, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.cli import read_config
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
@@ -44,25 +45,8 @@ def job_spec() -> dict[str, Any]:
 
 
 def load_config(path: str) -> dict[str, Any]:
-    """Read and validate the config with the modules' own argument spec."""
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
-    try:
-        info = os.stat(path)
-        with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}.") from None
-    except ValueError as exc:
-        raise ConfigError(f"config {path} is not valid JSON: {exc}.") from None
-    if info.st_mode & 0o077:
-        raise ConfigError(f"config {path} is readable by others (mode {info.st_mode & 0o777:04o}); it may hold the "
-                          "webhook URL: chmod 600 it.")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must hold a JSON object.")
-    result = ArgumentSpecValidator(job_spec()).validate(raw)
-    if result.error_messages:
-        raise ConfigError(f"config {path}: " + "; ".join(result.error_messages))
-    return result.validated_parameters
+    """Read the 0600 config and validate it with the modules' own argument spec."""
+    return read_config(path, job_spec(), "pgbackrest job options")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,9 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     drill = sub.add_parser("drill", help="recover to now into a scratch cluster, verify, report RTO/RPO, clean up")
     for cmd in (backup, drill):
         cmd.add_argument("--config", default="/etc/doctorq-backup/pgbackrest.json")
+    # the drill role's schedule: these override the config's pitr_* values
+    drill.add_argument("--scratch-dir", dest="pitr_scratch_dir")
+    drill.add_argument("--scratch-port", dest="pitr_scratch_port", type=int)
+    drill.add_argument("--report-dir", dest="pitr_report_dir")
+    drill.add_argument("--max-rpo-seconds", dest="pitr_max_rpo_seconds", type=int)
     args = parser.parse_args(argv)
     try:
         params = load_config(args.config)
+        params.update({name: value for name, value in vars(args).items() if name.startswith("pitr_") and value is not None})
         if args.command == "backup":
             job = PhysicalBackupJob.from_params({**params, "kind": args.kind})
             result = run_physical_backup(job, echo=sys.stdout)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import getpass
 import json
 import os
 import pwd
@@ -47,7 +46,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
     last_archived_commit, lineage, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
 
 TARGETS = ("time", "immediate", "end", "name")
 SCRATCH_MARK = "doctorq_pitr_scratch"
@@ -654,8 +653,7 @@ class _Pitr:
             self.warnings += job.notifier.metrics("drill", metrics_label(job.stanza), samples, log)
             log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, recovery point {point or 'n/a'}"
                 + (f", RPO {rpo:.1f}s" if rpo is not None else "") + (f" ({error})" if error else ""))
-            if job.report_dir:
-                self._write_report(status, error, rto, rpo)
+            self._write_report(status, error, rto, rpo)
         self._audit(status, error)
         event = "drill" if job.drill else "restore"
         summary = (f"{'PITR drill' if job.drill else 'Point-in-time recovery'} of stanza {job.stanza} on "
@@ -666,10 +664,18 @@ class _Pitr:
                                             "rto_s": rto, "rpo_s": rpo}, log)
 
     def _write_report(self, status: str, error: str | None, rto: float, rpo: float | None) -> None:
+        """The drill report: returned as ``report`` (the drill role's summary) and written to ``report_dir``."""
         job = self.job
+        pitr = self.result.get("pitr") or {}
+        recovery = self.result.get("recovery") or {}
         report = {"stanza": job.stanza, "host": socket.gethostname(), "at": iso(self.now), "status": status,
-                  "error": error, "kind": "pitr", "pitr": self.result.get("pitr"), "window": self.result.get("window"),
-                  "recovery": self.result.get("recovery"), "rto_s": rto, "rpo_s": rpo, "durations": self.durations}
+                  "error": error, "kind": "pitr", "backup_id": pitr.get("backup_set"),
+                  "recovery_point": recovery.get("recovery_point"), "pitr": self.result.get("pitr"),
+                  "window": self.result.get("window"), "recovery": self.result.get("recovery"), "rto_s": rto,
+                  "rpo_s": rpo, "durations": self.durations}
+        self.result["report"] = report
+        if not job.report_dir:
+            return
         path = os.path.join(job.report_dir, f"drill_pgbackrest-{job.stanza}.json")
         try:
             os.makedirs(job.report_dir, mode=0o750, exist_ok=True)
@@ -680,19 +686,14 @@ class _Pitr:
 
     def _audit(self, status: str, error: str | None) -> None:
         """The same audit log as the logical restores: one JSON line per run in <backup_dir>/restore_audit.jsonl."""
-        record = {"at": iso(self.now), "finished_at": iso(utcnow()), "who": getpass.getuser(),
-                  "sudo_user": os.environ.get("SUDO_USER"), "host": socket.gethostname(),
-                  "database": metrics_label(self.job.stanza), "mode": f"pitr_{'drill' if self.job.drill else self.job.into}",
-                  "source": self.result.get("pitr"), "status": status, "error": error,
-                  "safety_backup": self.result.get("safety_backup"), "durations": self.durations}
-        path = os.path.join(self.job.backup_dir, "restore_audit.jsonl")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
+            "database": metrics_label(self.job.stanza), "mode": f"pitr_{'drill' if self.job.drill else self.job.into}",
+            "source": self.result.get("pitr"), "status": status, "error": error,
+            "safety_backup": self.result.get("safety_backup"), "durations": self.durations})
+        if path:
             self.result["audit_file"] = path
-        except OSError as exc:
-            self.warnings.append(f"cannot append to the audit log {path}: {exc.strerror}")
+        else:
+            self.warnings.append(warning)
 
 
 def run_pitr(job: PitrJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

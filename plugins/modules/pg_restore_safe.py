@@ -326,6 +326,12 @@ rpo_s:
   description: Age of the newest recovered transaction at the start of the drill, in seconds.
   returned: with O(pitr_drill)
   type: float
+report:
+  description:
+    - The drill report (also written to O(pitr_report_dir)) - stanza, host, at, status, error, kind (V(pitr)),
+      backup_id (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, durations.
+  returned: with O(pitr_drill)
+  type: dict
 report_file:
   description: The drill report written.
   returned: with O(pitr_drill) and O(pitr_report_dir)

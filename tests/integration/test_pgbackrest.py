@@ -500,6 +500,9 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     with open(result["report_file"], encoding="utf-8") as handle:
         report = json.load(handle)
     assert report["status"] == "success" and report["kind"] == "pitr" and report["rto_s"] == result["rto_s"]
+    assert report == result["report"], "the drill role summarises the returned report"
+    assert report["backup_id"] == result["pitr"]["backup_set"]
+    assert report["recovery_point"] == result["recovery"]["recovery_point"]
     with open(os.path.join(metrics, "doctorq_drill_pgbackrest_main.prom"), encoding="utf-8") as handle:
         prom = handle.read()
     assert 'doctorq_drill_last_status{database="pgbackrest/main"} 1' in prom and "doctorq_drill_rto_seconds" in prom
@@ -608,16 +611,20 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     assert any(LOG_LINE.match(line) and "INCREMENTAL backup" in line and "finished" in line
                for line in done.stdout.splitlines()), done.stdout
     assert os.path.exists(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"))
-    # the weekly PITR drill of the role, with the connection in the same 0600 config
+    # the drill role's weekly PITR drill: the connection in the same 0600 config, the drill's settings as flags
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
-        "metrics_dir": metrics, "pitr_report_dir": str(tmp_path / "drills"),
+        "metrics_dir": metrics, "pitr_report_dir": str(tmp_path / "not-used"),
         **{k: v for k, v in pg_module_args(bed).items() if k.startswith("login_")}}))
-    drill = _cli(config, "drill")
+    scratch = bed["server"].data_dir + "_cli_drill"  # where the database OS user can write
+    drill = _cli(config, "drill", "--report-dir", str(tmp_path / "drills"), "--max-rpo-seconds", "600",
+                 "--scratch-dir", scratch)
     assert drill.returncode == 0, drill.stderr + drill.stdout
     assert "PITR drill of stanza main: success" in drill.stdout
+    assert f"Scratch cluster stopped and removed ({scratch})" in drill.stdout
     with open(str(tmp_path / "drills" / "drill_pgbackrest-main.json"), encoding="utf-8") as handle:
         assert json.load(handle)["status"] == "success"
+    assert not os.path.exists(tmp_path / "not-used"), "the flag overrides the config"
     os.chmod(config, 0o644)
     refused = _cli(config, "backup", "--kind", "incremental")
     assert refused.returncode == 2 and "readable by others" in refused.stderr

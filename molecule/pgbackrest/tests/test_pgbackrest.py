@@ -1,20 +1,27 @@
-"""The database host after the pgbackrest role: real state, then real backups into SeaweedFS.
+"""The database host after the client, pgbackrest and drill roles and side_effect.yml (a full backup by the
+collection's runner, the PITR drill by playbooks/drill.yml): real state, then real backups into SeaweedFS.
 
 Run by molecule's testinfra verifier with the podman backend (see molecule.yml).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shlex
 
 CONF = "/etc/pgbackrest/pgbackrest.conf"
 CRON = "/etc/cron.d/doctorq-pgbackrest"
 PGBR = f"runuser -u postgres -- pgbackrest --config={CONF} --stanza=main"
+RUNNER = "/usr/local/bin/doctorq-pgbackrest"
+JOB_CONFIG = "/etc/doctorq-backup/pgbackrest.json"
+JOB_DIR = "/var/lib/doctorq-backup/pgbackrest"
+DRILL_CRON = "/etc/cron.d/doctorq-backup-drill"
+REPORTS = "/var/lib/doctorq-backup/drills"
 
 
-def _psql(host, sql: str) -> str:
-    return host.check_output(f"runuser -u postgres -- psql -XAtq -d postgres -c {shlex.quote(sql)}")
+def _psql(host, sql: str, db: str = "postgres") -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -d {db} -c {shlex.quote(sql)}")
 
 
 def test_pgbackrest_installed(host):
@@ -47,14 +54,53 @@ def test_check_archives_into_the_bucket(host):
     assert int(_psql(host, "SELECT archived_count FROM pg_stat_archiver")) > 0
 
 
-def test_cron_weekly_full_and_six_hourly_incremental(host):
+def test_cron_weekly_full_and_six_hourly_incremental_through_the_collections_runner(host):
     lines = [line for line in host.file(CRON).content_string.splitlines() if line and not line.startswith("#")]
     assert "MAILTO=dba@example.com" in lines
     jobs = [line.split(None, 6) for line in lines if line[0].isdigit()]
-    assert ["0", "1", "*", "*", "0", "postgres", f"pgbackrest --config={CONF} --stanza=main backup --type=full"
-            + " >>/var/log/pgbackrest/doctorq-cron.log"] in jobs
-    incr = [j for j in jobs if "--type=incr" in j[6]]
+    run = f"{RUNNER} backup --kind %s --config {JOB_CONFIG} >>/var/log/pgbackrest/doctorq-cron.log"
+    assert ["0", "1", "*", "*", "0", "postgres", run % "physical_full"] in jobs
+    incr = [j for j in jobs if j[6] == run % "incremental"]
     assert {(j[1], j[4]) for j in incr} == {("1", "1,2,3,4,5,6"), ("7,13,19", "*")}
+    assert len(jobs) == 3
+
+
+def test_job_config_is_private(host):
+    conf = host.file(JOB_CONFIG)
+    assert (conf.user, conf.mode) == ("postgres", 0o600)
+    assert json.loads(conf.content_string)["stanza"] == "main"
+
+
+def test_drill_role_schedules_the_pitr_drill(host):
+    text = host.file(DRILL_CRON).content_string
+    assert text.endswith("\n"), "cron ignores a last line without a newline"
+    jobs = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert jobs == [f"0 6 * * 1 postgres {RUNNER} drill --config {JOB_CONFIG} --report-dir {REPORTS} "
+                    "--max-rpo-seconds 900"]
+
+
+def test_full_backup_through_the_runner_left_its_run_log(host):
+    logs = [name for name in host.check_output(f"ls {JOB_DIR}").split()
+            if name.startswith("backup_pgbackrest-main_") and name.endswith(".log")]
+    texts = [host.file(f"{JOB_DIR}/{name}").content_string for name in logs]
+    assert any("PHYSICAL_FULL backup" in text and "Backup completed successfully" in text for text in texts), logs
+
+
+def test_pitr_drill_recovered_past_the_backup_and_cleaned_up(host):
+    report = json.loads(host.file(f"{REPORTS}/drill_pgbackrest-main.json").content_string)
+    assert report["status"] == "success" and report["error"] is None and report["kind"] == "pitr"
+    assert 0 < report["rto_s"] < 600 and 0 <= report["rpo_s"] <= 900
+    # the table written after the full backup came back from the archived WAL
+    written = _psql(host, "SELECT to_char(written AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') FROM after_backup",
+                    db="doctorq")
+    recovered = dt.datetime.fromisoformat(report["recovery_point"].replace("Z", ""))
+    assert recovered >= dt.datetime.fromisoformat(written), (report["recovery_point"], written)
+    assert report["recovery"]["databases"]["doctorq"] >= 2
+    labels = [b["label"] for b in json.loads(host.check_output(f"{PGBR} --output=json info"))[0]["backup"]]
+    assert report["backup_id"] in labels
+    assert not host.file(report["pitr"]["data_dir"]).exists, "the drill removes its scratch cluster"
+    audit = [json.loads(line) for line in host.file(f"{JOB_DIR}/restore_audit.jsonl").content_string.splitlines()]
+    assert audit[-1]["mode"] == "pitr_drill" and audit[-1]["status"] == "success"
 
 
 def test_full_then_incremental_backup_listed(host):

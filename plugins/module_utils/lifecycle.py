@@ -383,8 +383,8 @@ def validate(rules: list[Mapping[str, Any]]) -> list[str]:
         elif len(rid) > MAX_ID_LENGTH:
             errors.append(f"rule id '{rid[:40]}...' is {len(rid)} characters; S3 allows {MAX_ID_LENGTH}.")
         elif rid in seen:
-            errors.append(f"rule id '{rid}' is declared twice (check rules and the preset's rule ids); ids must "
-                          "be unique.")
+            errors.append(f"rule id '{rid}' is declared twice (in rules, or in rules and by the preset); give each "
+                          "rule its own id.")
         seen.add(rid)
         if rule.get("status") not in ("enabled", "disabled"):
             errors.append(f"rule '{rid}': status must be enabled or disabled, got {rule.get('status')!r}.")
@@ -491,25 +491,27 @@ def seed_preset(cfg: S3Config) -> list[dict[str, Any]]:
     """The seed's schedule for the keys pg_backup writes under ``s3.prefix``.
 
     Dailies live at ``<prefix>/<db>/<date>/`` and weeklies at
-    ``<prefix>/weekly/<db>/<date>/``; the daily prefix contains the weekly one,
-    so each rule also filters on the tags every object carries: the kind
-    (daily/weekly) and the part (data moves to archive tiers; checksum files
-    and manifests stay in STANDARD, readable, and expire with their data).
-    Ids carry the prefix so several prefixes can share a bucket (with
-    ``purge: false``).
+    ``<prefix>/weekly/<db>/<date>/``, but every rule filters on ``<prefix>/``
+    and the tags every object carries: the kind (daily/weekly) and the part
+    (data moves to archive tiers; checksum files and manifests stay in
+    STANDARD, readable, and expire with their data). The tags alone tell the
+    kinds apart, so the same rules given a parent prefix (``doctorq``) cover
+    every host's prefix below it (``doctorq/db1``, ``doctorq/db2``), their
+    weekly folders and their file sets (``doctorq/db1/files``): a fleet
+    sharing a bucket needs five rules, not five per host. Ids carry the
+    prefix so unrelated prefixes can share a bucket (with ``purge: false``).
     """
     base = cfg.key()
-    daily_prefix = f"{base}/" if base else ""
-    weekly_prefix = cfg.key("weekly") + "/"
+    prefix = f"{base}/" if base else ""
     stem = "doctorq-" + (f"{_id_part(base)}-" if _id_part(base) else "")
     glacier = {"days": SEED_GLACIER_AFTER_DAYS, "storage_class": "GLACIER"}
     deep = {"days": SEED_DEEP_ARCHIVE_AFTER_DAYS, "storage_class": "DEEP_ARCHIVE"}
     schedule = (
-        ("daily", daily_prefix, [glacier], SEED_DAILY_EXPIRATION_DAYS),
-        ("weekly", weekly_prefix, [glacier, deep], SEED_WEEKLY_EXPIRATION_DAYS),
+        ("daily", [glacier], SEED_DAILY_EXPIRATION_DAYS),
+        ("weekly", [glacier, deep], SEED_WEEKLY_EXPIRATION_DAYS),
     )
     rules: list[dict[str, Any]] = []
-    for kind, prefix, transitions, expiration in schedule:
+    for kind, transitions, expiration in schedule:
         for part in ("data", "meta"):
             rules.append({
                 "id": f"{stem}{kind}-{part}",
@@ -517,7 +519,7 @@ def seed_preset(cfg: S3Config) -> list[dict[str, Any]]:
                 "transitions": transitions if part == "data" else [],
                 "expiration_days": expiration,
             })
-    rules.append({"id": stem + "abort-multipart", "filter": {"prefix": daily_prefix},
+    rules.append({"id": stem + "abort-multipart", "filter": {"prefix": prefix},
                   "abort_incomplete_multipart_days": SEED_ABORT_MULTIPART_DAYS})
     return [normalise_declared(rule) for rule in rules]
 

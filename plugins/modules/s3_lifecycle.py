@@ -157,7 +157,10 @@ options:
         writes under O(s3.prefix) (default V(postgresql)), dailies under C(<prefix>/<db>/) and weeklies under
         C(<prefix>/weekly/<db>/). Every object there is tagged C(doctorq-backup-kind) (V(daily) or V(weekly)) and
         C(doctorq-backup-part) (V(data) for the dump, V(meta) for checksum files and manifests); each rule filters
-        on prefix and both tags.
+        on C(<prefix>/) and both tags.
+      - The tags tell the kinds apart, so O(s3.prefix) may be the common parent of several backup prefixes; with
+        V(doctorq), the same five rules cover the backups of hosts writing under C(doctorq/db1) and C(doctorq/db2),
+        and the file sets M(doctorq.backup.files_backup) writes below them.
       - "C(doctorq-<prefix>-daily-data): daily dumps move to GLACIER after 7 days and expire after 30 days."
       - "C(doctorq-<prefix>-daily-meta): daily checksum files and manifests stay in STANDARD (readable for listing)
         and expire after 30 days, with their dump."

@@ -105,8 +105,63 @@ class Notifier:
         return []
 
 
+class JobPolicy:
+    """What the policy options (``policy_argument_spec``) mean, for every backup job that has them.
+
+    Mixed into BackupJob and files.FilesJob. Each of those dataclasses
+    declares the fields itself: a dataclass base would put them, with their
+    defaults, before the jobs' own required fields.
+    """
+
+    compression: str
+    compression_level: int | None
+    compression_threads: int
+    weekly: str
+    weekly_day: str
+    retention_daily_days: int
+    retention_weekly_days: int
+    prune: bool
+    notifier: Notifier
+    log_dir: str | None
+
+    @staticmethod
+    def policy_from_params(params: dict[str, Any]) -> dict[str, Any]:
+        """The policy fields of a job, from module or CLI parameters (checked first: jobsteps.check_policy)."""
+        check_policy(params)
+        return dict(
+            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
+            compression_threads=params.get("compression_threads") or 0,
+            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
+            retention_daily_days=params.get("retention_daily_days", 30),
+            retention_weekly_days=params.get("retention_weekly_days", 365),
+            prune=params.get("prune", True), notifier=Notifier.from_params(params), log_dir=params.get("log_dir"),
+        )
+
+    @property
+    def keep_days(self) -> dict[str, int | None]:
+        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
+
+    def weekly_due(self, started: dt.datetime) -> bool:
+        if self.weekly == "always":
+            return True
+        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
+
+    @property
+    def extension(self) -> str:
+        """The compressor's file-name extension (``.zst``, ``.gz``, or none)."""
+        return pipeline.EXTENSIONS[self.compression]
+
+    @property
+    def level(self) -> int:
+        """The compression level the manifest records: the one given, or the compressor's default."""
+        return self.compression_level if self.compression_level is not None else pipeline.DEFAULT_LEVELS[self.compression]
+
+    def compressor(self) -> list[str] | None:
+        return pipeline.compressor_argv(self.compression, self.compression_level, self.compression_threads)
+
+
 @dataclasses.dataclass(frozen=True)
-class BackupJob:
+class BackupJob(JobPolicy):
     conn: PgConn
     db: str
     backup_dir: str
@@ -127,32 +182,20 @@ class BackupJob:
     def from_params(cls, params: dict[str, Any]) -> "BackupJob":
         if not params.get("db"):
             raise ConfigError("db is required: name the database to back up.")
-        check_policy(params)
+        policy = cls.policy_from_params(params)
         return cls(
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
-            s3=s3util.S3Config.from_params(params.get("s3")),
-            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
-            compression_threads=params.get("compression_threads") or 0, globals=bool(params.get("globals")),
-            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
-            retention_daily_days=params.get("retention_daily_days", 30),
-            retention_weekly_days=params.get("retention_weekly_days", 365),
-            prune=params.get("prune", True),
-            notifier=Notifier.from_params(params),
-            log_dir=params.get("log_dir"),
+            s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), **policy,
         )
 
-    @property
-    def keep_days(self) -> dict[str, int | None]:
-        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
 
-    def weekly_due(self, started: dt.datetime) -> bool:
-        if self.weekly == "always":
-            return True
-        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
-
-    @property
-    def extension(self) -> str:
-        return pipeline.EXTENSIONS[self.compression]
+def run_samples(status: str, duration: float, backup: dict[str, Any]) -> dict[str, float]:
+    """The metrics of one backup run: its status and time; on success also its duration and size."""
+    samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
+    if status == "success":
+        samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
+                       last_size_bytes=float(backup.get("size", 0)))
+    return samples
 
 
 def human(size: float) -> str:
@@ -188,13 +231,10 @@ class _Run:
     def dump_argv(self, pg: PgClient) -> list[str]:
         return [pg.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
 
-    def compressor(self) -> list[str] | None:
-        return pipeline.compressor_argv(self.job.compression, self.job.compression_level, self.job.compression_threads)
-
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
         """Stream one artifact to disk and S3; return its digest, S3 facts, S3 error (local is kept)."""
-        compressor = self.compressor()
+        compressor = self.job.compressor()
         return self.stores.stream([argv, compressor], env, name, self.started, self.id,
                                   names + ([os.path.basename(compressor[0])] if compressor else []), kind_tag=kind_tag,
                                   log=log)
@@ -261,11 +301,7 @@ class _Run:
                                             "host": socket.gethostname(), "summary": summary, "duration_s": duration,
                                             "backup": backup or None, "error": error,
                                             "s3_error": self.stores.s3_problem}, log)
-        samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
-        if status == "success":
-            samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
-                           last_size_bytes=float(backup.get("size", 0)))
-        self.warnings += job.notifier.metrics("backup", job.db, samples, log)
+        self.warnings += job.notifier.metrics("backup", job.db, run_samples(status, duration, backup), log)
         log.close()
         result["log"] = log.lines
         return result
@@ -281,9 +317,7 @@ class _Run:
             stores.open_s3(log)  # S3 refusing goes on local-only: tonight's backup is still made
             out["leftovers_removed"] = self.clean_leftovers(log)
             name = f"{self.id}.dump{job.extension}"
-            path = self.local.path("daily", name)
-            if os.path.exists(path):
-                raise StorageError(f"{path} exists already (two runs in the same second?): run again in a moment.")
+            path = stores.new_path(name)
             log(f"Starting FULL backup of database {job.db!r}...")
             log(f"Host: {job.conn.where}")
             log(f"File: {path}")
@@ -305,8 +339,7 @@ class _Run:
                 id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
                 finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
                 size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
-                compression_level=job.compression_level if job.compression_level is not None else pipeline.DEFAULT_LEVELS[job.compression],
-                server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
+                compression_level=job.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
                 host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
                 s3=s3_facts)
             local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
@@ -314,11 +347,7 @@ class _Run:
                                              "s3_checksum": (local_manifest.s3 or {}).get("checksum")})
             if job.weekly_due(self.started):
                 self._weekly(local_manifest, s3_manifest, log, out)
-        caught_up = stores.catch_up(self.started, job.keep_days, self.id, log)
-        if caught_up:
-            out["caught_up"] = caught_up
-        out["deleted"] = self.retention(log, check_mode=False)
-        stores.raise_for_s3(path, out["backup"]["s3_uri"], self.id)
+        stores.finish(self.started, self.id, path, out, log, keep_days=job.keep_days, prune=job.prune)
         log("Backup completed successfully")
 
     def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:

@@ -47,17 +47,19 @@ from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import WEEKDAYS, Notifier, human, notify_argument_spec, policy_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
+    JobPolicy, Notifier, human, notify_argument_spec, policy_argument_spec, run_samples,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
+from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
-    FILES, ArchiveOptions, Source, Sources, add_duration, archive_argument_spec, parse_when,
+    FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
@@ -262,7 +264,7 @@ def tool_env() -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class FilesJob:
+class FilesJob(JobPolicy):
     name: str
     paths: tuple[str, ...]
     root: str
@@ -286,7 +288,7 @@ class FilesJob:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "FilesJob":
-        check_policy(params)
+        policy = cls.policy_from_params(params)
         paths = [norm(p) for p in params.get("paths") or []]
         notes: list[str] = []
         preset = params.get("preset")
@@ -312,13 +314,7 @@ class FilesJob:
             name=name, paths=tuple(dict.fromkeys(paths)), root=root, backup_dir=params.get("backup_dir") or "/var/backups/files",
             s3=s3util.S3Config.from_params(params.get("s3")), exclude=tuple(params.get("exclude") or ()),
             one_file_system=bool(params.get("one_file_system")), on_change=params.get("on_change") or "warn",
-            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
-            compression_threads=params.get("compression_threads") or 0,
-            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
-            retention_daily_days=params.get("retention_daily_days", 30),
-            retention_weekly_days=params.get("retention_weekly_days", 365),
-            prune=params.get("prune", True), notifier=Notifier.from_params(params), log_dir=params.get("log_dir"),
-            preset=preset, notes=tuple(notes),
+            preset=preset, notes=tuple(notes), **policy,
         )
 
     @property
@@ -327,17 +323,8 @@ class FilesJob:
         return ["." if p == self.root else os.path.relpath(p, self.root) for p in self.paths]
 
     @property
-    def keep_days(self) -> dict[str, int | None]:
-        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
-
-    def weekly_due(self, started: dt.datetime) -> bool:
-        if self.weekly == "always":
-            return True
-        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
-
-    @property
     def extension(self) -> str:
-        return ".tar" + pipeline.EXTENSIONS[self.compression]
+        return ".tar" + super().extension
 
     def self_excludes(self) -> list[str]:
         """Member names of our own output (backup and log directories) when they lie inside the set."""
@@ -491,7 +478,7 @@ class _FilesRun:
         job = self.job
         log.banner(f"Backup of file set {job.name} - check mode, nothing is written")
         find_tar()
-        pipeline.compressor_argv(job.compression, job.compression_level, job.compression_threads)
+        job.compressor()
         unreadable = [p for p in job.paths if not os.access(p, os.R_OK)]
         if unreadable:
             raise DoctorqError(f"cannot read {', '.join(unreadable)} as uid {os.geteuid()}: run the backup as a user "
@@ -542,11 +529,9 @@ class _FilesRun:
                                             "duration_s": duration, "backup": backup or None,
                                             "changed_during_backup": changed, "error": error,
                                             "s3_error": self.stores.s3_problem}, log)
-        samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time(),
-                   "last_changed_files": float(len(changed))}
+        samples = {**run_samples(status, duration, backup), "last_changed_files": float(len(changed))}
         if status == "success":
-            samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
-                           last_size_bytes=float(backup.get("size", 0)), last_file_count=float(backup["fileset"]["count"]))
+            samples["last_file_count"] = float(backup["fileset"]["count"])
         self.warnings += job.notifier.metrics("files_backup", job.name, samples, log)
         log.close()
         result["log"] = log.lines
@@ -555,13 +540,11 @@ class _FilesRun:
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
         tar = find_tar()
-        compressor = pipeline.compressor_argv(job.compression, job.compression_level, job.compression_threads)
+        compressor = job.compressor()
         stores.open_s3(log)  # S3 refusing goes on local-only: the backup is still made
         out["leftovers_removed"] = stores.clean_leftovers(log)
         name = self.file_name
-        path = stores.local.path("daily", name)
-        if os.path.exists(path):
-            raise StorageError(f"{path} exists already (two runs in the same second?): run again in a moment.")
+        path = stores.new_path(name)
         log(f"Archiving {', '.join(job.paths)} (root {job.root})" + (f", excluding {', '.join(job.exclude)}" if job.exclude else ""))
         log(f"File: {path}")
         changed: list[dict[str, str]] = []
@@ -604,19 +587,14 @@ class _FilesRun:
         manifest = Manifest(
             id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
             duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
-            md5=digest.md5, compression=job.compression,
-            compression_level=job.compression_level if job.compression_level is not None else pipeline.DEFAULT_LEVELS[job.compression],
-            format="tar", host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
+            md5=digest.md5, compression=job.compression, compression_level=job.level, format="tar",
+            host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
         local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
         out.update(changed=True, changed_during_backup=changed,
                    backup={**local_manifest.summary(), "path": path, "weekly": False})
         if job.weekly_due(self.started):
             out["backup"].update(stores.weekly(local_manifest, s3_manifest, log))
-        caught_up = stores.catch_up(self.started, job.keep_days, self.id, log)
-        if caught_up:
-            out["caught_up"] = caught_up
-        out["deleted"] = stores.retention(self.started, job.keep_days, log, check_mode=False) if job.prune else []
-        stores.raise_for_s3(path, out["backup"]["s3_uri"], self.id)
+        stores.finish(self.started, self.id, path, out, log, keep_days=job.keep_days, prune=job.prune)
         log("Backup completed successfully" + (" (with files changed while read)" if changed else ""))
 
 
@@ -807,21 +785,11 @@ def swap_into_place(staging: str, target: str, previous: str) -> None:
         raise
 
 
-class _FilesRestore:
-    def __init__(self, job: FilesRestoreJob, echo: IO[str] | None) -> None:
-        self.job = job
-        self.echo = echo
-        self.now = utcnow()
-        self.stamp = self.now.strftime(STAMP)
-        self.warnings: list[str] = []
-        self.durations: dict[str, float] = {}
-        self.result: dict[str, Any] = {"changed": False}
-        self.sources = Sources(FILES, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
-                               result=self.result, durations=self.durations)
-        self.local = self.sources.local
+class _FilesRestore(RestoreRun):
+    job: FilesRestoreJob
 
-    def timed(self, phase: str, started: float) -> None:
-        add_duration(self.durations, phase, started)
+    def __init__(self, job: FilesRestoreJob, echo: IO[str] | None) -> None:
+        super().__init__(job, echo, FILES, {"changed": False})
 
     # -- source ------------------------------------------------------------------
     def find_source(self, log: RunLog) -> Source:
@@ -913,52 +881,35 @@ class _FilesRestore:
         log(f"Extracted tree matches the archive (files, symlinks, bytes) and {len(sample)} recorded content hash(es)")
 
     def take_safety_backup(self, m: Manifest, target: str, log: RunLog) -> dict[str, Any]:
-        started = time.monotonic()
-        safety_dir = self.job.safety_dir or os.path.join(self.job.backup_dir, "safety")
-        log(f"Creating a safety backup of {target} before the restore: {safety_dir}")
-        job = FilesJob(name=m.database, paths=(target,), root=target, backup_dir=safety_dir, weekly="never",
-                       prune=False)
-        outcome = run_files_backup(job, echo=None)
-        if outcome.get("failed"):
-            raise DoctorqError(f"the safety backup of {target} failed, so nothing was restored: {outcome['msg']}")
+        def backup(safety_dir: str) -> dict[str, Any]:
+            return run_files_backup(FilesJob(name=m.database, paths=(target,), root=target, backup_dir=safety_dir,
+                                             weekly="never", prune=False), echo=None)
+        outcome = self.safety_backup(target, backup, log)
         self.warnings += outcome.get("warnings") or []
-        self.timed("safety_backup", started)
-        log(f"Safety backup written: {outcome['backup']['path']} ({human(outcome['backup']['size'])})")
         return outcome["backup"]
 
-    # -- the run ------------------------------------------------------------------------------
-    def run(self, check_mode: bool) -> dict[str, Any]:
-        job = self.job
-        if not check_mode:
-            self.local.ensure_writable()
-        label = job.name or os.path.basename(job.source)
-        log = RunLog(None if check_mode else os.path.join(job.backup_dir, f"restore_{label}_files_{self.stamp}.log"),
-                     echo=self.echo, own_file=True)
-        log.banner(f"Restore of file set {label}" + (" (check mode: nothing is changed)" if check_mode else ""))
-        t0 = time.monotonic()
-        status, error = "success", None
-        try:
-            self._run(log, check_mode)
-            if self.result.get("pending"):
-                status = "pending"
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            self.result.update(failed=True, msg=error)
-        self.result.update(durations=self.durations, duration_s=round(time.monotonic() - t0, 3),
-                           warnings=self.warnings, log=log.lines, log_file=log.path)
-        if not check_mode:
-            self._audit(status, error)
-            summary = (f"Restore of file set {label} into {self.result.get('target')} on {socket.gethostname()}: "
-                       f"{status}" + (f" ({error})" if error else ""))
-            self.warnings += job.notifier.send({"event": "files_restore", "status": status, "file_set": label,
-                                                "target": self.result.get("target"), "host": socket.gethostname(),
-                                                "summary": summary, "error": error, "source": self.result.get("source"),
-                                                "duration_s": self.result["duration_s"]}, log)
-        log.close()
-        return self.result
+    # -- the run (RestoreRun.run) --------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return self.job.name or os.path.basename(self.job.source)
 
-    def _run(self, log: RunLog, check_mode: bool) -> None:
+    def log_name(self) -> str:
+        return f"restore_{self.label}_files_{self.stamp}.log"
+
+    def title(self) -> str:
+        return f"Restore of file set {self.label}"
+
+    def audit_record(self) -> dict[str, Any]:
+        return {"type": TYPE, "target": self.result.get("target"), "previous": self.result.get("previous")}
+
+    def event(self, status: str, error: str | None) -> dict[str, Any]:
+        summary = (f"Restore of file set {self.label} into {self.result.get('target')} on {socket.gethostname()}: "
+                   f"{status}" + (f" ({error})" if error else ""))
+        return {"event": "files_restore", "status": status, "file_set": self.label, "target": self.result.get("target"),
+                "host": socket.gethostname(), "summary": summary, "error": error, "source": self.result.get("source"),
+                "duration_s": self.result["duration_s"]}
+
+    def work(self, log: RunLog, check_mode: bool) -> None:
         source = self.find_source(log)
         m = source.manifest
         self.result["source"] = {"id": m.id, "name": m.database, "kind": m.kind, "location": m.location,
@@ -1041,20 +992,7 @@ class _FilesRestore:
             shutil.rmtree(previous)
             self.result["previous_dropped"] = True
             log(f"Dropped the previous tree {previous} (drop_previous)")
-        log("=" * 41)
-        log("RESTORE COMPLETED SUCCESSFULLY")
-        log("=" * 41)
-
-    def _audit(self, status: str, error: str | None) -> None:
-        """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``, as database restores write it."""
-        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
-            "type": TYPE, "target": self.result.get("target"), "source": self.result.get("source"), "status": status,
-            "error": error, "safety_backup": self.result.get("safety_backup"),
-            "previous": self.result.get("previous"), "durations": self.durations})
-        if path:
-            self.result["audit_file"] = path
-        else:
-            self.warnings.append(warning)
+        log.banner("RESTORE COMPLETED SUCCESSFULLY")
 
 
 def run_files_restore(job: FilesRestoreJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

@@ -218,6 +218,13 @@ class Stores:
             return digest, None, str(s3sink.error)
         return digest, self._facts(results[1]), None
 
+    def new_path(self, name: str) -> str:
+        """The local path of this run's artifact, which must not exist yet."""
+        path = self.local.path("daily", name)
+        if os.path.exists(path):
+            raise StorageError(f"{path} exists already (two runs in the same second?): run again in a moment.")
+        return path
+
     def put_checksums(self, name: str, digest: pipeline.Digest, log: RunLog) -> None:
         """``<name>.md5`` and ``<name>.sha256`` on disk, as md5sum/sha256sum write them."""
         self.local.put("daily", name + ".md5", checksum_line(digest.md5, name))
@@ -262,6 +269,15 @@ class Stores:
         log(f"Weekly copy made: {os.path.dirname(weekly.origin)}" + (f" and {s3_weekly.s3['uri']}" if s3_weekly else ""))
         return {"weekly": True, "weekly_path": self.local.data_path(weekly),
                 "weekly_s3_uri": s3_weekly.s3["uri"] if s3_weekly else None}
+
+    def finish(self, now: dt.datetime, backup_id: str, path: str, out: dict[str, Any], log: RunLog, *,
+               keep_days: dict[str, int | None], prune: bool) -> None:
+        """After the commit: catch-up uploads, retention, then fail the run if S3 failed on the way (``out``: the result)."""
+        caught_up = self.catch_up(now, keep_days, backup_id, log)
+        if caught_up:
+            out["caught_up"] = caught_up
+        out["deleted"] = self.retention(now, keep_days, log, check_mode=False) if prune else []
+        self.raise_for_s3(path, out["backup"]["s3_uri"], backup_id)
 
     # -- catch-up: sets an earlier run kept on disk only ------------------------
     def pending_uploads(self, now: dt.datetime, keep_days: dict[str, int | None], current_id: str) -> list[Manifest]:

@@ -33,14 +33,14 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, Notifier, human, notify_argument_spec, run_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, PgError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
-    DATABASE, ArchiveOptions, Source, Sources, add_duration, archive_argument_spec, parse_when,
+    DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
 
@@ -173,23 +173,13 @@ def conninfo_db(name: str) -> str:
     return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class _Restore:
+class _Restore(RestoreRun):
+    job: RestoreJob
+
     def __init__(self, job: RestoreJob, echo: IO[str] | None) -> None:
-        self.job = job
-        self.echo = echo
-        self.now = utcnow()
-        self.stamp = self.now.strftime(STAMP)
-        self.durations: dict[str, float] = {}
-        self.warnings: list[str] = []
-        self.result: dict[str, Any] = {"changed": False, "database": job.db, "mode": job.mode}
-        self.sources = Sources(DATABASE, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
-                               result=self.result, durations=self.durations)
-        self.local = self.sources.local
+        super().__init__(job, echo, DATABASE, {"changed": False, "database": job.db, "mode": job.mode})
 
     # -- helpers -----------------------------------------------------------
-    def timed(self, phase: str, started: float) -> None:
-        add_duration(self.durations, phase, started)
-
     def derived_name(self, kind: str) -> str:
         suffix = f"__{kind}_{self.stamp}"
         return self.job.db[:MAX_IDENT - len(suffix)] + suffix
@@ -405,17 +395,10 @@ class _Restore:
         return dropped
 
     def take_safety_backup(self, log: RunLog) -> dict[str, Any]:
-        started = time.monotonic()
-        safety_dir = self.job.safety_dir or os.path.join(self.job.backup_dir, "safety")
-        log(f"Creating a safety backup of {self.job.db!r} before the restore: {safety_dir}")
-        job = BackupJob(conn=self.job.conn.with_db(self.job.db), db=self.job.db, backup_dir=safety_dir,
-                        weekly="never", prune=False)
-        outcome = run_backup(job)
-        if outcome.get("failed"):
-            raise DoctorqError(f"the safety backup of {self.job.db!r} failed, so nothing was restored: {outcome['msg']}")
-        self.timed("safety_backup", started)
-        log(f"Safety backup written: {outcome['backup']['path']} ({human(outcome['backup']['size'])})")
-        return outcome["backup"]
+        def backup(safety_dir: str) -> dict[str, Any]:
+            return run_backup(BackupJob(conn=self.job.conn.with_db(self.job.db), db=self.job.db, backup_dir=safety_dir,
+                                        weekly="never", prune=False))
+        return self.safety_backup(repr(self.job.db), backup, log)["backup"]
 
     def restore_globals(self, pg: PgClient, path: str, compression: str, log: RunLog) -> None:
         decompress = pipeline.decompressor_argv(compression) or ["cat"]
@@ -431,40 +414,32 @@ class _Restore:
             self.warnings.append(f"restoring globals reported {len(others)} error(s): {others[:5]}")
         log(f"Globals restored ({len(errors) - len(others)} existing role(s)/tablespace(s) kept as they were)")
 
-    # -- the run ---------------------------------------------------------------------------
-    def run(self, check_mode: bool) -> dict[str, Any]:
+    # -- the run (RestoreRun.run) ---------------------------------------------------------
+    def log_name(self) -> str:
+        return f"restore_{self.job.db}_{self.stamp}.log"
+
+    def title(self) -> str:
+        return f"Restore of database {self.job.db!r}"
+
+    def work(self, log: RunLog, check_mode: bool) -> None:
         job = self.job
-        if not check_mode:
-            self.local.ensure_writable()
-        log = RunLog(None if check_mode else os.path.join(job.backup_dir, f"restore_{job.db}_{self.stamp}.log"),
-                     echo=self.echo, own_file=True)
-        log.banner(f"Restore of database {job.db!r}" + (" (check mode: nothing is changed)" if check_mode else ""))
-        t0 = time.monotonic()
-        status, error, source = "success", None, None
-        try:
-            if check_mode:
-                source = self._plan(log)
-            else:
-                with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"a backup or restore of database {job.db!r}"):
-                    source = self._run(log)
-            if self.result.get("pending"):
-                status = "pending"
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            self.result.update(failed=True, msg=error)
-        self.result.update(durations=self.durations, duration_s=round(time.monotonic() - t0, 3),
-                           warnings=self.warnings, log=log.lines, log_file=log.path)
-        if not check_mode:
-            self._audit(status, error, source)
-            summary = (f"Restore of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
-                       f"{status}" + (f" ({error})" if error else ""))
-            self.warnings += job.notifier.send({"event": "restore", "status": status, "database": job.db,
-                                                "host": socket.gethostname(), "summary": summary, "error": error,
-                                                "source": self.result.get("source"),
-                                                "duration_s": self.result["duration_s"]}, log)
-        log.close()
-        return self.result
+        if check_mode:
+            self._plan(log)
+        else:
+            with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"a backup or restore of database {job.db!r}"):
+                self._run(log)
+
+    def audit_record(self) -> dict[str, Any]:
+        return {"database": self.job.db, "mode": self.job.mode,
+                "previous_database": self.result.get("previous_database")}
+
+    def event(self, status: str, error: str | None) -> dict[str, Any]:
+        job = self.job
+        summary = (f"Restore of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
+                   f"{status}" + (f" ({error})" if error else ""))
+        return {"event": "restore", "status": status, "database": job.db, "host": socket.gethostname(),
+                "summary": summary, "error": error, "source": self.result.get("source"),
+                "duration_s": self.result["duration_s"]}
 
     def _describe(self, source: Source) -> None:
         m = source.manifest
@@ -543,9 +518,7 @@ class _Restore:
                     for path in (local_path, globals_path):
                         if path:
                             pipeline.remove_quietly(path)
-        log("=" * 41)
-        log("RESTORE COMPLETED SUCCESSFULLY")
-        log("=" * 41)
+        log.banner("RESTORE COMPLETED SUCCESSFULLY")
         return source
 
     def _swap_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
@@ -598,17 +571,6 @@ class _Restore:
                                    f"is incomplete: restore {safety} by hand (source={safety}).") from None
             self.result["recovered_from_safety_backup"] = True
             raise DoctorqError(f"{exc} The database {self.job.db!r} was recovered from the safety backup {safety}.") from None
-
-    def _audit(self, status: str, error: str | None, source: Source | None) -> None:
-        """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``: who, what, when, from which backup, outcome."""
-        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
-            "database": self.job.db, "mode": self.job.mode, "source": self.result.get("source"), "status": status,
-            "error": error, "safety_backup": self.result.get("safety_backup"),
-            "previous_database": self.result.get("previous_database"), "durations": self.durations})
-        if path:
-            self.result["audit_file"] = path
-        else:
-            self.warnings.append(warning)
 
 
 def run_restore(job: RestoreJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

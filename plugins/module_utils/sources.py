@@ -17,7 +17,9 @@ both kinds:
   no download behind.
 
 Only the words differ (a database vs. a file set, which option names it,
-what stays untouched): a ``Wording`` carries them.
+what stays untouched): a ``Wording`` carries them. ``RestoreRun`` is the
+frame both restores run in: their own run log, the safety backup, one line
+in the audit log and the notification, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from typing import Any
+from typing import IO, Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import human
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANIFEST_SUFFIX, Manifest, iso
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, IntegrityError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANIFEST_SUFFIX, STAMP, Manifest, iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
+    ConfigError, DoctorqError, IntegrityError, StorageError,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, append_audit
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 TIERS = ("Expedited", "Standard", "Bulk")
@@ -325,3 +329,97 @@ class Sources:
             os.rename(partial, path)
         log(f"Checksums verified (SHA-256 and MD5) for {name}")
         return path
+
+
+class RestoreRun:
+    """One restore run: what every restore keeps, and the frame it runs in.
+
+    A subclass names its run (``log_name``, ``title``), does the work
+    (``work``: the result, the durations and the warnings are filled in on
+    the way; ``pending`` in the result when an archived object is not back
+    yet) and says what its audit line and notification hold
+    (``audit_record``, ``event``). The job needs ``backup_dir``, ``s3``,
+    ``archive``, ``work_dir``, ``safety_dir`` and ``notifier``.
+    """
+
+    def __init__(self, job: Any, echo: IO[str] | None, wording: Wording, result: dict[str, Any]) -> None:
+        self.job = job
+        self.echo = echo
+        self.now = utcnow()
+        self.stamp = self.now.strftime(STAMP)
+        self.durations: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.result = result
+        self.sources = Sources(wording, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
+                               result=self.result, durations=self.durations)
+        self.local = self.sources.local
+
+    # -- what a restore says about itself -----------------------------------------------
+    def log_name(self) -> str:
+        """The run log's file name in backup_dir (a real run only)."""
+        raise NotImplementedError
+
+    def title(self) -> str:
+        raise NotImplementedError
+
+    def work(self, log: RunLog, check_mode: bool) -> None:
+        raise NotImplementedError
+
+    def audit_record(self) -> dict[str, Any]:
+        """What this restore's audit line holds besides the source, outcome, safety backup and durations."""
+        raise NotImplementedError
+
+    def event(self, status: str, error: str | None) -> dict[str, Any]:
+        """The webhook's event for this run's outcome."""
+        raise NotImplementedError
+
+    # -- the frame ----------------------------------------------------------------------
+    def timed(self, phase: str, started: float) -> None:
+        add_duration(self.durations, phase, started)
+
+    def run(self, check_mode: bool) -> dict[str, Any]:
+        """Run ``work`` with its own log; a real run, even a failed one, is audited and notified."""
+        if not check_mode:
+            self.local.ensure_writable()
+        log = RunLog(None if check_mode else os.path.join(self.job.backup_dir, self.log_name()), echo=self.echo,
+                     own_file=True)
+        log.banner(self.title() + (" (check mode: nothing is changed)" if check_mode else ""))
+        t0 = time.monotonic()
+        status, error = "success", None
+        try:
+            self.work(log, check_mode)
+            if self.result.get("pending"):
+                status = "pending"
+        except DoctorqError as exc:
+            status, error = "failure", str(exc)
+            log(f"ERROR: {error}")
+            self.result.update(failed=True, msg=error)
+        self.result.update(durations=self.durations, duration_s=round(time.monotonic() - t0, 3),
+                           warnings=self.warnings, log=log.lines, log_file=log.path)
+        if not check_mode:
+            self.audit(status, error)
+            self.warnings += self.job.notifier.send(self.event(status, error), log)
+        log.close()
+        return self.result
+
+    def audit(self, status: str, error: str | None) -> None:
+        """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``: who, what, when, from which backup, outcome."""
+        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
+            "source": self.result.get("source"), "status": status, "error": error,
+            "safety_backup": self.result.get("safety_backup"), "durations": self.durations, **self.audit_record()})
+        if path:
+            self.result["audit_file"] = path
+        else:
+            self.warnings.append(warning)
+
+    def safety_backup(self, what: str, backup: Callable[[str], dict[str, Any]], log: RunLog) -> dict[str, Any]:
+        """``backup(safety_dir)``: back up ``what`` the restore replaces, through the backup engine; a failure stops here."""
+        started = time.monotonic()
+        safety_dir = self.job.safety_dir or os.path.join(self.job.backup_dir, "safety")
+        log(f"Creating a safety backup of {what} before the restore: {safety_dir}")
+        outcome = backup(safety_dir)
+        if outcome.get("failed"):
+            raise DoctorqError(f"the safety backup of {what} failed, so nothing was restored: {outcome['msg']}")
+        self.timed("safety_backup", started)
+        log(f"Safety backup written: {outcome['backup']['path']} ({human(outcome['backup']['size'])})")
+        return outcome

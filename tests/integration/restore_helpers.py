@@ -9,7 +9,9 @@ test_pg_restore_safe_s3.py for how moto signals each state).
 Databases made here have short names (``rs_<token>``) so that the restore's
 derived names (``<db>__pre_restore_<stamp>``, 29 more characters) are never
 truncated and keep the token; the ``dbs`` fixture drops every database whose
-name holds the token, however a test ended.
+name holds the token, however a test ended. ``modified_since_backup`` is
+the starting point of most restore tests: a database changed since its
+backup.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import pytest
 
@@ -120,6 +122,27 @@ def backup(run_module: Callable, pg_server: PgServer, db: str, backup_dir: str, 
     if s3:
         args["s3"] = s3
     return ok(run_module("pg_backup", args))["backup"]
+
+
+@pytest.fixture
+def backup_dir(tmp_path) -> str:
+    return str(tmp_path / "backups")
+
+
+class Modified(NamedTuple):
+    db: str
+    backup: dict[str, Any]  # the pg_backup result's ``backup``
+    digest: dict[str, Any]  # table_digest of the database as modified: what a refused or failed restore must leave
+
+
+@pytest.fixture
+def modified_since_backup(run_module: Callable, pg_server: PgServer, table_digest: Callable, dbs: Dbs,
+                          backup_dir: str) -> Modified:
+    """A sample database backed up into ``backup_dir`` with pg_backup, then modified (``modify``)."""
+    db = dbs.sample()
+    made = backup(run_module, pg_server, db, backup_dir)
+    modify(pg_server, db)
+    return Modified(db, made, table_digest(pg_server, db))
 
 
 def backup_at(pg_server: PgServer, db: str, backup_dir: str, when: dt.datetime,

@@ -22,18 +22,13 @@ from typing import Any, Iterator
 import psycopg2
 import pytest
 
-# dbs is a fixture: imported to be used by name, never referenced
+# backup_dir, dbs and modified_since_backup are fixtures: imported to be used by name, never referenced
 from integration.restore_helpers import (  # noqa: F401  # pylint: disable=unused-import
-    LOG_LINE, MODULE, backup, backup_at, dbs, failed, files_under, flip_byte, load_manifest, mark, marker, modify, ok,
-    read_jsonl, restore_args,
+    LOG_LINE, MODULE, backup, backup_at, backup_dir, dbs, failed, files_under, flip_byte, load_manifest, mark, marker,
+    modified_since_backup, modify, ok, read_jsonl, restore_args,
 )
 
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, run_restore
-
-
-@pytest.fixture
-def backup_dir(tmp_path) -> str:
-    return str(tmp_path / "backups")
 
 
 # --------------------------------------------------------------------------
@@ -195,11 +190,9 @@ def test_latest_and_before_selection(run_module, pg_server, dbs, backup_dir) -> 
     assert dbs.mine() == names
 
 
-def test_backup_without_manifest_is_refused(run_module, pg_server, table_digest, dbs, backup_dir) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+def test_backup_without_manifest_is_refused(run_module, pg_server, table_digest, dbs, backup_dir,
+                                            modified_since_backup) -> None:
+    db, made, before = modified_since_backup
     os.unlink(made["path"] + ".manifest.json")
     names = dbs.mine()
 
@@ -227,11 +220,9 @@ def test_backup_without_manifest_is_refused(run_module, pg_server, table_digest,
 # refusals that must touch nothing
 
 
-def test_corrupted_local_backup_is_refused(run_module, pg_server, table_digest, dbs, backup_dir) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+def test_corrupted_local_backup_is_refused(run_module, pg_server, table_digest, dbs, backup_dir,
+                                           modified_since_backup) -> None:
+    db, made, before = modified_since_backup
     flip_byte(made["path"])
     names = dbs.mine()
 
@@ -251,11 +242,8 @@ def test_corrupted_local_backup_is_refused(run_module, pg_server, table_digest, 
 
 @pytest.mark.parametrize("confirm", ["", "wrong", "RS_UPPER"], ids=["missing", "wrong", "case"])
 def test_wrong_or_missing_confirmation_touches_nothing(run_module, pg_server, table_digest, dbs, backup_dir,
-                                                       confirm) -> None:
-    db = dbs.sample()
-    backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+                                                       modified_since_backup, confirm) -> None:
+    db, _made, before = modified_since_backup
     names = dbs.mine()
     if confirm == "RS_UPPER":
         confirm = db.upper()
@@ -280,11 +268,9 @@ def test_wrong_or_missing_confirmation_touches_nothing(run_module, pg_server, ta
 # check mode
 
 
-def test_check_mode_touches_nothing_and_reports_the_plan(run_module, pg_server, table_digest, dbs, backup_dir) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+def test_check_mode_touches_nothing_and_reports_the_plan(run_module, pg_server, table_digest, dbs, backup_dir,
+                                                         modified_since_backup) -> None:
+    db, made, before = modified_since_backup
     names = dbs.mine()
     files = files_under(backup_dir)
 

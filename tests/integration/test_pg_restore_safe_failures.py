@@ -21,15 +21,11 @@ import os
 
 import pytest
 
-# dbs is a fixture: imported to be used by name, never referenced
+# backup_dir, dbs and modified_since_backup are fixtures: imported to be used by name, never referenced
 from integration.restore_helpers import (  # noqa: F401  # pylint: disable=unused-import
-    MODULE, backup, dbs, failed, failing_bin_dir, load_manifest, modify, ok, restore_args, rewrite_backup_set, zstd,
+    MODULE, backup_dir, dbs, failed, failing_bin_dir, load_manifest, modified_since_backup, ok, restore_args,
+    rewrite_backup_set, zstd,
 )
-
-
-@pytest.fixture
-def backup_dir(tmp_path) -> str:
-    return str(tmp_path / "backups")
 
 
 def truncate_backup(path: str) -> None:
@@ -50,11 +46,8 @@ def assert_swap_failure_left_target_intact(result, pg_server, table_digest, dbs,
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["jobs1-stream", "jobs2-file"])
 def test_invalid_archive_in_swap_mode_leaves_the_target_intact(run_module, pg_server, table_digest, dbs, backup_dir,
-                                                               jobs) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+                                                               modified_since_backup, jobs) -> None:
+    db, made, before = modified_since_backup
     truncate_backup(made["path"])
 
     result = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, jobs=jobs))
@@ -73,11 +66,8 @@ def test_invalid_archive_in_swap_mode_leaves_the_target_intact(run_module, pg_se
 
 
 def test_invalid_archive_in_replace_mode_recovers_from_the_safety_backup(run_module, pg_server, table_digest, dbs,
-                                                                         backup_dir) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+                                                                         backup_dir, modified_since_backup) -> None:
+    db, made, before = modified_since_backup
     truncate_backup(made["path"])
 
     result = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, mode="replace"))
@@ -99,11 +89,9 @@ def test_invalid_archive_in_replace_mode_recovers_from_the_safety_backup(run_mod
 
 
 @pytest.mark.parametrize("mode", ["swap", "replace"])
-def test_pg_restore_killed_midway(run_module, pg_server, table_digest, dbs, backup_dir, tmp_path, mode) -> None:
-    db = dbs.sample()
-    backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+def test_pg_restore_killed_midway(run_module, pg_server, table_digest, dbs, backup_dir, modified_since_backup, tmp_path,
+                                  mode) -> None:
+    db, _made, before = modified_since_backup
     bin_dir = failing_bin_dir(pg_server, str(tmp_path / "bin"))
 
     result = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, mode=mode, pg_bin_dir=bin_dir,
@@ -125,12 +113,9 @@ def test_pg_restore_killed_midway(run_module, pg_server, table_digest, dbs, back
 
 
 def test_replace_mode_when_the_recovery_fails_too(run_module, pg_server, table_digest, dbs, backup_dir,
-                                                  tmp_path) -> None:
+                                                  modified_since_backup, tmp_path) -> None:
     """Every pg_restore dies: the message must say where the safety backup is, and it must restore."""
-    db = dbs.sample()
-    backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+    db, _made, before = modified_since_backup
     bin_dir = failing_bin_dir(pg_server, str(tmp_path / "bin"), always=True)
 
     result = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, mode="replace", pg_bin_dir=bin_dir))
@@ -146,11 +131,8 @@ def test_replace_mode_when_the_recovery_fails_too(run_module, pg_server, table_d
 
 @pytest.mark.parametrize("mode", ["swap", "replace"])
 def test_restored_database_not_matching_the_manifest_is_rejected(run_module, pg_server, table_digest, dbs, backup_dir,
-                                                                 mode) -> None:
-    db = dbs.sample()
-    made = backup(run_module, pg_server, db, backup_dir)
-    modify(pg_server, db)
-    before = table_digest(pg_server, db)
+                                                                 modified_since_backup, mode) -> None:
+    db, made, before = modified_since_backup
     manifest = load_manifest(made["path"])
     tables = [dict(t) for t in manifest.tables]
     orders = next(t for t in tables if t["name"] == "orders")

@@ -26,7 +26,6 @@ of issue 2; writes everything to benchmarks/output/<run>/results.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -38,13 +37,9 @@ import textwrap
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+import benchlib
+from benchlib import MB, testbed
 
-import testbed  # noqa: E402  pylint: disable=wrong-import-position
-
-MB = 1_000_000
 TARGETS = {"wall": 1 / 3, "size": 1.15, "peak_mb": 200}
 
 # The child that runs our job: the CLI's main(), then its own peak RSS and its largest child's.
@@ -71,11 +66,6 @@ SEED_UPLOAD = textwrap.dedent("""
                       region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
     s3.upload_file(path, bucket, key)
 """)
-
-
-def collections_dir() -> str:
-    return subprocess.run(["bash", os.path.join(REPO, "scripts", "collection-path.sh")], check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 def _tree_hwm(root: int, peaks: dict[int, tuple[str, int]]) -> None:
@@ -132,23 +122,10 @@ def run_child(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEV
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peaks_kb": by_name}
 
 
-class Bench:
+class Bench(benchlib.Bench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-        self.out = os.path.abspath(args.output or os.path.join(HERE, "output", f"run-{stamp}"))
-        os.makedirs(self.out, exist_ok=True)
-        self.bed = testbed.Testbed(tempfile.mkdtemp(prefix="doctorq-bench-"))
-        self.pg = self.bed.postgres()
-        self.s3 = self.bed.seaweed()
-        self.client = self.s3.client()
-        self.bucket = "bench"
-        self.client.create_bucket(Bucket=self.bucket)
-        self.pg_env = {**os.environ, **self.pg.libpq_env(), "LC_ALL": "C"}
-        self.pg_env.pop("PGDATABASE", None)
-        self.collections = collections_dir()
-        self.results: dict[str, Any] = {"started": stamp, "args": vars(args), "host": os.uname().nodename,
-                                        "cpus": os.cpu_count(), "load_before": os.getloadavg(), "scales": {}}
+        super().__init__(args, "run", scales={})
+        self.collections = benchlib.collections_dir()
 
     # -- setup ---------------------------------------------------------------
     def make_db(self, scale: int) -> dict[str, Any]:
@@ -290,12 +267,7 @@ class Bench:
             for target in self.args.plateau_mb:
                 self.results.setdefault("plateau", []).append(self.plateau(target))
         finally:
-            self.results["finished"] = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-            self.results["load_after"] = os.getloadavg()
-            with open(os.path.join(self.out, "results.json"), "w", encoding="utf-8") as handle:
-                json.dump(self.results, handle, indent=2)
-            if not self.args.keep_bed:
-                self.bed.down()
+            self.save()
         print(report(self.results))
 
 
@@ -334,8 +306,7 @@ def report(results: dict[str, Any]) -> str:
                    f"{'<' if max(ours['python_peak_mb'], ours['child_peak_mb']) < TARGETS['peak_mb'] else '>='} 200 MB"]
         lines.append("targets: " + ", ".join(verdict))
     if "load_after" in results:
-        lines.append(f"\nload average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in results['load_before'])}, "
-                     f"after {'/'.join(f'{x:.1f}' for x in results['load_after'])} on {results['cpus']} CPUs")
+        lines.append("\n" + benchlib.load_line(results))
     rows = [(f"pgbench -s {s}", f["db_bytes"], f["median"]["ours"]) for s, f in results["scales"].items()]
     rows += [(p["db"], p["db_bytes"], p["ours"]) for p in results.get("plateau", [])]
     if rows:
@@ -349,8 +320,7 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale of the main comparison (100: ~1.5 GB)")
     parser.add_argument("--small-scale", type=int, default=20, help="a smaller scale, to show memory does not grow (0: skip)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -362,17 +332,7 @@ def main() -> int:
     parser.add_argument("--plateau-mb", type=lambda v: [int(x) for x in v.split(",") if x], default=[100, 300],
                         help="also run ours on random text giving about these MB of output (many S3 parts), "
                              "to show the Python process's memory stays flat; '' to skip")
-    parser.add_argument("--output", help="folder for results.json and logs (default benchmarks/output/run-<time>)")
-    parser.add_argument("--keep-bed", action="store_true", help="leave PostgreSQL and SeaweedFS running")
-    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the tables of an earlier run")
-    args = parser.parse_args()
-    if args.report:
-        with open(args.report, encoding="utf-8") as handle:
-            print(report(json.load(handle)))
-        return 0
-    Bench(args).run()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(benchlib.main(__doc__, "run", options, Bench, report))

@@ -28,25 +28,18 @@ benchmarks/output/restore-<time>/results.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+import benchlib
+from benchlib import MB, testbed
 
-import testbed  # noqa: E402  pylint: disable=wrong-import-position
-
-MB = 1_000_000
 TARGET = 1.25
 SIDES = ("ours_j2", "bare", "ours_j1")
 PHASES = ("download", "safety_backup", "restore", "verify_after", "swap")
@@ -58,12 +51,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def collections_dir() -> str:
-    return subprocess.run(["bash", os.path.join(REPO, "scripts", "collection-path.sh")], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-sys.path.insert(0, collections_dir())
+sys.path.insert(0, benchlib.collections_dir())
 
 # pylint: disable=wrong-import-position
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup  # noqa: E402
@@ -72,24 +60,11 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore import Rest
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config  # noqa: E402
 
 
-class Bench:
+class Bench(benchlib.Bench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-        self.out = os.path.abspath(args.output or os.path.join(HERE, "output", f"restore-{stamp}"))
-        os.makedirs(self.out, exist_ok=True)
-        self.bed = testbed.Testbed(tempfile.mkdtemp(prefix="doctorq-bench-"))
-        self.pg = self.bed.postgres()
-        self.s3 = self.bed.seaweed()
-        self.client = self.s3.client()
-        self.bucket = "bench"
-        self.client.create_bucket(Bucket=self.bucket)
+        super().__init__(args, "restore", rounds=[])
         self.s3_option = {**self.s3.s3_option(self.bucket), "prefix": "bench"}
-        self.pg_env = {**os.environ, **self.pg.libpq_env(), "LC_ALL": "C"}
-        self.pg_env.pop("PGDATABASE", None)
         self.source_db, self.target = "bench", "target"
-        self.results: dict[str, Any] = {"started": stamp, "args": vars(args), "host": os.uname().nodename,
-                                        "cpus": os.cpu_count(), "load_before": os.getloadavg(), "rounds": []}
 
     def tool(self, name: str) -> str:
         return os.path.join(self.pg.bin_dir, name)
@@ -218,14 +193,9 @@ class Bench:
                 name: {p: statistics.median(r[name]["durations"].get(p, 0.0) for r in rounds) for p in PHASES}
                 for name in SIDES if name != "bare"}
         finally:
-            self.results["finished"] = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-            self.results["load_after"] = os.getloadavg()
-            with open(os.path.join(self.out, "results.json"), "w", encoding="utf-8") as handle:
-                json.dump(self.results, handle, indent=2, default=str)
             if os.path.exists(getattr(self, "plain_file", "")):
                 os.unlink(self.plain_file)
-            if not self.args.keep_bed:
-                self.bed.down()
+            self.save()
         print(report(self.results))
 
 
@@ -258,27 +228,15 @@ def report(results: dict[str, Any]) -> str:
     # The module's default is jobs 1 (streaming): that is the restore users get.
     verdict = "met" if med["ours_j1"] / bare <= TARGET else "MISSED"
     lines.append(f"target: whole restore with the default (jobs 1) <= {TARGET} x bare: {med['ours_j1'] / bare:.2f} ({verdict})")
-    lines.append(f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in results['load_before'])}, "
-                 f"after {'/'.join(f'{x:.1f}' for x in results.get('load_after', (0, 0, 0)))} on {results['cpus']} CPUs")
+    lines.append(benchlib.load_line(results))
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale of the restored database (100: ~1.5 GB)")
     parser.add_argument("--target-scale", type=int, default=1, help="pgbench scale of the existing target replaced")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", help="folder for results.json (default benchmarks/output/restore-<time>)")
-    parser.add_argument("--keep-bed", action="store_true", help="leave PostgreSQL and SeaweedFS running")
-    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the table of an earlier run")
-    args = parser.parse_args()
-    if args.report:
-        with open(args.report, encoding="utf-8") as handle:
-            print(report(json.load(handle)))
-        return 0
-    Bench(args).run()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(benchlib.main(__doc__, "restore", options, Bench, report))

@@ -1,0 +1,85 @@
+"""What backup_bench.py and restore_bench.py share: the servers, results.json, the command line.
+
+Both run on demand against a throwaway PostgreSQL 15 and SeaweedFS from
+tests/testbed.py, write every number to ``<output>/results.json`` whatever
+happens, and can print the tables of an earlier run again (``--report``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+import testbed  # noqa: E402  pylint: disable=wrong-import-position
+
+MB = 1_000_000
+
+
+def collections_dir() -> str:
+    """The folder that holds ansible_collections/doctorq/backup (this checkout): for PYTHONPATH."""
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", "collection-path.sh")], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+class Bench:
+    """One run: its output folder, the servers (with a bucket ``bench``), the libpq environment, the results."""
+
+    def __init__(self, args: argparse.Namespace, name: str, **results: Any) -> None:
+        """``name``: the default output folder is ``benchmarks/output/<name>-<time>``; ``results``: more keys to start with."""
+        self.args = args
+        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.out = os.path.abspath(args.output or os.path.join(HERE, "output", f"{name}-{stamp}"))
+        os.makedirs(self.out, exist_ok=True)
+        self.bed = testbed.Testbed(tempfile.mkdtemp(prefix="doctorq-bench-"))
+        self.pg = self.bed.postgres()
+        self.s3 = self.bed.seaweed()
+        self.client = self.s3.client()
+        self.bucket = "bench"
+        self.client.create_bucket(Bucket=self.bucket)
+        self.pg_env = {**os.environ, **self.pg.libpq_env(), "LC_ALL": "C"}
+        self.pg_env.pop("PGDATABASE", None)
+        self.results: dict[str, Any] = {"started": stamp, "args": vars(args), "host": os.uname().nodename,
+                                        "cpus": os.cpu_count(), "load_before": os.getloadavg(), **results}
+
+    def save(self) -> None:
+        """Write results.json (also after a failure: what was measured is kept), then stop the servers unless --keep-bed."""
+        self.results["finished"] = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.results["load_after"] = os.getloadavg()
+        with open(os.path.join(self.out, "results.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.results, handle, indent=2, default=str)
+        if not self.args.keep_bed:
+            self.bed.down()
+
+
+def load_line(results: dict[str, Any]) -> str:
+    """The machine's load before and after the run: on a shared machine the seconds mean little without it."""
+    def triple(load: Any) -> str:
+        return "/".join(f"{x:.1f}" for x in load)
+    return (f"load average (1/5/15 min) before {triple(results['load_before'])}, "
+            f"after {triple(results.get('load_after', (0, 0, 0)))} on {results['cpus']} CPUs")
+
+
+def main(doc: str, name: str, options: Callable[[argparse.ArgumentParser], None],
+         bench: Callable[[argparse.Namespace], Any], report: Callable[[dict[str, Any]], str]) -> int:
+    """The command line: the benchmark's own ``options``, then --output, --keep-bed and --report."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", 1)[0])
+    options(parser)
+    parser.add_argument("--output", help=f"folder for results.json and the run's files (default benchmarks/output/{name}-<time>)")
+    parser.add_argument("--keep-bed", action="store_true", help="leave PostgreSQL and SeaweedFS running")
+    parser.add_argument("--report", metavar="RESULTS_JSON", help="only print the tables of an earlier run")
+    args = parser.parse_args()
+    if args.report:
+        with open(args.report, encoding="utf-8") as handle:
+            print(report(json.load(handle)))
+        return 0
+    bench(args).run()
+    return 0

@@ -37,6 +37,12 @@ CLI_MODULE = "ansible_collections.doctorq.backup.plugins.module_utils.cli"
 LOG_LINE = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] "
 
 
+def next_second() -> None:
+    """Wait for the wall clock's next second: backups are named by the second they start in."""
+    now = time.time()
+    time.sleep(int(now) + 1 - now + 0.01)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -31,7 +31,7 @@ import pytest
 
 # moto_restores is a fixture: imported to be used by name, never referenced
 from integration.restore_helpers import GlacierObject, moto_restores  # noqa: F401  # pylint: disable=unused-import
-from backup_support import Webhook
+from backup_support import Webhook, next_second
 
 from ansible_collections.doctorq.backup.plugins.module_utils import files as filesmod
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, checksum_line, iso, utcnow
@@ -727,6 +727,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket}))
     with open(os.path.join(app, "docs", "readme.txt"), "ab") as handle:
         handle.write(b"edited after the first backup\n")
+    next_second()  # a second backup in the same second is refused (its name is taken)
     newest = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
                                             "s3": s3_bucket}))["backup"]
     # a new host: its backup directory is empty, so the drill reads the bucket

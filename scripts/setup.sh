@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck)
+apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck faketime)
 [ "${DOCTORQ_WITH_CONTAINERS:-1}" = 1 ] && apt_pkgs+=(podman debootstrap uidmap slirp4netns fuse-overlayfs)
 missing=()
 for p in "${apt_pkgs[@]}"; do

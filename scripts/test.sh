@@ -5,7 +5,7 @@
 #   STAGES="pytest lint" scripts/test.sh   # only these (any order given is kept)
 #
 # Stages:
-#   pytest     tests/unit + tests/integration, every marker except `molecule`
+#   pytest     tests/unit + tests/integration + tests/faults, every marker except `molecule`
 #              (real PostgreSQL 15, SeaweedFS and moto started by tests/testbed.py)
 #   lint       ansible-lint --offline --profile production
 #   sanity     ansible-test sanity --venv --python 3.11 (scripts/sanity.sh)
@@ -99,7 +99,7 @@ PY
 
 stage_pytest() {
   local paths=() d
-  for d in tests/unit tests/integration; do [ -d "$d" ] && paths+=("$d"); done
+  for d in tests/unit tests/integration tests/faults; do [ -d "$d" ] && paths+=("$d"); done
   local args=(-m "not molecule" --junitxml=tests/output/junit/pytest.xml --durations=15)
   [ -n "${PYTEST_WORKERS:-}" ] && args+=(-n "$PYTEST_WORKERS")
   local extra=()

@@ -83,10 +83,10 @@ def pytest_configure(config: pytest.Config) -> None:  # pylint: disable=unused-a
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/integration is marked `integration`."""
-    integration_dir = os.path.join(TESTS_DIR, "integration") + os.sep
+    """Everything under tests/integration and tests/faults is marked `integration` (they talk to real servers)."""
+    dirs = tuple(os.path.join(TESTS_DIR, d) + os.sep for d in ("integration", "faults"))
     for item in items:
-        if str(item.path).startswith(integration_dir):
+        if str(item.path).startswith(dirs):
             item.add_marker(pytest.mark.integration)
 
 

@@ -17,14 +17,13 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 import threading
 import zlib
 from typing import IO, Any, Callable, Protocol, Sequence
 from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, IntegrityError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 
 CHUNK = 1 << 20
@@ -400,14 +399,13 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-class StageFailed(DoctorqError):
-    """A program of the pipeline exited non-zero."""
+StageFailed = procs.ProcessFailed  # a program of the pipeline exited non-zero
 
 
 def run(stages: Sequence[Sequence[str] | None], env: dict[str, str], sinks: Sequence[Sink], *,
         names: Sequence[str] | None = None,
         accept: Callable[[int, int, str], bool] | None = None) -> tuple[Digest, list[dict[str, Any]]]:
-    """Run ``stages`` as a pipe, hash the last stage's output and feed it to every sink.
+    """Run ``stages`` as a pipe (procs.Pipe), hash the last stage's output and feed it to every sink.
 
     On any failure (a program's exit status, a sink's error) every process is
     stopped, every sink aborted, and the error raised: nothing is left that
@@ -416,62 +414,27 @@ def run(stages: Sequence[Sequence[str] | None], env: dict[str, str], sinks: Sequ
     programs whose status also carries warnings (GNU tar's 1: "a file changed
     as we read it"); the caller gets the program's whole stderr to report them.
     """
-    argvs = [list(s) for s in stages if s]
-    names = list(names or [os.path.basename(a[0]) for a in argvs])
-    procs: list[subprocess.Popen] = []
-    errfiles = [tempfile.TemporaryFile() for _argv in argvs]
     hasher = Hasher()
     try:
-        prev = None
-        for argv, errf in zip(argvs, errfiles):
-            try:
-                proc = subprocess.Popen(argv, stdin=prev or subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=errf, env=env, close_fds=True)
-            except OSError as exc:
-                raise DoctorqError(f"cannot start {argv[0]}: {exc.strerror}") from None
-            if prev is not None:
-                prev.close()  # the child holds it now; we must not, or EOF never comes
-            procs.append(proc)
-            prev = proc.stdout
-        out = procs[-1].stdout
-        while True:
-            chunk = out.read(CHUNK)
-            if not chunk:
-                break
-            hasher.update(chunk)
-            for sink in sinks:
-                sink.write(chunk)
-        out.close()
-        for index, (proc, name, errf) in enumerate(zip(procs, names, errfiles)):
-            code = proc.wait()
-            if code != 0:
-                errf.seek(0)
-                stderr = errf.read()
-                if accept is not None and accept(index, code, stderr.decode("utf-8", "replace")):
-                    continue
-                tail = stderr[-2000:].decode("utf-8", "replace").strip()
-                raise StageFailed(f"{name} exited with status {code}: {tail or 'no message'}")
+        with procs.Pipe(stages, env=env, names=names) as pipe:
+            out = pipe.stdout
+            while True:
+                chunk = out.read(CHUNK)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                for sink in sinks:
+                    sink.write(chunk)
+            pipe.wait(accept=accept)
         digest = hasher.digest()
-        results = [sink.commit(digest) for sink in sinks]
-        return digest, results
+        return digest, [sink.commit(digest) for sink in sinks]
     except BaseException:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
         for sink in sinks:
             try:
                 sink.abort()
             except Exception:  # pylint: disable=broad-except
                 pass
         raise
-    finally:
-        for errf in errfiles:
-            errf.close()
 
 
 def fsync_dir(path: str) -> None:

@@ -1,0 +1,86 @@
+"""The one process runner (procs.py): exit status of every stage, deadlines, death with the run, another OS user."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ansible_collections.doctorq.backup.plugins.module_utils import procs
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_every_stage_of_a_pipe_is_checked_and_its_stderr_reported():
+    # the first stage fails, the last succeeds: a shell pipe would report success
+    with procs.Pipe([["sh", "-c", "echo broken >&2; exit 3"], ["cat"]]) as pipe:
+        assert pipe.stdout.read() == b""
+        with pytest.raises(procs.ProcessFailed, match=r"^sh exited with status 3: broken$") as info:
+            pipe.wait()
+    assert info.value.status == 3
+
+
+def test_run_captures_output_in_the_c_locale_and_returns_status_when_not_checked():
+    done = procs.run(["sh", "-c", 'echo "$LC_ALL $LANG"; echo err >&2; exit 2'], env={"LC_ALL": "pt_BR.UTF-8"},
+                     check=False)
+    assert (done.status, done.stdout.strip(), done.stderr.strip()) == (2, "C C", "err")
+    with pytest.raises(procs.ProcessFailed, match="status 2"):
+        procs.run(["sh", "-c", "exit 2"])
+
+
+def test_a_deadline_kills_the_whole_process_group():
+    started = time.monotonic()
+    with pytest.raises(procs.ProcessFailed, match="did not finish within 1 s and was stopped"):
+        # the grandchild (sleep in the background) is in the group too
+        procs.run(["sh", "-c", "sleep 60 & echo $! >&2; wait"], timeout=1)
+    assert time.monotonic() - started < 10
+
+
+def test_a_program_that_cannot_start_says_so():
+    with pytest.raises(procs.ProcessFailed, match="cannot start /nonexistent/pg_dump"):
+        procs.run(["/nonexistent/pg_dump", "--version"])
+
+
+def test_children_die_with_a_run_killed_by_sigkill(tmp_path):
+    """kill -9 of the run: nothing it started keeps running (case 6 of issue 11)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = {sys.path!r}
+        from ansible_collections.doctorq.backup.plugins.module_utils import procs
+        with procs.Pipe([["sleep", "300"], ["sleep", "301"]]) as pipe:
+            print(" ".join(str(p.pid) for p in pipe.procs), flush=True)
+            pipe.wait()
+    """)
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)  # pylint: disable=consider-using-with
+    pids = [int(p) for p in run.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a child outlived the killed run"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching OS user needs root (CI runs as root)")
+def test_runs_a_program_as_another_os_user_that_still_dies_with_the_run():
+    done = procs.run(["id", "-un"], user="postgres")
+    assert done.stdout.strip() == "postgres"
+    with pytest.raises(procs.ProcessFailed, match="did not finish"):
+        procs.run(["sleep", "30"], user="postgres", timeout=0.5)
+
+
+def test_an_unknown_os_user_is_a_config_error():
+    with pytest.raises(procs.ConfigError, match="OS user 'no-such-user-dq' does not exist"):
+        procs.run(["true"], user="no-such-user-dq")

@@ -188,6 +188,8 @@ def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.date
         "backup_started_at": source.get("started_at"), "backup_size": source.get("size"), "rto_s": rto, "rpo_s": rpo,
         "durations": outcome.get("durations"), **facts,
     }
+    if outcome.get("s3_error"):  # S3 could not be listed: the drill used the local copies (and warns)
+        report["s3_error"] = outcome["s3_error"]
     warnings = list(outcome.get("warnings") or [])
     if job.report_dir:
         path = os.path.join(job.report_dir, subject.report_file)

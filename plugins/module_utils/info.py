@@ -35,6 +35,33 @@ def list_backups(candidates: list[LocalStore | S3Store], db: str | None = None,
     return newest_first(found)
 
 
+def list_reachable(candidates: list[LocalStore | S3Store], db: str | None = None,
+                   of_type: str | None = "database") -> tuple[list[Manifest], str | None]:
+    """Like ``list_backups``, but S3 failing to answer is reported (second value), not raised.
+
+    S3 down is the disaster case: the local copies are then exactly what a
+    listing, a restore or a drill needs. Only with a local store to fall back
+    on; with S3 alone there is nothing to list, and its error is raised.
+    """
+    found: list[Manifest] = []
+    problem = None
+    fallback = any(isinstance(s, LocalStore) for s in candidates)
+    for store in candidates:
+        try:
+            found.extend(store.list(db, of_type))
+        except StorageError as exc:
+            if not fallback or not isinstance(store, S3Store):
+                raise
+            problem = problem or str(exc)
+    return newest_first(found), problem
+
+
+def s3_unavailable(problem: str, backup_dir: str) -> str:
+    """The warning when S3 could not be listed and the local backups stand in for it."""
+    return (f"S3 is unavailable, so only the local backups in {backup_dir} are used (S3 may hold newer ones): "
+            f"{problem}")
+
+
 def verify(manifest: Manifest, store: LocalStore | S3Store) -> dict[str, Any]:
     """Re-read the backup (and its globals file) and compare with the manifest."""
     if manifest.location == "s3" and (manifest.s3 or {}).get("storage_class") in s3util.ARCHIVE_CLASSES:

@@ -37,7 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANI
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups
+from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, append_audit
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
@@ -139,12 +139,15 @@ class Sources:
 
     ``result`` and ``durations`` are the run's own: the archive state per
     file, ``changed`` (an archive restore request is a change), ``pending``
-    and ``msg``, and the ``verify``/``download`` times are recorded there.
+    and ``msg``, and the ``verify``/``download`` times are recorded there;
+    ``s3_error`` too, with a line in ``warnings``, when ``latest`` had to do
+    without S3 (it could not be listed) and took the local copies.
     """
 
     def __init__(self, wording: Wording, backup_dir: str, s3: s3util.S3Config | None, *,
                  archive: ArchiveOptions = ArchiveOptions(), work_dir: str | None = None,
-                 result: dict[str, Any] | None = None, durations: dict[str, float] | None = None) -> None:
+                 result: dict[str, Any] | None = None, durations: dict[str, float] | None = None,
+                 warnings: list[str] | None = None) -> None:
         self.wording = wording
         self.backup_dir = backup_dir
         self.local = LocalStore(backup_dir)
@@ -153,6 +156,7 @@ class Sources:
         self._work_dir = work_dir
         self.result = result if result is not None else {}
         self.durations = durations if durations is not None else {}
+        self.warnings = warnings if warnings is not None else []
         self.requested = False
 
     def s3_store(self, bucket: str | None = None) -> S3Store:
@@ -175,12 +179,19 @@ class Sources:
         if src != "latest":
             return self._from_path(src)
         stores: list[LocalStore | S3Store] = [self.local] + ([self.s3_store()] if self.s3 else [])
-        found = [m for m in list_backups(stores, name, self.wording.type) if not before or m.started < before]
+        listed, s3_problem = list_reachable(stores, name, self.wording.type)
+        if s3_problem:  # S3 down is the disaster case: go on with the local copies, and say so
+            self.result["s3_error"] = s3_problem
+            warning = s3_unavailable(s3_problem, self.backup_dir)
+            log(f"WARNING: {warning}")
+            self.warnings.append(warning)
+        found = [m for m in listed if not before or m.started < before]
         if not found:
-            where = " and ".join([self.backup_dir] + ([self.s3.where] if self.s3 else []))
+            where = " and ".join([self.backup_dir] + ([self.s3.where] if self.s3 and not s3_problem else []))
             when = f" before {iso(before)}" if before else ""
-            raise StorageError(f"no complete backup of {self.wording.subject} {name!r}{when} in {where}: check "
-                               f"{self.wording.selector}/backup_dir/s3, or list backups with {self.wording.lister}.")
+            unavailable = f" (S3 could not be searched: {s3_problem})" if s3_problem else ""
+            raise StorageError(f"no complete backup of {self.wording.subject} {name!r}{when} in {where}{unavailable}: "
+                               f"check {self.wording.selector}/backup_dir/s3, or list backups with {self.wording.lister}.")
         # The same backup on disk and in S3: the local copy needs no download.
         same = [m for m in found if m.id == found[0].id]
         chosen = next((m for m in same if m.location == "local"), same[0])
@@ -351,7 +362,7 @@ class RestoreRun:
         self.warnings: list[str] = []
         self.result = result
         self.sources = Sources(wording, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
-                               result=self.result, durations=self.durations)
+                               result=self.result, durations=self.durations, warnings=self.warnings)
         self.local = self.sources.local
 
     # -- what a restore says about itself -----------------------------------------------

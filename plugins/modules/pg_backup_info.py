@@ -12,6 +12,8 @@ description:
   - Lists the backups written by M(doctorq.backup.pg_backup) and M(doctorq.backup.files_backup), newest first, from
     their manifests. Backups without a manifest (interrupted runs) or whose data file is missing or of the wrong size
     are never listed.
+  - When O(s3) cannot be listed (unreachable, credentials refused, no such bucket), the backups in O(backup_dir) are
+    listed all the same, with a warning and RV(s3_error) saying why; with no O(backup_dir) the module fails.
   - With O(verify=true), re-reads each listed backup and compares its size, SHA-256 and MD5 with the manifest.
     Objects in an archive tier (GLACIER, DEEP_ARCHIVE) are reported as C(archived) instead.
   - With O(stanza), also lists the physical (pgBackRest) backups of that stanza and the recoverable window of
@@ -158,6 +160,12 @@ corrupt:
   returned: always
   type: list
   elements: str
+s3_error:
+  description:
+    - Why O(s3) could not be listed (unreachable, credentials refused, no such bucket). The local backups in
+      O(backup_dir) are listed all the same, and a warning says so; without O(backup_dir) the module fails instead.
+  returned: when S3 could not be listed
+  type: str
 physical_backups:
   description: pgBackRest backups of O(stanza), newest first.
   returned: with O(stanza)
@@ -218,7 +226,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_backups, store_for, stores, verify
+from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable, store_for, stores, verify
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest, physical_listing
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
@@ -248,7 +256,10 @@ def main() -> None:
             raise ConfigError("limit must be 0 (all) or a positive number.")
         candidates = stores(params["backup_dir"], S3Config.from_params(params["s3"]))
         of_type = None if params["type"] == "all" else params["type"]
-        manifests = [m for m in list_backups(candidates, params["db"], of_type) if params["kind"] in ("all", m.kind)]
+        listed, s3_error = list_reachable(candidates, params["db"], of_type)
+        if s3_error:  # the local backups are listed all the same: S3 down is when they matter most
+            module.warn(s3_unavailable(s3_error, params["backup_dir"]))
+        manifests = [m for m in listed if params["kind"] in ("all", m.kind)]
         if params["limit"]:
             manifests = manifests[:params["limit"]]
         backups, corrupt = [], []
@@ -265,7 +276,8 @@ def main() -> None:
         if params["stanza"]:
             physical = physical_listing(PgBackRest(params["pgbackrest_config"], params["stanza"], params["pgbackrest_user"]),
                                         bin_dir=params["pg_bin_dir"])
-    module.exit_json(changed=False, backups=backups, corrupt=corrupt, **physical)
+    module.exit_json(changed=False, backups=backups, corrupt=corrupt, **({"s3_error": s3_error} if s3_error else {}),
+                     **physical)
 
 
 if __name__ == "__main__":

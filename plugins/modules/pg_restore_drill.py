@@ -146,6 +146,12 @@ report:
       description: Why the drill failed.
       type: str
       returned: on failure
+    s3_error:
+      description:
+        - Why O(s3) could not be listed; the drill then restored the newest local backup in O(backup_dir) (a
+          warning says so).
+      type: str
+      returned: when S3 could not be listed
   sample:
     status: success
     rto_s: 41.7

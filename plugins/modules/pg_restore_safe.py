@@ -58,6 +58,8 @@ options:
     description:
       - V(latest) (the newest complete backup of O(source_db) on disk or in O(s3); the local copy is preferred when
         both hold it), a local backup file path, or an C(s3://bucket/key) URI of a backup file.
+      - When O(s3) cannot be listed (S3 down, credentials refused), V(latest) takes the newest backup in
+        O(backup_dir), with a warning naming the S3 problem.
     type: str
     default: latest
   source_db:
@@ -271,6 +273,12 @@ plan:
   description: In check mode, what would be done.
   returned: check mode
   type: dict
+s3_error:
+  description:
+    - Why O(s3) could not be listed when O(source=latest) searched it; the newest backup in O(backup_dir) was used
+      instead (a warning and the run log say so).
+  returned: when S3 could not be listed
+  type: str
 tables:
   description: The verification after the restore (expected, found, missing, mismatched, exact).
   returned: success

@@ -16,15 +16,22 @@ options:
     type: dict
     suboptions:
       bucket:
-        description: Bucket name.
+        description:
+          - Bucket name only (no C(s3://), no path; a folder goes in O(s3.prefix)). An empty or malformed name fails
+            before any work.
         type: str
         required: true
       prefix:
-        description: Key prefix under which this collection writes; nothing outside it is ever listed or deleted.
+        description:
+          - Key prefix under which this collection writes; nothing outside it is ever listed or deleted.
+          - Plain C(a/b) form - a leading C(/), a C(..) or C(.) segment or an empty segment (C(//)) fails before any
+            work (S3 would keep them as part of the key).
         type: str
         default: postgresql
       endpoint_url:
-        description: URL of an S3-compatible server, for example C(https://minio.example.com:9000). Omit for AWS.
+        description:
+          - URL of an S3-compatible server, for example C(https://minio.example.com:9000). Omit for AWS.
+          - Must be an C(http://) or C(https://) URL with a host (checked before any work).
         type: str
       region:
         description:

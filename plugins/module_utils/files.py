@@ -57,9 +57,10 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
-    FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, parse_when,
+    FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
@@ -496,46 +497,38 @@ class _FilesRun:
 
     def run(self) -> dict[str, Any]:
         job = self.job
-        self.stores.local.ensure_writable()
-        log_dir = job.log_dir or job.backup_dir
-        log = RunLog(os.path.join(log_dir, f"backup_{job.name}_files_{self.started.strftime(STAMP)}.log"), echo=self.echo)
-        result: dict[str, Any] = {"changed": False, "log_file": log.path, "warnings": self.warnings}
-        out: dict[str, Any] = {}  # what was done so far: returned (and notified) even when the run fails
-        t0 = time.monotonic()
-        log.banner(f"Backup of file set {job.name}")
-        for note in job.notes:
-            log(f"WARNING: {note}")
-        try:
-            with Lock(os.path.join(job.backup_dir, f".{job.name}.files.lock"), f"the backup of file set {job.name!r}"):
-                self._locked(log, t0, out)
-            status, error = "success", None
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            result.update(failed=True, msg=error)
-        result.update(out)
-        duration = round(time.monotonic() - t0, 3)
-        backup = result.get("backup") or {}
-        changed = (backup.get("fileset") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
-        host = socket.gethostname()
-        if status == "success":
-            summary = (f"Backup of file set {job.name} on {host} succeeded: {backup['fileset']['count']} entries, "
-                       f"{human(backup.get('size', 0))} in {duration:.1f}s"
-                       + (f"; {len(changed)} file(s) changed while read" if changed else ""))
-        else:
-            summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
-        self.warnings += job.notifier.send({"event": "files_backup", "status": status, "database": job.name,
-                                            "file_set": job.name, "host": host, "summary": summary,
-                                            "duration_s": duration, "backup": backup or None,
-                                            "changed_during_backup": changed, "error": error,
-                                            "s3_error": self.stores.s3_problem}, log)
-        samples = {**run_samples(status, duration, backup), "last_changed_files": float(len(changed))}
-        if status == "success":
-            samples["last_file_count"] = float(backup["fileset"]["count"])
-        self.warnings += job.notifier.metrics("files_backup", job.name, samples, log)
-        log.close()
-        result["log"] = log.lines
-        return result
+        frame = Frame(title=f"Backup of file set {job.name}", notifier=job.notifier, echo=self.echo,
+                      log_path=os.path.join(job.log_dir or job.backup_dir,
+                                            f"backup_{job.name}_files_{self.started.strftime(STAMP)}.log"),
+                      lock_path=lock_path(job.backup_dir, job.name, "files"),
+                      lock_what=f"the backup of file set {job.name!r}", prepare=self.stores.local.ensure_writable,
+                      result={"changed": False}, warnings=self.warnings)
+
+        def work(log: RunLog) -> None:
+            for note in job.notes:
+                log(f"WARNING: {note}")
+            self._locked(log, frame.started_at, frame.result)
+
+        def conclude(status: str, error: str | None) -> Conclusion:
+            result, duration, host = frame.result, frame.duration, socket.gethostname()
+            backup = result.get("backup") or {}
+            changed = (backup.get("fileset") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
+            if status == "success":
+                summary = (f"Backup of file set {job.name} on {host} succeeded: {backup['fileset']['count']} entries, "
+                           f"{human(backup.get('size', 0))} in {duration:.1f}s"
+                           + (f"; {len(changed)} file(s) changed while read" if changed else ""))
+            else:
+                summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
+            metrics = {**run_samples(status, duration, backup), "last_changed_files": float(len(changed))}
+            if status == "success":
+                metrics["last_file_count"] = float(backup["fileset"]["count"])
+            return Conclusion(
+                event={"event": "files_backup", "status": status, "database": job.name, "file_set": job.name,
+                       "host": host, "summary": summary, "duration_s": duration, "backup": backup or None,
+                       "changed_during_backup": changed, "error": error, "s3_error": self.stores.s3_problem},
+                metrics=metrics, metrics_job="files_backup", metrics_label=job.name)
+
+        return frame.run(work, conclude)
 
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
@@ -635,7 +628,7 @@ class FilesRestoreJob:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "FilesRestoreJob":
-        source = params.get("source") or "latest"
+        source = check_source(params.get("source") or "latest")
         if source == "latest":
             if not params.get("name"):
                 raise ConfigError("name is required with source=latest: name the file set to restore "
@@ -921,7 +914,7 @@ class _FilesRestore(RestoreRun):
             if check_mode:
                 replaces = os.path.isdir(target) and not os.path.islink(target) and bool(os.listdir(target))
             else:
-                stack.enter_context(Lock(os.path.join(self.job.backup_dir, f".{m.database}.files.lock"),
+                stack.enter_context(Lock(lock_path(self.job.backup_dir, m.database, "files"),
                                          f"a backup or restore of file set {m.database!r}"))
                 replaces = self.check_confirmation(target)
             # an archived object: check mode only looks; a run requests it and waits, or returns pending

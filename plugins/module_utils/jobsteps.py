@@ -39,10 +39,13 @@ LEVELS = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}
 
 
 def check_policy(params: dict[str, Any]) -> None:
-    """Retention windows and compression level, as pg_backup checks them."""
+    """Retention windows and compression level and threads, as pg_backup checks them (before any work)."""
     for name in ("retention_daily_days", "retention_weekly_days"):
         if params.get(name) is not None and params[name] < 0:
             raise ConfigError(f"{name} must be 0 (keep forever) or a number of days.")
+    if (params.get("compression_threads") or 0) < 0:
+        raise ConfigError(f"compression_threads {params['compression_threads']} is negative: use 0 (one thread per "
+                          "core) or the number of threads the compressor may use.")
     if params.get("compression_level") is not None:
         low, high = LEVELS[params.get("compression") or "zstd"]
         if not low <= params["compression_level"] <= high:

@@ -40,7 +40,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
-    DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, parse_when,
+    DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
 
@@ -108,7 +108,7 @@ class RestoreJob:
             # Server-level work (CREATE/RENAME/DROP DATABASE) runs from the maintenance database: the
             # target may not exist yet.
             conn=dataclasses.replace(PgConn.from_params(params), db=None), db=params["db"],
-            source=params.get("source") or "latest",
+            source=check_source(params.get("source") or "latest"),
             source_db=params.get("source_db"), before=parse_when(params.get("before")),
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
 
@@ -30,6 +32,56 @@ STORAGE_CLASSES = (
     "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY",
 )
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# What botocore itself accepts (AWS is stricter: 3-63 lowercase letters, digits, '.', '-'), starting with one of
+# them: anything else (a space, a path, an s3:// URI) fails at the first request, after the dump, otherwise.
+BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+def check_bucket_name(bucket: str | None, option: str) -> None:
+    """A bucket name S3 can take, or a ConfigError naming ``option`` and the fix."""
+    if not bucket:
+        raise ConfigError(f"{option} is empty: set it to the bucket's name (e.g. doctorq-backups).")
+    if not BUCKET_RE.match(bucket):
+        raise ConfigError(f"{option} {bucket!r} is not a valid bucket name: give the bucket's name only (on AWS 3-63 "
+                          "lowercase letters, digits, '.' and '-'), without s3:// or a path; a folder inside the "
+                          "bucket goes in s3.prefix.")
+
+
+def check_key_path(path: str, option: str, *, allow_empty: bool = True) -> None:
+    """An S3 key (prefix) in plain ``a/b/c`` form, or a ConfigError naming ``option``.
+
+    S3 resolves neither ``..`` nor ``.`` and keeps a leading or a doubled
+    ``/`` as part of the key: such a key lands somewhere else than it reads,
+    and listing, ``latest`` and retention would miss or misplace it.
+    """
+    if not path:
+        if allow_empty:
+            return
+        raise ConfigError(f"{option} is empty: give the object's key after the bucket (s3://BUCKET/KEY).")
+    if path.startswith("/"):
+        raise ConfigError(f"{option} {path!r} has a leading '/': S3 keys do not start with one (it would become an "
+                          f"empty first folder); write {path.lstrip('/')!r}.")
+    segments = path.rstrip("/").split("/")
+    if ".." in segments:
+        raise ConfigError(f"{option} {path!r} has a '..' segment: S3 does not resolve it (the key would hold a real "
+                          "'..' folder, outside the prefix the listing and retention search); name the folder itself.")
+    if "" in segments or "." in segments:
+        raise ConfigError(f"{option} {path!r} has an empty ('//') or '.' segment: S3 keeps those as part of the key; "
+                          f"write it as {'/'.join(s for s in segments if s not in ('', '.'))!r}.")
+
+
+def check_endpoint_url(url: str, option: str = "s3.endpoint_url") -> None:
+    """An http(s) URL with a host (and a valid port), or a ConfigError naming ``option``."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # pylint: disable=pointless-statement  # raises on a port out of range or not a number
+    except ValueError:
+        raise ConfigError(f"{option} {url!r} has a bad port: use a number from 1 to 65535, e.g. "
+                          "http://127.0.0.1:8333.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{option} {url!r} is not an http:// or https:// URL with a host: write it as "
+                          "https://HOST[:PORT] (e.g. https://s3.eu-central-1.amazonaws.com) or http://HOST:PORT "
+                          "(e.g. http://127.0.0.1:8333 for a local MinIO or SeaweedFS).")
 
 
 def s3_argument_spec() -> dict[str, Any]:
@@ -88,6 +140,11 @@ class S3Config:
         return cfg
 
     def validate(self) -> None:
+        """Everything that can be known wrong before a run starts (a bad option fails then, not after the dump)."""
+        check_bucket_name(self.bucket, "s3.bucket")
+        check_key_path(self.prefix, "s3.prefix")
+        if self.endpoint_url:
+            check_endpoint_url(self.endpoint_url)
         if self.encryption == "aws:kms" and not self.kms_key_id:
             raise ConfigError("s3.encryption is aws:kms but s3.kms_key_id is empty: set the KMS key id or alias.")
         if self.part_size_mb < 5 or self.part_size_mb > 512:

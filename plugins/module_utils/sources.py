@@ -38,6 +38,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, append_audit
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
@@ -85,6 +86,21 @@ def parse_when(text: str | None) -> dt.datetime | None:
     except ValueError:
         raise ConfigError(f"before={text!r} is not a date and time: use e.g. 2025-11-07T02:00:00Z.") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def check_source(src: str) -> str:
+    """``source`` as given; an s3:// URI is checked before any work: a bucket name, a plain key (no ``..``, no ``//``)."""
+    if src.startswith("s3://"):
+        split_s3_uri(src)
+    return src
+
+
+def split_s3_uri(src: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key), or a ConfigError naming ``source`` and what is wrong with it."""
+    bucket, _slash, key = src[5:].partition("/")
+    s3util.check_bucket_name(bucket, f"the bucket in source {src!r}")
+    s3util.check_key_path(key, f"the key in source {src!r}", allow_empty=False)
+    return bucket, key
 
 
 def add_duration(durations: dict[str, float], phase: str, started: float) -> None:
@@ -168,7 +184,7 @@ class Sources:
     def work_dir(self) -> str:
         """Where downloads (and decompressed copies) go: ``work_dir`` or ``<backup_dir>/.restore-work``, 0700."""
         path = self._work_dir or os.path.join(self.backup_dir, ".restore-work")
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        makedirs_owned(path)
         return path
 
     # -- finding ---------------------------------------------------------------------
@@ -199,9 +215,7 @@ class Sources:
         return Source(chosen, self.local if chosen.location == "local" else stores[-1])
 
     def _from_s3(self, src: str) -> Source:
-        bucket, _slash, key = src[5:].partition("/")
-        if not bucket or not key:
-            raise ConfigError(f"source {src!r} is not an s3://bucket/key URI.")
+        bucket, key = split_s3_uri(src)
         key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
         store = self.s3_store(bucket)
         with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX)):

@@ -61,7 +61,7 @@ def test_messages_use_the_words_of_their_type(tmp_path):
         Sources(DATABASE, str(tmp_path), None).find("latest", "db", None, log)
     with pytest.raises(StorageError, match="has no manifest .*refusing to restore it"):
         Sources(FILES, str(tmp_path), None).find(str(tmp_path / "nothing.tar.zst"), None, None, log)
-    with pytest.raises(ConfigError, match="is not an s3://bucket/key URI"):
+    with pytest.raises(ConfigError, match=r"the key in source 's3://bucket-only' is empty: .*\(s3://BUCKET/KEY\)"):
         Sources(FILES, str(tmp_path), None).find("s3://bucket-only", None, None, log)
 
 

@@ -29,6 +29,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -99,7 +100,7 @@ class Notifier:
             return []
         try:
             write_metrics(self.metrics_dir, job, database, samples)
-        except DoctorqError as exc:
+        except (DoctorqError, OSError) as exc:  # like the webhook: a warning, never the run's failure
             log(f"WARNING: {exc}")
             return [str(exc)]
         return []
@@ -190,12 +191,8 @@ class BackupJob(JobPolicy):
 
 
 def run_samples(status: str, duration: float, backup: dict[str, Any]) -> dict[str, float]:
-    """The metrics of one backup run: its status and time; on success also its duration and size."""
-    samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
-    if status == "success":
-        samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
-                       last_size_bytes=float(backup.get("size", 0)))
-    return samples
+    """The metrics of one backup run (runframe.samples): on success also its size."""
+    return samples(status, duration, last_size_bytes=backup.get("size", 0))
 
 
 def human(size: float) -> str:
@@ -267,44 +264,25 @@ class _Run:
                                           "leftovers": self.local.leftovers(self.job.db)},
                 "log": log.lines, "warnings": self.warnings}
 
-    def _open_log(self) -> RunLog:
-        self.local.ensure_writable()
-        path = os.path.join(self.job.log_dir or self.job.backup_dir, f"backup_{self.job.db}_{self.started.strftime(STAMP)}.log")
-        try:
-            return RunLog(path, echo=self.echo)
-        except OSError as exc:
-            raise StorageError(f"cannot write the run log {path}: {exc.strerror}; create log_dir or fix its permissions.") from None
-
     def run(self) -> dict[str, Any]:
         job = self.job
-        result: dict[str, Any] = {"changed": False, "warnings": self.warnings}
-        out: dict[str, Any] = {}  # what was done so far: returned (and notified) even when the run fails
-        t0 = time.monotonic()
-        log = RunLog(echo=self.echo)  # in memory until the directory proves writable; failures there are notified too
-        try:
-            log = self._open_log()
-            result["log_file"] = log.path
-            log.banner(f"Backup {job.db} - kind: full")
-            with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
-                self._locked(log, t0, out)
-            status, error = "success", None
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            result.update(failed=True, msg=error)
-        result.update(out)
-        duration = round(time.monotonic() - t0, 3)
-        backup = result.get("backup") or {}
-        summary = (f"Backup of {job.db} on {socket.gethostname()} succeeded: {human(backup.get('size', 0))} in {duration:.1f}s"
-                   if status == "success" else f"Backup of {job.db} on {socket.gethostname()} FAILED: {error}")
-        self.warnings += job.notifier.send({"event": "backup", "status": status, "database": job.db,
-                                            "host": socket.gethostname(), "summary": summary, "duration_s": duration,
-                                            "backup": backup or None, "error": error,
-                                            "s3_error": self.stores.s3_problem}, log)
-        self.warnings += job.notifier.metrics("backup", job.db, run_samples(status, duration, backup), log)
-        log.close()
-        result["log"] = log.lines
-        return result
+        frame = Frame(title=f"Backup {job.db} - kind: full", notifier=job.notifier, echo=self.echo,
+                      log_path=os.path.join(job.log_dir or job.backup_dir, f"backup_{job.db}_{self.started.strftime(STAMP)}.log"),
+                      lock_path=lock_path(job.backup_dir, job.db), lock_what=f"the backup of database {job.db!r}",
+                      prepare=self.local.ensure_writable, result={"changed": False}, warnings=self.warnings)
+
+        def conclude(status: str, error: str | None) -> Conclusion:
+            backup = frame.result.get("backup") or {}
+            host = socket.gethostname()
+            summary = (f"Backup of {job.db} on {host} succeeded: {human(backup.get('size', 0))} in {frame.duration:.1f}s"
+                       if status == "success" else f"Backup of {job.db} on {host} FAILED: {error}")
+            return Conclusion(
+                event={"event": "backup", "status": status, "database": job.db, "host": host, "summary": summary,
+                       "duration_s": frame.duration, "backup": backup or None, "error": error,
+                       "s3_error": self.stores.s3_problem},
+                metrics=run_samples(status, frame.duration, backup), metrics_job="backup", metrics_label=job.db)
+
+        return frame.run(lambda log: self._locked(log, frame.started_at, frame.result), conclude)
 
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
@@ -368,7 +346,7 @@ def promote_weekly(job: BackupJob, *, echo: IO[str] | None = None) -> dict[str, 
     run = _Run(job, None, echo)
     log = RunLog(echo=echo)
     run.local.ensure_writable()  # before any backup ran, say "no backup yet", not "cannot open lock file"
-    with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"the backup of database {job.db!r}"):
+    with Lock(lock_path(job.backup_dir, job.db), f"the backup of database {job.db!r}"):
         dailies = [m for m in run.local.list(job.db) if m.kind == "daily"]
         if not dailies:
             raise DoctorqError(f"no complete daily backup of {job.db!r} in {job.backup_dir} to keep as weekly: "

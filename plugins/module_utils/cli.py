@@ -35,6 +35,7 @@ import json
 import os
 import stat
 import sys
+import traceback
 from typing import Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
@@ -48,6 +49,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.files import (
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable, store_for, stores, verify
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
 DATABASE_COMMANDS = ("backup", "promote-weekly", "drill")
@@ -171,9 +173,9 @@ def _database_runs(args: argparse.Namespace, params: dict[str, Any]) -> list[tup
     return runs
 
 
-def _files_runs(args: argparse.Namespace) -> list[tuple[str, Run]]:
+def _files_runs(args: argparse.Namespace, sets: list[dict[str, Any]]) -> list[tuple[str, Run]]:
     runs: list[tuple[str, Run]] = []
-    for params in _file_sets(args.config, args.name):
+    for params in sets:
         if args.command == "files":
             run: Run = functools.partial(_files_backup, params, args.check)
         elif args.command == "files-drill":
@@ -248,24 +250,61 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in FILES_COMMANDS or (args.command == "list" and _is_files_config(args.config)):
             if getattr(args, "database", None):
                 raise ConfigError(f"{args.config} is a file sets config: select sets with --name, not --database.")
-            runs = _files_runs(args)
+            sets = _file_sets(args.config, args.name)
+            runs, hidden = _files_runs(args, sets), [v for params in sets for v in _secrets(params)]
         else:
             if getattr(args, "name", None):
                 raise ConfigError(f"{args.config} is a databases config: select databases with --database, not --name.")
-            runs = _database_runs(args, load_config(args.config))
+            params = load_config(args.config)
+            runs, hidden = _database_runs(args, params), _secrets(params)
     except ConfigError as exc:
         sys.stderr.write(f"doctorq-backup: {exc}" + "\n")
         return 2
+    return run_all(runs, hidden)
+
+
+def run_all(runs: list[tuple[str, Run]], hidden: list[str] | None = None) -> int:
+    """Run each database's or file set's job whatever happened to the ones before: 0, or 1 if any failed.
+
+    A failure is one line on stderr, ``doctorq-backup: <name>: <message>``
+    (cron mails it); an unexpected exception (a bug) is named the same way,
+    never a traceback, and never skips the ones after it. ``hidden``: the
+    config's secrets, kept out of those lines.
+    """
     failed = 0
     for label, run in runs:
         try:
-            result = run()
+            with signals_raise():
+                result = run()
         except DoctorqError as exc:
             result = {"failed": True, "msg": str(exc)}
+        except Terminated as exc:  # the run's frame has logged and notified it; the rest is not started
+            sys.stderr.write(f"doctorq-backup: {label}: {exc}; the remaining runs were not started." + "\n")
+            return 1
+        except Exception as exc:  # pylint: disable=broad-except
+            result = {"failed": True, "msg": _internal_error(exc)}
         if result.get("failed"):
             failed += 1
-            sys.stderr.write(f"doctorq-backup: {label}: {result['msg']}" + "\n")
+            msg = str(result.get("msg") or "failed")
+            for secret in hidden or []:
+                msg = msg.replace(secret, "********")
+            sys.stderr.write(f"doctorq-backup: {label}: {msg}" + "\n")
     return 1 if failed else 0
+
+
+def _internal_error(exc: Exception) -> str:
+    """One line for an exception the engine did not expect: its type, message and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" in {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return (f"internal error ({type(exc).__name__}: {exc}{where}); this is a bug, please report it with the run log. "
+            "The others still run.")
+
+
+def _secrets(params: dict[str, Any]) -> list[str]:
+    """The no_log values of one job's parameters (password, webhook URL, S3 secret key and token)."""
+    s3 = params.get("s3") or {}
+    values = [params.get("login_password"), params.get("webhook_url"), s3.get("secret_key"), s3.get("session_token")]
+    return [v for v in values if isinstance(v, str) and v]
 
 
 def _list(backup_dir: str | None, s3cfg: S3Config | None, name: str, of_type: str, check: bool) -> dict[str, Any]:

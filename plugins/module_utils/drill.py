@@ -44,6 +44,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient,
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import MAX_IDENT, RestoreJob, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +200,11 @@ def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.date
             report["report_file"] = path
         except (OSError, DoctorqError) as exc:
             warnings.append(f"cannot write the drill report {path}: {exc}")
-    samples = {"last_run_timestamp_seconds": time.time(), "last_status": 1.0 if status == "success" else 0.0}
-    if status == "success":
-        samples.update(last_success_timestamp_seconds=time.time(), rto_seconds=rto, rpo_seconds=rpo or 0.0)
+    metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
     log = RunLog(echo=echo)
     log(f"{subject.title}: {status}; RTO {rto:.1f}s, RPO {'%.0fs' % rpo if rpo is not None else 'n/a'}"
         + (f" ({error})" if error else ""))
-    warnings += job.notifier.metrics(subject.event, subject.name, samples, log)
+    warnings += job.notifier.metrics(subject.event, subject.name, metrics, log)
     summary = f"{subject.title} on {host}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s")
     warnings += job.notifier.send({"event": subject.event, "status": status, "summary": summary, **report}, log)
     report["warnings"] = warnings

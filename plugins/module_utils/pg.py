@@ -15,10 +15,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from typing import Any, Iterator
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgError
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent, private_dir
 
 try:
     import psycopg2
@@ -107,23 +107,29 @@ class PgClient:
     def __init__(self, conn: PgConn) -> None:
         self.conn = conn
         self._tmpdir: str | None = None
+        self._stack: contextlib.ExitStack | None = None
         self._server: tuple[int, str] | None = None
         self._tools: dict[str, str] = {}
 
     def __enter__(self) -> "PgClient":
         if self.conn.password:
-            self._tmpdir = tempfile.mkdtemp(prefix="doctorq-pg-")
-            os.chmod(self._tmpdir, 0o700)
-            path = os.path.join(self._tmpdir, "pgpass")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(f"*:*:*:*:{_passfile_escape(self.conn.password)}\n")
+            self._stack = contextlib.ExitStack()
+            try:
+                self._tmpdir = self._stack.enter_context(private_dir("pg"))
+                path = os.path.join(self._tmpdir, "pgpass")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(f"*:*:*:*:{_passfile_escape(self.conn.password)}\n")
+                own_like_parent(path)
+            except BaseException:
+                self._stack.close()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        if self._stack is not None:
+            self._stack.close()
+            self._stack, self._tmpdir = None, None
 
     # -- environment for client programs ---------------------------------
     def env(self, db: str | None = None) -> dict[str, str]:

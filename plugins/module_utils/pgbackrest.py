@@ -12,8 +12,9 @@ pgBackRest configuration file (0640, owned by the database OS user, because
 PostgreSQL's ``archive_command`` must read them) or reach pgBackRest through
 its ``PGBACKREST_*`` environment variables; never argv, logs or results.
 
-pgBackRest always runs as the database OS user (``runuser`` when we are root):
-it must own what it writes in the data directory and the spool.
+pgBackRest always runs as the database OS user (through procs' ``user=``, so
+``setpriv`` when we are root): it must own what it writes in the data
+directory and the spool.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ import pwd
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.parse
 from typing import IO, Any, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier, human
+from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
 
 DEFAULT_CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 DEFAULT_USER = "postgres"
@@ -288,20 +290,6 @@ def read_conf(path: str) -> configparser.ConfigParser:
 # running pgBackRest
 
 
-def as_user(user: str, argv: list[str]) -> list[str]:
-    """argv run as ``user``: directly when we are that user, through runuser when we are root."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise ConfigError(f"OS user {user!r} does not exist: set pgbackrest_user to the database OS user.") from None
-    if os.geteuid() == entry.pw_uid:
-        return list(argv)
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
-        return [runuser, "-u", user, "--", *argv]
-    raise ConfigError(f"pgBackRest must run as the database OS user {user!r}: run this as root (become: true) or as {user}.")
-
-
 def tool_env() -> dict[str, str]:
     """A small, predictable environment for the programs we run: C locale, UTC, no inherited PG*/PGBACKREST_*."""
     return {"PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
@@ -340,11 +328,11 @@ class PgBackRest:
                               "(apt-get install pgbackrest).")
 
     def argv(self, command: str, *options: str, params: Sequence[str] = ()) -> list[str]:
+        """pgBackRest's own argv; ``run`` starts it as the database OS user."""
         # JSON output must stay clean: info logs errors to stderr only; the others log progress to stdout
         levels = (["--log-level-console=off", "--log-level-stderr=error"] if command == "info"
                   else ["--log-level-console=info", "--log-level-stderr=off"])
-        return as_user(self.user, [self.binary, f"--config={self.config}", f"--stanza={self.stanza}", *levels,
-                                   *options, command, *params])
+        return [self.binary, f"--config={self.config}", f"--stanza={self.stanza}", *levels, *options, command, *params]
 
     def env(self) -> dict[str, str]:
         env = tool_env()
@@ -358,34 +346,31 @@ class PgBackRest:
         return text
 
     def run(self, command: str, *options: str, params: Sequence[str] = (), timeout: float = 24 * 3600,
-            check: bool = True) -> subprocess.CompletedProcess:
-        """Run one command; on failure raise PgBackRestError with pgBackRest's ERROR lines and a hint."""
+            check: bool = True) -> procs.Done:
+        """Run one command as the database OS user; on failure raise PgBackRestError with its ERROR lines and a hint."""
         argv = self.argv(command, *options, params=params)
         try:
-            proc = subprocess.run(argv, env=self.env(), cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise PgBackRestError(f"pgbackrest {command} did not finish within {timeout:.0f}s.") from None
-        except OSError as exc:
-            raise PgBackRestError(f"cannot run pgbackrest {command}: {exc.strerror}.") from None
-        proc.stdout, proc.stderr = self.scrub(proc.stdout), self.scrub(proc.stderr)
-        if check and proc.returncode != 0:
-            raise PgBackRestError(self.explain(command, proc), code=proc.returncode)
-        return proc
+            done = procs.run(argv, env=self.env(), user=self.user, timeout=timeout, check=False, name="pgbackrest")
+        except procs.ProcessFailed as exc:  # it could not start, or ran past its deadline (and was killed)
+            raise PgBackRestError(f"pgbackrest {command} for stanza {self.stanza!r}: {self.scrub(str(exc))}") from None
+        done.stdout, done.stderr = self.scrub(done.stdout), self.scrub(done.stderr)
+        if check and done.status != 0:
+            raise PgBackRestError(self.explain(command, done), code=done.status)
+        return done
 
-    def explain(self, command: str, proc: subprocess.CompletedProcess) -> str:
-        text = proc.stdout + "\n" + proc.stderr
+    def explain(self, command: str, done: procs.Done) -> str:
+        text = done.stdout + "\n" + done.stderr
         errors = [line.split("ERROR:", 1)[1].strip() for line in text.splitlines() if "ERROR:" in line]
         detail = "; ".join(errors[:3]) or " ".join(text.split())[-400:] or "no output"
         hint = next((h for key, h in _HINTS if key in text), "see pgBackRest's log in its log-path")
-        return (f"pgbackrest {command} for stanza {self.stanza!r} failed (exit {proc.returncode}): {detail}. "
+        return (f"pgbackrest {command} for stanza {self.stanza!r} failed (exit {done.status}): {detail}. "
                 f"What to do: {hint}.")
 
     @staticmethod
-    def progress(proc: subprocess.CompletedProcess) -> list[str]:
+    def progress(done: procs.Done) -> list[str]:
         """pgBackRest's INFO/WARN lines worth a run log line (not the option dump of 'command begin')."""
         lines = []
-        for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+        for line in (done.stdout + "\n" + done.stderr).splitlines():
             match = re.search(r"\b(INFO|WARN|ERROR):\s+(.*)$", line)
             if match and "command begin" not in match.group(2):
                 lines.append(f"{match.group(1)}: {match.group(2)}" if match.group(1) != "INFO" else match.group(2))
@@ -421,12 +406,12 @@ class PgBackRest:
 
     def archive_get(self, segment: str, dest: str) -> bool:
         """Fetch one WAL segment; False when the repository does not have it."""
-        proc = self.run("archive-get", params=(segment, dest), timeout=600, check=False)
-        if proc.returncode == 0:
+        done = self.run("archive-get", params=(segment, dest), timeout=600, check=False)
+        if done.status == 0:
             return True
-        if proc.returncode == 1:  # pgBackRest: segment not found
+        if done.status == 1:  # pgBackRest: segment not found
             return False
-        raise PgBackRestError(self.explain("archive-get", proc), code=proc.returncode)
+        raise PgBackRestError(self.explain("archive-get", done), code=done.status)
 
 
 # --------------------------------------------------------------------------
@@ -625,10 +610,10 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
                 break
             dest = os.path.join(work, segment)
             if pgbr.archive_get(segment, dest):
-                proc = subprocess.run(as_user(pgbr.user, [waldump, dest]), env=tool_env(),
-                                      cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-                                      check=False)
-                when = last_commit_in_waldump(proc.stdout)
+                # check=False: pg_waldump ends with an error at the first invalid record of a segment that
+                # was archived before it filled up; the records before it are what we read
+                dump = procs.run([waldump, dest], env=tool_env(), user=pgbr.user, timeout=300, check=False)
+                when = last_commit_in_waldump(dump.stdout)
                 os.unlink(dest)
                 if when is not None:
                     return when
@@ -889,11 +874,8 @@ def run_physical_backup(job: PhysicalBackupJob, *, check_mode: bool = False, ech
     result["warnings"] += job.notifier.send({"event": "backup", "status": status, "database": metrics_label(job.stanza),
                                              "kind": job.kind, "host": host, "summary": summary, "duration_s": duration,
                                              "backup": facts or None, "error": error}, log)
-    samples = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": time.time()}
-    if status == "success":
-        samples.update(last_success_timestamp_seconds=time.time(), last_duration_seconds=duration,
-                       last_size_bytes=float(facts.get("size", 0)))
-    result["warnings"] += job.notifier.metrics("backup", metrics_label(job.stanza, job.kind), samples, log)
+    metrics = samples(status, duration, last_size_bytes=facts.get("size", 0))
+    result["warnings"] += job.notifier.metrics("backup", metrics_label(job.stanza, job.kind), metrics, log)
     log.close()
     result["log"] = log.lines
     return result

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 
 CHUNK = 1 << 20
@@ -99,6 +100,7 @@ class LocalSink:
         self.partial_path = os.path.join(directory, f".{name}.partial")
         try:
             fd = os.open(self.partial_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            own_like_parent(self.partial_path)
         except OSError as exc:
             raise StorageError(f"cannot create {self.partial_path}: {exc.strerror}; check that the backup directory "
                                "exists and is writable by the user running the backup.") from None
@@ -454,15 +456,38 @@ def remove_quietly(path: str) -> None:
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """Write via a hidden partial file and rename: readers see all or nothing."""
+    publish_staged(stage_file(path, data, mode), path)
+
+
+def stage_file(path: str, data: bytes, mode: int = 0o600) -> str:
+    """Write ``path``'s hidden partial file, synced, and return its name: the space is taken, nothing shows yet.
+
+    ``publish_staged`` renames it into place, which needs no space: a commit
+    point staged before other stores commit cannot fail later for a full disk.
+    """
     directory, name = os.path.split(path)
     partial = os.path.join(directory, f".{name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    except OSError as exc:
+        raise StorageError(f"writing {path} failed: {exc.strerror}; check that the directory exists, free space "
+                           "and permissions.") from None
+    own_like_parent(partial)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(partial, mode)
+    except OSError as exc:
+        remove_quietly(partial)
+        raise StorageError(f"writing {path} failed: {exc.strerror}; check free space and permissions.") from None
+    return partial
+
+
+def publish_staged(partial: str, path: str) -> None:
+    """Rename a file ``stage_file`` wrote into place (removed if that fails)."""
+    try:
         os.rename(partial, path)
     except OSError as exc:
         remove_quietly(partial)

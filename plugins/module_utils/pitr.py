@@ -47,6 +47,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
 
 TARGETS = ("time", "immediate", "end", "name")
 SCRATCH_MARK = "doctorq_pitr_scratch"
@@ -647,10 +648,8 @@ class _Pitr:
                 self.result.update(failed=True, msg=error)
                 log(f"ERROR: {error}")
             self.result.update(rto_s=rto, rpo_s=rpo)
-            samples = {"last_run_timestamp_seconds": time.time(), "last_status": 1.0 if status == "success" else 0.0}
-            if status == "success":
-                samples.update(last_success_timestamp_seconds=time.time(), rto_seconds=rto, rpo_seconds=rpo or 0.0)
-            self.warnings += job.notifier.metrics("drill", metrics_label(job.stanza), samples, log)
+            metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
+            self.warnings += job.notifier.metrics("drill", metrics_label(job.stanza), metrics, log)
             log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, recovery point {point or 'n/a'}"
                 + (f", RPO {rpo:.1f}s" if rpo is not None else "") + (f" ({error})" if error else ""))
             self._write_report(status, error, rto, rpo)

@@ -15,6 +15,7 @@ import socket
 from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import LockBusy, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent
 
 
 class RunLog:
@@ -31,6 +32,7 @@ class RunLog:
             while True:
                 try:
                     fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_EXCL if own_file else 0), 0o600)
+                    own_like_parent(self.path)
                     break
                 except FileExistsError:
                     n += 1
@@ -77,10 +79,7 @@ class Lock:
         self._fd: int | None = None
 
     def __enter__(self) -> "Lock":
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}.") from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -99,6 +98,27 @@ class Lock:
             pass  # who holds it is only a courtesy to the next run (a full disk); the flock is the lock
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file, created as the job's OS user; one another user left and nobody holds is replaced."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError:
+            # e.g. root-owned, left by an ad-hoc run as root before 0.2: we may replace it (the directory is
+            # ours) as long as no live run holds it, which the kernel's lock table tells without opening it
+            if _held(self.path):
+                raise LockBusy(f"another run of {self.what} is in progress (it holds {self.path}, which belongs to "
+                               "another OS user); wait for it to finish; this run changed nothing.") from None
+            try:
+                os.unlink(self.path)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}; it belongs to another OS user: "
+                                   f"remove it (rm {self.path}) when no backup or restore is running.") from None
+        except OSError as exc:
+            raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}.") from None
+        own_like_parent(self.path)
+        return fd
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
@@ -136,6 +156,18 @@ def expired_logs(path: str | None, now: dt.datetime, keep_days: int | None) -> l
     return old
 
 
+def _held(path: str) -> bool:
+    """Whether some process holds a flock on ``path`` (/proc/locks), read without opening the file."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii") as handle:
+            table = handle.read()
+    except OSError:
+        return True  # cannot tell: assume it is held, never break a live lock
+    inode = f" {os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino} "
+    return any(inode in line + " " for line in table.splitlines())
+
+
 def _read_holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
@@ -154,6 +186,7 @@ def append_audit(backup_dir: str, started: str, finished: str, record: dict[str,
     path = os.path.join(backup_dir, "restore_audit.jsonl")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        own_like_parent(path)
         with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, sort_keys=True) + "\n")
     except OSError as exc:

@@ -20,15 +20,41 @@ from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, Manifest, belongs_to, newest_first,
+    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, newest_first,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import (
     fsync_dir, remove_quietly, write_file_atomic,
 )
 
 KIND_TAG = "doctorq-backup-kind"
 PART_TAG = "doctorq-backup-part"
+
+
+class RefusedDelete(StorageError):
+    """A delete refused because a name leads out of the store: a warning, never an S3 outage."""
+
+
+def parse_manifest(raw: bytes, name: str, location: str, origin: str, db: str | None, of_type: str | None,
+                   invalid: dict[str, str]) -> Manifest | None:
+    """The manifest in ``raw``, or None; one that is ours but invalid is noted in ``invalid`` (origin -> why).
+
+    Noted only when it is about ``db`` (by the database it claims or by its
+    own name), so each job reports the manifests it ignores among its own.
+    """
+    try:
+        return Manifest.load(raw, location=location, origin=origin, name=name)
+    except InvalidManifest as exc:
+        if db is None or exc.database == db or belongs_to(name, db, of_type or "database"):
+            invalid[origin] = str(exc)
+        return None
+
+
+def beside_invalid(path: str, invalid: dict[str, str]) -> bool:
+    """Whether ``path`` is an invalid manifest or a file of the set it names by its own name (never deleted)."""
+    return any(path == origin or path == origin[:-len(MANIFEST_SUFFIX)] or path.startswith(origin[:-len(MANIFEST_SUFFIX)] + ".")
+               for origin in invalid)
 
 
 def object_tags(kind: str, data: bool) -> dict[str, str]:
@@ -43,6 +69,7 @@ class LocalStore:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self.invalid: dict[str, str] = {}  # manifests of ours that do not hold together: path -> why (never acted on)
 
     def dir(self, kind: str) -> str:
         return os.path.join(self.root, "weekly") if kind == "weekly" else self.root
@@ -54,7 +81,7 @@ class LocalStore:
         for kind in ("daily", "weekly"):
             directory = self.dir(kind)
             try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
+                makedirs_owned(directory)
             except OSError as exc:
                 raise StorageError(f"cannot create backup directory {directory}: {exc.strerror}; create it owned by "
                                    "the user running the backup (the backup role does).") from None
@@ -82,7 +109,7 @@ class LocalStore:
             path = os.path.join(directory, name)
             try:
                 with open(path, "rb") as handle:
-                    manifest = Manifest.from_json(handle.read(), location=self.location, origin=path)
+                    manifest = parse_manifest(handle.read(), name, self.location, path, db, of_type, self.invalid)
             except OSError:
                 continue
             if manifest is None or manifest.kind != kind or (db and manifest.database != db):
@@ -115,16 +142,37 @@ class LocalStore:
         return dataclasses.replace(manifest, location=self.location, origin=path)
 
     def delete(self, manifest: Manifest) -> None:
-        for name in reversed(manifest.files()):
-            remove_quietly(self.sibling(manifest, name))
+        self.remove([self.sibling(manifest, name) for name in reversed(manifest.files())])
+
+    def remove(self, paths: list[str]) -> None:
+        """Delete files of backup sets, refusing them all if one is not directly in the daily or weekly directory.
+
+        The last guard against a name that leads elsewhere (``..``, an absolute
+        path, a symlinked directory): the directory part is resolved
+        (realpath); the file itself may be a symlink, which unlinking removes,
+        never its target.
+        """
+        homes = {os.path.realpath(self.dir("daily")), os.path.realpath(self.dir("weekly"))}
+        outside = [p for p in paths if os.path.basename(p) in ("", ".", "..")
+                   or os.path.realpath(os.path.dirname(p)) not in homes]
+        if outside:
+            raise RefusedDelete(f"refusing to delete {', '.join(outside)}: not a file in {self.root} or its weekly/ "
+                               "directory (a manifest naming it is not this tool's); nothing of that set was deleted.")
+        for path in paths:
+            remove_quietly(path)
 
     def leftovers(self, db: str, of_type: str = "database") -> list[str]:
-        """Files of ``db`` in our naming that belong to no complete set: partials, crash remains."""
+        """Files of ``db`` in our naming that belong to no complete set: partials, crash remains.
+
+        Invalid manifests and the files of the sets they name stay (they are
+        reported instead): an unreadable commit point is not proof of a crash.
+        """
         complete: set[str] = set()
         for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         return [os.path.join(directory, name) for _kind, directory, name in self._entries()
-                if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete]
+                if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete
+                and not beside_invalid(os.path.join(directory, name), self.invalid)]
 
     def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:
         """Hard-link a daily set into ``weekly/`` (no extra space) with its own manifest."""
@@ -147,6 +195,7 @@ class S3Store:
     def __init__(self, cfg: s3util.S3Config, client: Any = None) -> None:
         self.cfg = cfg
         self.client = client or s3util.s3_client(cfg)
+        self.invalid: dict[str, str] = {}  # manifests of ours that do not hold together: key -> why (never acted on)
 
     def dir_key(self, kind: str, db: str, date: str) -> str:
         return self.cfg.key("weekly", db, date) if kind == "weekly" else self.cfg.key(db, date)
@@ -176,7 +225,7 @@ class S3Store:
                 continue
             with s3util.s3_errors("reading manifest", self.cfg.uri(key)):
                 raw = self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"].read()
-            manifest = Manifest.from_json(raw, location=self.location, origin=key)
+            manifest = parse_manifest(raw, posixpath.basename(key), self.location, key, db, of_type, self.invalid)
             if manifest is None or (db and manifest.database != db) or (of_type and manifest.type != of_type):
                 continue
             data = objects.get(posixpath.join(posixpath.dirname(key), manifest.file))
@@ -200,10 +249,24 @@ class S3Store:
                                    Tagging=urlencode(object_tags(kind, data=False)), **self.cfg.write_args(data=False))
 
     def delete(self, manifest: Manifest) -> None:
-        for name in reversed(manifest.files()):
-            key = self.sibling(manifest, name)
+        keys = [self.sibling(manifest, name) for name in reversed(manifest.files())]
+        self.check_keys(keys, manifest.database)
+        for key in keys:
             with s3util.s3_errors("delete", self.cfg.uri(key)):
                 self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
+
+    def check_keys(self, keys: list[str], db: str | None) -> None:
+        """Refuse (all of them) when one key is not under ``db``'s prefixes (None: the job's prefix) or has a ``..``.
+
+        The last guard before a delete: S3 servers resolve ``..`` and a
+        leading ``/`` differently, so such a key is never sent.
+        """
+        prefixes = self._db_prefixes(db)
+        outside = [k for k in keys if not self.inside(k, prefixes)]
+        if outside:
+            raise RefusedDelete(f"refusing to delete {', '.join(self.cfg.uri(k) for k in outside)}: not under "
+                               f"{', '.join(self.cfg.uri(p) for p in prefixes)} (a manifest naming it is not this "
+                               "tool's); nothing of that set was deleted.")
 
     def leftovers(self, db: str, of_type: str = "database") -> tuple[list[str], list[dict[str, str]]]:
         """Objects of ``db`` in our naming that no manifest covers, and unfinished multipart uploads."""
@@ -211,16 +274,23 @@ class S3Store:
         for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         stray = [o["Key"] for o in self._objects(db)
-                 if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete]
+                 if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete
+                 and not beside_invalid(o["Key"], self.invalid) and self.inside(o["Key"], self._db_prefixes(db))]
         uploads: list[dict[str, str]] = []
         for prefix in self._db_prefixes(db):
             with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
                 resp = self.client.list_multipart_uploads(Bucket=self.cfg.bucket, Prefix=prefix)
             uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
-                           if belongs_to(posixpath.basename(u["Key"]), db, of_type))
+                           if belongs_to(posixpath.basename(u["Key"]), db, of_type)
+                           and self.inside(u["Key"], self._db_prefixes(db)))
         return stray, uploads
 
+    @staticmethod
+    def inside(key: str, prefixes: list[str]) -> bool:
+        return any(key.startswith(p) for p in prefixes) and not any(part in ("", ".", "..") for part in key.split("/"))
+
     def remove_leftovers(self, stray: list[str], uploads: list[dict[str, str]]) -> None:
+        self.check_keys(stray + [u["Key"] for u in uploads], None)
         for upload in uploads:
             with s3util.s3_errors("abort of an unfinished upload", self.cfg.uri(upload["Key"])):
                 self.client.abort_multipart_upload(Bucket=self.cfg.bucket, **upload)

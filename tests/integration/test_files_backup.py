@@ -755,7 +755,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     saved = json.loads((reports / "drill_files_app.json").read_text())
     assert saved == {k: v for k, v in report.items() if k != "report_file"}
     prom = (metrics / "doctorq_files_drill_app.prom").read_text()
-    assert 'doctorq_files_drill_last_status{database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
+    assert 'doctorq_files_drill_last_run_status{database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
     assert hook.received == []  # notify_on defaults to failure
     assert snapshot(app) != before and os.path.exists(app)  # the live tree is never touched
 
@@ -781,7 +781,7 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     assert report["status"] == "failure" and report["error"] in msg
     assert report["files"]["found"] == {"files": 2, "symlinks": 0, "bytes": 8}
     assert not os.path.exists(report["scratch_dir"]) and drill_leftovers(backup_dir) == []
-    assert 'doctorq_files_drill_last_status{database="forged"} 0' in (metrics / "doctorq_files_drill_forged.prom").read_text()
+    assert 'doctorq_files_drill_last_run_status{database="forged"} 0' in (metrics / "doctorq_files_drill_forged.prom").read_text()
     assert [body["event"] for _path, body in hook.received] == ["files_drill"]
     assert hook.received[0][1]["status"] == "failure" and hook.received[0][1]["file_set"] == "forged"
 

@@ -505,7 +505,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     assert report["recovery_point"] == result["recovery"]["recovery_point"]
     with open(os.path.join(metrics, "doctorq_drill_pgbackrest_main.prom"), encoding="utf-8") as handle:
         prom = handle.read()
-    assert 'doctorq_drill_last_status{database="pgbackrest/main"} 1' in prom and "doctorq_drill_rto_seconds" in prom
+    assert 'doctorq_drill_last_run_status{database="pgbackrest/main"} 1' in prom and "doctorq_drill_rto_seconds" in prom
     # the drill's new timeline never reached the repository
     assert {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")} == history_before
 

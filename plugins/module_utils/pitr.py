@@ -33,16 +33,16 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import time
 from typing import IO, Any
 
+from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    DEFAULT_CONFIG, DEFAULT_USER, Lineage, PgBackRest, PgBackRestError, StanzaInfo, Window, as_user, iso_us,
+    DEFAULT_CONFIG, DEFAULT_USER, Lineage, PgBackRest, PgBackRestError, StanzaInfo, Window, iso_us,
     last_archived_commit, lineage, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
@@ -51,6 +51,10 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runframe import sam
 
 TARGETS = ("time", "immediate", "end", "name")
 SCRATCH_MARK = "doctorq_pitr_scratch"
+# After the control file says the server left recovery: how long it may take to accept this run's queries.
+LOGIN_GRACE = 60
+# A timestamp as text PITR can compare to the microsecond, whichever way the query went.
+UTC_TEXT = "YYYY-MM-DD\"T\"HH24:MI:SS.US"
 
 
 def pitr_argument_spec() -> dict[str, Any]:
@@ -143,6 +147,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def utc_text(text: str | None) -> dt.datetime | None:
+    """A timestamp written with ``to_char(... AT TIME ZONE 'UTC', UTC_TEXT)`` (None stays None)."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc) if text else None
+
+
+class _Sql:
+    """One way into a server for PITR's few queries; rows come back as JSON objects whichever way it is.
+
+    Directly with the connection options; or, when those are refused to a run
+    as root (Debian's ``local all all peer`` admits only the OS user of the
+    same name), through ``psql`` run as the cluster's OS user over the same
+    unix socket, where its own role gets in.
+    """
+
+    def __init__(self, conn: PgConn, owner: str | None = None, psql: str | None = None) -> None:
+        self.conn, self.owner, self.psql = conn, owner, psql
+
+    def query(self, sql: str, db: str = "postgres") -> list[dict[str, Any]]:
+        wrapped = f"SELECT coalesce(json_agg(q), '[]'::json)::text FROM ({sql}) AS q"
+        if self.owner is None:
+            with PgClient(self.conn) as pg:
+                return json.loads(pg.query(wrapped, db=db)[0][0])
+        env = tool_env()
+        env.update(PGPORT=str(self.conn.port), PGUSER=self.owner, PGDATABASE=db, PGAPPNAME="doctorq-backup",
+                   PGCONNECT_TIMEOUT=str(self.conn.connect_timeout))
+        if self.conn.libpq_host:
+            env["PGHOST"] = self.conn.libpq_host  # a socket directory: see _Pitr.route
+        try:
+            done = procs.run([self.psql or "psql", "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-c", wrapped],
+                             env=env, user=self.owner, timeout=self.conn.connect_timeout + 120)
+        except procs.ProcessFailed as exc:
+            raise PgError(f"psql as the OS user {self.owner} on {self.conn.where}: "
+                          f"{' '.join(exc.stderr.split())[-400:] or exc}") from None
+        return json.loads(done.stdout.strip() or "[]")
+
+
 class _Pitr:
     def __init__(self, job: PitrJob, echo: IO[str] | None) -> None:
         self.job = job
@@ -156,19 +196,19 @@ class _Pitr:
         self.info_version: str | None = None
         self.line = Lineage(1, {})
         self.t0 = time.monotonic()
+        self._routes: dict[PgConn, _Sql] = {}
 
     # -- small helpers ------------------------------------------------------
     def timed(self, phase: str, started: float) -> None:
         self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - started, 3)
 
-    def as_owner(self, argv: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(as_user(self.job.user, argv), cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout, check=False,
-                              env=tool_env())
-        if check and proc.returncode != 0:
-            raise PgError(f"{os.path.basename(argv[0])} {' '.join(argv[1:3])} failed (exit {proc.returncode}): "
-                          f"{' '.join((proc.stdout + proc.stderr).split())[-400:]}")
-        return proc
+    def as_owner(self, argv: list[str], timeout: float = 600, check: bool = True) -> procs.Done:
+        """A PostgreSQL program run as the cluster's OS user (pg_ctl refuses root), with a deadline."""
+        done = procs.run(argv, env=tool_env(), user=self.job.user, timeout=timeout, check=False)
+        if check and done.status != 0:
+            raise PgError(f"{os.path.basename(argv[0])} {' '.join(argv[1:3])} failed (exit {done.status}): "
+                          f"{done.output[-400:]}")
+        return done
 
     def chown(self, path: str) -> None:
         if os.geteuid() == 0:
@@ -208,26 +248,60 @@ class _Pitr:
                               "(107 bytes at most): choose a shorter path.")
         return path
 
-    def server_up(self) -> bool:
+    def running(self, data_dir: str) -> bool:
+        """``pg_ctl status`` as the cluster's OS user: true whoever may log in (root is refused by peer auth)."""
+        return self.as_owner([self.pg_ctl(), "status", "-D", data_dir], timeout=60, check=False).status == 0
+
+    def route(self, conn: PgConn, log: RunLog) -> _Sql:
+        """How this run queries ``conn``'s server: its options, else psql as the cluster's OS user on its socket."""
+        if conn in self._routes:
+            return self._routes[conn]
+        direct = _Sql(conn)
         try:
-            with PgClient(self.job.conn) as pg:
-                pg.server_version()
-            return True
-        except DoctorqError:
+            direct.query("SELECT 1 AS ok")
+            self._routes[conn] = direct
+            return direct
+        except DoctorqError as exc:
+            refused = exc
+        if conn.host and not conn.host.startswith("/") and not conn.unix_socket:
+            raise refused  # TCP: the OS user gets no further than we do
+        owner = _Sql(conn, self.job.user, self.tool("psql"))
+        try:
+            owner.query("SELECT 1 AS ok")
+        except DoctorqError as exc:
+            raise PgError(f"{refused}; and as the OS user {self.job.user} through psql: {exc}") from None
+        log(f"This run's login is refused ({refused}): its queries run as the OS user {self.job.user} through psql "
+            "on the same socket")
+        self._routes[conn] = owner
+        return owner
+
+    def promoted(self, data_dir: str) -> bool:
+        """Out of recovery, read without logging in: no signal file left, the control file in production, running.
+
+        pgBackRest's restore leaves a recovery.signal; PostgreSQL removes it
+        when recovery ends, just before it marks the control file "in
+        production" (which the backup's copy already said before the start).
+        """
+        if any(os.path.exists(os.path.join(data_dir, name)) for name in ("recovery.signal", "standby.signal")):
             return False
+        control = self.as_owner([self.tool("pg_controldata"), "-D", data_dir], timeout=60, check=False)
+        if control.status != 0 or not re.search(r"^Database cluster state:\s+in production\s*$", control.stdout, re.M):
+            return False
+        return self.running(data_dir)
 
     # -- 2./3. window ------------------------------------------------------------
     def seal(self, log: RunLog) -> None:
         """A commit now and every WAL up to it archived: targets up to now become reachable."""
         started = time.monotonic()
         try:
-            with PgClient(self.job.conn) as pg:
-                # Two commits: a time target stops before the first commit after it, so the second one makes the
-                # first (now) reachable even on an idle cluster.
-                (xid, at), = pg.query("SELECT txid_current(), clock_timestamp()", db="postgres")
-                time.sleep(0.01)
-                pg.query("SELECT txid_current()", db="postgres")
-            log(f"Sealed the window: transaction {xid} committed just after {iso_us(at)}")
+            sql = self.route(self.job.conn, log)
+            # Two commits: a time target stops before the first commit after it, so the second one makes the
+            # first (now) reachable even on an idle cluster.
+            (first,) = sql.query(f"SELECT txid_current() AS xid, to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                                 f"'{UTC_TEXT}') AS at")
+            time.sleep(0.01)
+            sql.query("SELECT txid_current() AS xid")
+            log(f"Sealed the window: transaction {first['xid']} committed just after {iso_us(utc_text(first['at']))}")
         except DoctorqError as exc:  # a read-only (standby) server, a user without rights...
             warning = f"could not seal the window with a commit ({exc}); it ends at the newest archived commit"
             self.warnings.append(warning)
@@ -338,6 +412,10 @@ class _Pitr:
 
     # -- the server ----------------------------------------------------------------
     def pg_ctl(self) -> str:
+        return self.tool("pg_ctl")
+
+    def tool(self, name: str) -> str:
+        """A program of the cluster's PostgreSQL major (its PG_VERSION), else of the repository's."""
         major = None
         data = self.job.data_dir or self.stanza_path()
         try:
@@ -345,26 +423,25 @@ class _Pitr:
                 major = handle.read().strip()
         except OSError:
             pass
-        return pg_bin("pg_ctl", major or self.info_version, self.job.conn.bin_dir)
+        return pg_bin(name, major or self.info_version, self.job.conn.bin_dir)
 
     def stop_live(self, data_dir: str, log: RunLog) -> None:
         started = time.monotonic()
         if self.job.service:
             log(f"Stopping PostgreSQL (systemctl stop {self.job.service})...")
-            proc = subprocess.run(["systemctl", "stop", self.job.service], capture_output=True, text=True, check=False,
-                                  timeout=900)
-            if proc.returncode != 0:
-                raise PgError(f"systemctl stop {self.job.service} failed: {proc.stderr.strip()}")
+            stop = procs.run(["systemctl", "stop", self.job.service], timeout=900, check=False)
+            if stop.status != 0:
+                raise PgError(f"systemctl stop {self.job.service} failed: {stop.output[-400:]}")
         elif os.path.exists(os.path.join(data_dir, "postmaster.pid")):
             log(f"Stopping PostgreSQL (pg_ctl -D {data_dir} stop -m fast)...")
             stop = self.as_owner([self.pg_ctl(), "-D", data_dir, "-m", "fast", "-w", "-t", "900", "stop"], timeout=960,
                                  check=False)
-            if stop.returncode != 0 and self.as_owner([self.pg_ctl(), "-D", data_dir, "status"], check=False).returncode == 3:
+            if stop.status != 0 and self.as_owner([self.pg_ctl(), "-D", data_dir, "status"], check=False).status == 3:
                 raise PgError(f"{data_dir}/postmaster.pid is left from a server that is not running (a crash): make sure "
                               "no postgres process uses the directory, remove the file, and run again. Nothing was "
                               "restored.")
-            if stop.returncode != 0:
-                raise PgError(f"pg_ctl stop failed on {data_dir}: {' '.join((stop.stdout + stop.stderr).split())[-300:]}")
+            if stop.status != 0:
+                raise PgError(f"pg_ctl stop failed on {data_dir}: {stop.output[-300:]}")
         if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
             raise PgError(f"PostgreSQL still runs on {data_dir} (postmaster.pid is there): stop it, then run again.")
         log("PostgreSQL is stopped")
@@ -374,7 +451,10 @@ class _Pitr:
         started = time.monotonic()
         if self.job.service:
             log(f"Starting PostgreSQL (systemctl start {self.job.service})...")
-            subprocess.run(["systemctl", "start", self.job.service], capture_output=True, text=True, check=False, timeout=900)
+            start = procs.run(["systemctl", "start", self.job.service], timeout=900, check=False)
+            if start.status != 0:  # a long recovery outlasts the unit's start timeout: the wait below decides
+                log(f"systemctl start {self.job.service} exited {start.status}: {start.output[-300:]}; waiting for "
+                    "the recovery all the same")
             server_log = None
         else:
             server_log = os.path.join(data_dir, "log", "doctorq-pitr-startup.log")
@@ -413,22 +493,36 @@ class _Pitr:
         write_file_atomic(path, text.encode(), mode=0o600)
         self.chown(path)
 
-    def wait_promoted(self, conn: PgConn, data_dir: str, server_log: str | None, log: RunLog) -> None:
-        """Until the server accepts connections and has left recovery; fail with its log when it exits."""
+    def wait_promoted(self, conn: PgConn, data_dir: str, server_log: str | None, log: RunLog) -> _Sql:
+        """Until the server has left recovery and answers this run; fail with its log when it exits.
+
+        Promotion is read from the data directory as the cluster's OS user,
+        so a run whose login is refused fails at once, never after
+        pitr_timeout. Returns the way to query the recovered server.
+        """
         started = time.monotonic()
         deadline = started + self.job.timeout
-        last = ""
+        promoted_at: float | None = None
+        last = "still in recovery"
         log("Waiting for recovery to reach its target and the server to promote...")
         while time.monotonic() < deadline:
-            try:
-                with PgClient(conn) as pg:
-                    if not pg.query("SELECT pg_is_in_recovery()", db="postgres")[0][0]:
-                        self.timed("recovery", started)
-                        log(f"Recovery finished after {time.monotonic() - started:.1f}s")
-                        return
-            except DoctorqError as exc:
-                last = str(exc)
-            if time.monotonic() - started > 5 and self._server_died(data_dir):
+            if promoted_at is None and self.promoted(data_dir):
+                promoted_at = time.monotonic()
+                self.timed("recovery", started)
+                log(f"Recovery finished after {promoted_at - started:.1f}s")
+            if promoted_at is not None:
+                try:
+                    sql = self.route(conn, log)
+                    if not sql.query("SELECT pg_is_in_recovery() AS in_recovery")[0]["in_recovery"]:
+                        return sql
+                except DoctorqError as exc:
+                    last = str(exc)
+                if time.monotonic() - promoted_at > LOGIN_GRACE:
+                    raise PgError(f"the recovery on {data_dir} finished (the server is out of recovery) but it cannot be "
+                                  f"verified: {last}. Check it as the database OS user (sudo -u {self.job.user} psql); "
+                                  "next time set login_unix_socket/login_port/login_user/login_password so this run "
+                                  f"can log in, or run as {self.job.user}.")
+            elif time.monotonic() - started > 5 and self._server_died(data_dir):
                 raise PgError(f"PostgreSQL on {data_dir} stopped during recovery: {self._tail(server_log)}")
             time.sleep(0.5)
         raise PgError(f"recovery on {data_dir} did not finish within pitr_timeout={self.job.timeout}s ({last}); "
@@ -436,8 +530,7 @@ class _Pitr:
 
     def _server_died(self, data_dir: str) -> bool:
         if self.job.service:
-            proc = subprocess.run(["systemctl", "is-failed", "--quiet", self.job.service], check=False, timeout=60)
-            return proc.returncode == 0
+            return procs.run(["systemctl", "is-failed", "--quiet", self.job.service], timeout=60, check=False).status == 0
         return not os.path.exists(os.path.join(data_dir, "postmaster.pid"))
 
     def _tail(self, path: str | None, lines: int = 8) -> str:
@@ -451,21 +544,23 @@ class _Pitr:
         wanted = [line for line in text.splitlines() if re.search(r"FATAL|PANIC|ERROR|recovery|consistent", line)]
         return "server log: " + " | ".join((wanted or text.splitlines())[-lines:])
 
-    def verify(self, conn: PgConn, when: dt.datetime | None, log: RunLog) -> dict[str, Any]:
+    def verify(self, sql: _Sql, when: dt.datetime | None, log: RunLog) -> dict[str, Any]:
         """The recovered cluster is out of recovery, did not replay past the target, and every database answers."""
         started = time.monotonic()
-        with PgClient(conn) as pg:
-            (in_recovery, point, timeline, version), = pg.query(
-                "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp(), "
-                "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), current_setting('server_version')", db="postgres")
-            names = [r[0] for r in pg.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
-                                            "ORDER BY 1", db="postgres")]
-            databases = {}
-            for name in names:
-                databases[name] = pg.query(
-                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                    "AND n.nspname NOT LIKE 'pg_toast%%'", db=name)[0][0]
+        (facts,) = sql.query(
+            "SELECT pg_is_in_recovery() AS in_recovery, "
+            f"to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', '{UTC_TEXT}') AS point, "
+            "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS timeline, current_setting('server_version') AS version")
+        in_recovery, point, timeline, version = (facts["in_recovery"], utc_text(facts["point"]), facts["timeline"],
+                                                 facts["version"])
+        names = sorted(r["datname"] for r in sql.query("SELECT datname FROM pg_database WHERE datallowconn "
+                                                       "AND NOT datistemplate"))
+        databases = {}
+        for name in names:
+            databases[name] = sql.query(
+                "SELECT count(*) AS tables FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%'", db=name)[0]["tables"]
         facts = {"in_recovery": in_recovery, "recovery_point": iso_us(point) if point else None,
                  "timeline": int(timeline, 16), "server_version": version, "databases": databases}
         if in_recovery:
@@ -554,8 +649,19 @@ class _Pitr:
             raise ConfigError(f"{data_dir} has no postgresql.conf (Debian keeps it in /etc/postgresql), so pg_ctl cannot "
                               "start it: set pitr_service to the cluster's systemd unit, e.g. postgresql@15-main. "
                               "Nothing was touched.")
-        up = self.server_up()
-        log(f"The live server at {job.conn.where} is {'up' if up else 'not answering'}")
+        if job.into == "live":
+            up = self.running(data_dir)
+            log(f"The live server on {data_dir} is {'up' if up else 'not running'} (pg_ctl status as {job.user})")
+            if up:
+                self.reachable(data_dir, log)
+        else:
+            try:
+                self.route(job.conn, log)
+                up = True
+            except DoctorqError as exc:
+                up = False
+                log(f"The live server at {job.conn.where} is not answering ({exc}): the window ends at the newest "
+                    "archived commit")
         if up:
             self.seal(log)
         info = self.pgbr.info()
@@ -573,8 +679,28 @@ class _Pitr:
         else:
             self._scratch(data_dir, when, chosen, log)
 
+    def reachable(self, data_dir: str, log: RunLog) -> None:
+        """A running live server this run cannot query is refused: no safety backup, no sealed window, no verification."""
+        job = self.job
+        try:
+            self.route(job.conn, log)
+        except DoctorqError as exc:
+            raise ConfigError(
+                f"PostgreSQL runs on {data_dir} but this run cannot log in to it ({exc}). Without a login there is no "
+                "safety backup of the current state and no verification, so the recovery does not start: set "
+                "login_unix_socket to the server's socket directory (e.g. /var/run/postgresql) and login_port, with "
+                f"login_user (and login_password) of a superuser, or run as the database OS user (become_user: "
+                f"{job.user}). Nothing was touched.") from None
+
     def _live(self, data_dir: str, when: dt.datetime | None, chosen: tuple[str, bool], up: bool, log: RunLog) -> None:
         job = self.job
+        if not up and job.safety_backup:
+            warning = (f"PostgreSQL is not running on {data_dir}, so no safety backup of its current state was taken "
+                       "(pgBackRest backs up a running server only): what the data directory holds now is replaced")
+            self.warnings.append(warning)
+            log(f"WARNING: {warning}")
+        elif up and not job.safety_backup:
+            log("No safety backup of the current state (pitr_safety_backup=false)")
         if up and job.safety_backup:
             started = time.monotonic()
             log("Safety backup of the current state before it is replaced (pgbackrest backup --type=incr)...")
@@ -589,8 +715,8 @@ class _Pitr:
         self.result["changed"] = True
         self.restore(when, data_dir, chosen, log)
         server_log = self.start_live(data_dir, log)
-        self.wait_promoted(job.conn, data_dir, server_log, log)
-        self.result["recovery"] = self.verify(job.conn, when, log)
+        sql = self.wait_promoted(job.conn, data_dir, server_log, log)
+        self.result["recovery"] = self.verify(sql, when, log)
         log("=" * 41)
         log("POINT-IN-TIME RECOVERY COMPLETED SUCCESSFULLY")
         log("=" * 41)
@@ -610,8 +736,8 @@ class _Pitr:
         try:
             self.restore(when, data_dir, chosen, log)
             server_log = self.start_scratch(data_dir, port, log)
-            self.wait_promoted(conn, data_dir, server_log, log)
-            self.result["recovery"] = self.verify(conn, when, log)
+            sql = self.wait_promoted(conn, data_dir, server_log, log)
+            self.result["recovery"] = self.verify(sql, when, log)
         except BaseException:
             keep = False
             raise

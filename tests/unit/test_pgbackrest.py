@@ -92,12 +92,11 @@ def test_a_line_break_cannot_inject_settings():
         render_conf(Stanza(), repo)
 
 
-def test_argv_never_carries_a_secret(monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+def test_argv_never_carries_a_secret():
     engine = PgBackRest("/etc/pgbackrest/pgbackrest.conf", "main", env={"PGBACKREST_REPO1_S3_KEY_SECRET": "s3cr3t"},
                         binary="/bin/true")
     argv = engine.argv("backup", "--type=incr")
-    assert argv[:4] == [argv[0], "-u", "postgres", "--"] and argv[0].endswith("runuser")
+    assert argv[0] == "/bin/true", "pgBackRest's own argv: procs runs it as the database OS user"
     assert argv[-2:] == ["--type=incr", "backup"] and "s3cr3t" not in " ".join(argv)
     assert engine.env()["PGBACKREST_REPO1_S3_KEY_SECRET"] == "s3cr3t"
     assert engine.argv("archive-get", params=("000000010000000000000001", "/tmp/x"))[-3:] == [

@@ -39,7 +39,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, append_audit
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 TIERS = ("Expedited", "Standard", "Bulk")
@@ -403,39 +404,21 @@ class RestoreRun:
         add_duration(self.durations, phase, started)
 
     def run(self, check_mode: bool) -> dict[str, Any]:
-        """Run ``work`` with its own log; a real run, even a failed one, is audited and notified."""
-        if not check_mode:
-            self.local.ensure_writable()
-        log = RunLog(None if check_mode else os.path.join(self.job.backup_dir, self.log_name()), echo=self.echo,
-                     own_file=True)
-        log.banner(self.title() + (" (check mode: nothing is changed)" if check_mode else ""))
-        t0 = time.monotonic()
-        status, error = "success", None
-        try:
-            self.work(log, check_mode)
-            if self.result.get("pending"):
-                status = "pending"
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            self.result.update(failed=True, msg=error)
-        self.result.update(durations=self.durations, duration_s=round(time.monotonic() - t0, 3),
-                           warnings=self.warnings, log=log.lines, log_file=log.path)
-        if not check_mode:
-            self.audit(status, error)
-            self.warnings += self.job.notifier.send(self.event(status, error), log)
-        log.close()
-        return self.result
+        """Run ``work`` in the run frame with its own log; a real run, even a failed one, is audited and notified."""
+        frame = Frame(title=self.title() + (" (check mode: nothing is changed)" if check_mode else ""),
+                      notifier=self.job.notifier, echo=self.echo,
+                      log_path=None if check_mode else os.path.join(self.job.backup_dir, self.log_name()),
+                      own_log_file=True, audit_dir=None if check_mode else self.job.backup_dir,
+                      prepare=None if check_mode else self.local.ensure_writable, result=self.result,
+                      warnings=self.warnings)
 
-    def audit(self, status: str, error: str | None) -> None:
-        """One JSON line per restore in ``<backup_dir>/restore_audit.jsonl``: who, what, when, from which backup, outcome."""
-        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
-            "source": self.result.get("source"), "status": status, "error": error,
-            "safety_backup": self.result.get("safety_backup"), "durations": self.durations, **self.audit_record()})
-        if path:
-            self.result["audit_file"] = path
-        else:
-            self.warnings.append(warning)
+        def conclude(status: str, error: str | None) -> Conclusion:
+            self.result.update(durations=self.durations, duration_s=frame.duration, log_file=self.result.get("log_file"))
+            return Conclusion(event=self.event(status, error), audit={
+                "at": iso(self.now), "finished_at": iso(utcnow()), "source": self.result.get("source"), "error": error,
+                "safety_backup": self.result.get("safety_backup"), "durations": self.durations, **self.audit_record()})
+
+        return frame.run(lambda log: self.work(log, check_mode), conclude, notify=not check_mode)
 
     def safety_backup(self, what: str, backup: Callable[[str], dict[str, Any]], log: RunLog) -> dict[str, Any]:
         """``backup(safety_dir)``: back up ``what`` the restore replaces, through the backup engine; a failure stops here."""

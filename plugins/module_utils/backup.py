@@ -21,11 +21,12 @@ from typing import IO, Any
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    STAMP, Manifest, backup_id, iso, utcnow,
+    STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_webhook, write_metrics
+from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
@@ -53,6 +54,7 @@ def policy_argument_spec() -> dict[str, Any]:
         weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
         retention_daily_days=dict(type="int", default=30),
         retention_weekly_days=dict(type="int", default=365),
+        retention_min_count=dict(type="int", default=DEFAULT_MIN_COUNT),
         prune=dict(type="bool", default=True),
         log_dir=dict(type="path"),
         **notify_argument_spec(),
@@ -121,6 +123,7 @@ class JobPolicy:
     weekly_day: str
     retention_daily_days: int
     retention_weekly_days: int
+    retention_min_count: int
     prune: bool
     notifier: Notifier
     log_dir: str | None
@@ -135,6 +138,7 @@ class JobPolicy:
             weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
             retention_daily_days=params.get("retention_daily_days", 30),
             retention_weekly_days=params.get("retention_weekly_days", 365),
+            retention_min_count=params.get("retention_min_count") or DEFAULT_MIN_COUNT,
             prune=params.get("prune", True), notifier=Notifier.from_params(params), log_dir=params.get("log_dir"),
         )
 
@@ -175,6 +179,7 @@ class BackupJob(JobPolicy):
     weekly_day: str = "sunday"
     retention_daily_days: int = 30
     retention_weekly_days: int = 365
+    retention_min_count: int = DEFAULT_MIN_COUNT
     prune: bool = True
     notifier: Notifier = Notifier()
     log_dir: str | None = None
@@ -212,9 +217,10 @@ class _Run:
         self.id = backup_id(job.db, self.started)
         self.local = LocalStore(job.backup_dir)
         self.s3 = S3Store(job.s3) if job.s3 else None
-        self.stores = Stores(self.local, self.s3, job.db, "database")
-        self.echo = echo
         self.warnings: list[str] = []
+        self.stores = Stores(self.local, self.s3, job.db, "database", min_count=job.retention_min_count,
+                             warnings=self.warnings)
+        self.echo = echo
 
     # -- pieces (the steps every backup job shares live in jobsteps.Stores) ----
     def clean_leftovers(self, log: RunLog) -> list[str]:
@@ -255,10 +261,8 @@ class _Run:
         weekly = self.job.weekly_due(self.started)
         if weekly:
             log("Would copy it to the weekly set")
-        would_upload = [m.id for m in self.stores.pending_uploads(self.started, self.job.keep_days, self.id)]
-        if would_upload:
-            log(f"Would upload {len(would_upload)} backup(s) an earlier run kept on disk only: {', '.join(would_upload)}")
-        would_delete = self.retention(log, check_mode=True)
+        would_upload, would_delete = self.stores.plan(self.started, self.job.keep_days, self.id, name, weekly=weekly,
+                                                      prune=self.job.prune, log=log)
         return {"changed": True, "plan": {"database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
                                           "would_upload": would_upload, "would_delete": would_delete,
                                           "leftovers": self.local.leftovers(self.job.db)},
@@ -267,8 +271,8 @@ class _Run:
     def run(self) -> dict[str, Any]:
         job = self.job
         frame = Frame(title=f"Backup {job.db} - kind: full", notifier=job.notifier, echo=self.echo,
-                      log_path=os.path.join(job.log_dir or job.backup_dir, f"backup_{job.db}_{self.started.strftime(STAMP)}.log"),
-                      lock_path=lock_path(job.backup_dir, job.db), lock_what=f"the backup of database {job.db!r}",
+                      log_path=os.path.join(job.log_dir or job.backup_dir, f"backup_{encode_name(job.db)}_{self.started.strftime(STAMP)}.log"),
+                      lock_path=lock_path(job.backup_dir, encode_name(job.db)), lock_what=f"the backup of database {job.db!r}",
                       prepare=self.local.ensure_writable, result={"changed": False}, warnings=self.warnings)
 
         def conclude(status: str, error: str | None) -> Conclusion:
@@ -304,23 +308,24 @@ class _Run:
                 digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
                                                          name, "daily", ["pg_dump"], log)
             log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
-            stores.put_checksums(name, digest, log)
-            globals_facts = None
-            if job.globals:
-                gname = f"{job.db}_globals_{self.started.strftime(STAMP)}.sql{job.extension}"
-                gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
-                                                     pg.env("postgres"), gname, "daily", ["pg_dumpall"], log)
-                s3_error = s3_error or gerr
-                globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
-                log(f"Globals (roles, tablespaces) written: {gname}")
-            manifest = Manifest(
-                id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
-                finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
-                size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
-                compression_level=job.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
-                host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
-                s3=s3_facts)
-            local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
+            with stores.until_committed(log):  # a step failing before the commit point leaves nothing of the set
+                stores.put_checksums(name, digest, log)
+                globals_facts = None
+                if job.globals:
+                    gname = f"{backup_id(job.db, self.started, 'globals')}.sql{job.extension}"
+                    gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
+                                                         pg.env("postgres"), gname, "daily", ["pg_dumpall"], log)
+                    s3_error = s3_error or gerr
+                    globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
+                    log(f"Globals (roles, tablespaces) written: {gname}")
+                manifest = Manifest(
+                    id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
+                    finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
+                    size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
+                    compression_level=job.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
+                    host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
+                    s3=s3_facts)
+                local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
             out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False,
                                              "s3_checksum": (local_manifest.s3 or {}).get("checksum")})
             if job.weekly_due(self.started):
@@ -346,7 +351,7 @@ def promote_weekly(job: BackupJob, *, echo: IO[str] | None = None) -> dict[str, 
     run = _Run(job, None, echo)
     log = RunLog(echo=echo)
     run.local.ensure_writable()  # before any backup ran, say "no backup yet", not "cannot open lock file"
-    with Lock(lock_path(job.backup_dir, job.db), f"the backup of database {job.db!r}"):
+    with Lock(lock_path(job.backup_dir, encode_name(job.db)), f"the backup of database {job.db!r}"):
         dailies = [m for m in run.local.list(job.db) if m.kind == "daily"]
         if not dailies:
             raise DoctorqError(f"no complete daily backup of {job.db!r} in {job.backup_dir} to keep as weekly: "

@@ -13,6 +13,8 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import string
+import urllib.parse
 from typing import Any
 
 TOOL = "doctorq.backup"
@@ -27,9 +29,9 @@ WHATS = {"database": ("full", "globals"), "files": ("files",)}
 STAMP = "%Y%m%d_%H%M%S"
 # <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
-# companions and hidden .partial files.
+# companions and hidden .partial files; <db> and <set> as encode_name writes them.
 FORMAT_OF = {"full": "dump", "globals": "sql", "files": "tar"}
-NAME_RE = re.compile(r"^\.?(?P<db>.+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
+NAME_RE = re.compile(r"^\.?(?P<db>[A-Za-z0-9_.%-]+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
                      r"(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
 
@@ -45,8 +47,33 @@ def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
+# Characters a name keeps in file names and S3 keys; every other one is percent-encoded (encode_name).
+NAME_SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
+
+
+def encode_name(name: str) -> str:
+    """A database's (or file set's) name as it appears in file names, S3 keys, lock and log names.
+
+    Any name PostgreSQL accepts must work, and a name is one path segment in
+    both places: letters, digits, ``_``, ``.`` and ``-`` stay as they are (so
+    existing backups keep their names), every other character becomes the
+    ``%XX`` of its UTF-8 bytes (ASCII, no ``/``, reversible: ``%`` is encoded
+    too), and so does a leading ``.`` (a hidden file, read as a partial) or
+    ``-`` (a name must never reach a program's argv as an option). Manifests,
+    results and messages carry the name itself.
+    """
+    return "".join(ch if ch in NAME_SAFE and not (i == 0 and ch in ".-")
+                   else "".join(f"%{byte:02X}" for byte in ch.encode("utf-8"))
+                   for i, ch in enumerate(name))
+
+
+def decode_name(encoded: str) -> str:
+    """The name ``encode_name`` encoded."""
+    return urllib.parse.unquote(encoded, errors="strict")
+
+
 def backup_id(db: str, started: dt.datetime, what: str = "full") -> str:
-    return f"{db}_{what}_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
+    return f"{encode_name(db)}_{what}_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
 
 
 def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
@@ -56,7 +83,7 @@ def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
     ever claims its own files (``_full_``/``_globals_`` vs ``_files_...tar``).
     """
     match = NAME_RE.match(name)
-    if not match or match.group("db") != db or match.group("what") not in WHATS[of_type]:
+    if not match or match.group("db") != encode_name(db) or match.group("what") not in WHATS[of_type]:
         return False
     # Each part of the name has exactly one format: the old scripts' <db>_full_<stamp>.sql.gz
     # is theirs, never a leftover of ours.
@@ -134,24 +161,120 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, raw: bytes, *, location: str = "", origin: str = "") -> "Manifest | None":
-        """Parse a manifest; None for anything this tool did not write or cannot read."""
+    def from_json(cls, raw: bytes, *, location: str = "", origin: str = "", name: str | None = None) -> "Manifest | None":
+        """Parse a manifest; None for anything this tool did not write, cannot read, or that does not hold together."""
+        try:
+            return cls.load(raw, location=location, origin=origin, name=name)
+        except InvalidManifest:
+            return None
+
+    @classmethod
+    def load(cls, raw: bytes, *, location: str = "", origin: str = "", name: str | None = None) -> "Manifest | None":
+        """Parse and validate a manifest (``name``: its own file name, when known).
+
+        None for what is not ours (not JSON, another tool, a type this version
+        does not handle); ``InvalidManifest`` for one that claims to be ours but
+        does not hold together: a planted or damaged manifest must never make
+        retention or clean-up follow its names out of the backup directory.
+        """
         try:
             data = json.loads(raw)
         except ValueError:
             return None
-        if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("kind") not in KINDS:
+        if not isinstance(data, dict) or data.get("tool") != TOOL:
             return None
         if data.get("type", "database") not in TYPES:
             return None  # a kind of backup this version does not know how to handle
+        problem = _schema_problem(data)
+        if problem:
+            raise InvalidManifest(problem, data.get("database"))
         known = {f.name for f in dataclasses.fields(cls)} - {"location", "origin"}
-        try:
-            manifest = cls(**{k: v for k, v in data.items() if k in known})
-            manifest.started  # pylint: disable=pointless-statement  # validates the timestamp
-        except (TypeError, ValueError):
-            return None
+        manifest = cls(**{k: v for k, v in data.items() if k in known})
+        problem = manifest.naming_problem(name)
+        if problem:
+            raise InvalidManifest(problem, manifest.database)
         manifest.location, manifest.origin = location, origin
         return manifest
+
+    def naming_problem(self, name: str | None = None) -> str | None:
+        """Why the names in this manifest do not fit each other (and its own ``name``), or None.
+
+        Every name a manifest holds is one this tool derives from the database
+        (or file set) and the start time, so anything else is not ours to follow.
+        """
+        what = "files" if self.type == "files" else "full"
+        expected_id = backup_id(self.database, self.started, what)
+        if self.id != expected_id:
+            return f"its id {self.id!r} is not {expected_id!r}, the id of a backup of {self.database!r} started at {self.started_at}"
+        problem = _data_name_problem("file", self.file, self.id, FORMAT_OF[what])
+        if problem or not belongs_to(self.file, self.database, self.type):
+            return problem or f"its file {self.file!r} is not a backup file of {self.database!r}"
+        if name is not None and name != self.manifest_name:
+            return f"it is named {name!r}, but a manifest of {self.file!r} is named {self.manifest_name!r}"
+        if self.globals is not None:
+            globals_id = backup_id(self.database, self.started, "globals")
+            problem = _data_name_problem("globals.file", self.globals["file"], globals_id, FORMAT_OF["globals"])
+            if problem or self.type != "database" or not belongs_to(self.globals["file"], self.database):
+                return problem or f"its globals.file {self.globals['file']!r} is not a globals file of {self.database!r}"
+        return None
+
+
+class InvalidManifest(ValueError):
+    """A manifest that claims to be ours but does not hold together; the message says why.
+
+    ``database`` is the name it claims (when it holds one), so a job can tell
+    which of the manifests it ignores are about its own backups.
+    """
+
+    def __init__(self, why: str, database: Any = None) -> None:
+        super().__init__(why)
+        self.database = database if isinstance(database, str) else None
+
+
+# field -> the JSON types it may hold (bool is no int here, None only where listed)
+_SCHEMA: dict[str, tuple[type, ...]] = {
+    "id": (str,), "database": (str,), "kind": (str,), "started_at": (str,), "finished_at": (str,),
+    "duration_s": (int, float), "file": (str,), "size": (int,), "sha256": (str,), "md5": (str,),
+    "compression": (str,), "compression_level": (int,), "format": (str,), "server_version": (str,),
+    "server_major": (int,), "pg_dump_version": (int,), "host": (str,), "table_count": (int,), "tables": (list,),
+    "globals": (dict, type(None)), "s3": (dict, type(None)), "type": (str,), "fileset": (dict, type(None)),
+    "tool_version": (str,), "manifest_version": (int,),
+}
+_REQUIRED = ("id", "database", "kind", "started_at", "finished_at", "duration_s", "file", "size", "sha256", "md5",
+             "compression", "compression_level")
+
+
+def _schema_problem(data: dict[str, Any]) -> str | None:
+    """Why ``data`` is not a manifest's JSON (missing field, wrong type, unknown kind), or None."""
+    missing = [f for f in _REQUIRED if f not in data]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    for field, types in _SCHEMA.items():
+        if field in data and (not isinstance(data[field], types) or isinstance(data[field], bool)):
+            return f"its {field} is a {type(data[field]).__name__}, not a {' or '.join(t.__name__ for t in types)}"
+    if data["kind"] not in KINDS:
+        return f"its kind {data['kind']!r} is none of {', '.join(KINDS)}"
+    if data["size"] < 0 or not data["database"]:
+        return "its size is negative" if data["size"] < 0 else "its database is empty"
+    try:
+        parse_iso(data["started_at"])
+    except ValueError:
+        return f"its started_at {data['started_at']!r} is not a UTC time (YYYY-mm-ddTHH:MM:SSZ)"
+    if data.get("globals") is not None:
+        globals_ = data["globals"]
+        if not isinstance(globals_.get("file"), str) or not isinstance(globals_.get("size"), int) \
+                or not isinstance(globals_.get("sha256"), str):
+            return "its globals lacks a file name, size or sha256"
+    return None
+
+
+def _data_name_problem(field: str, name: str, stem: str, fmt: str) -> str | None:
+    """Why ``name`` is not ``<stem>.<fmt>[.zst|.gz]``, a plain file name beside the manifest, or None."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        return f"its {field} {name!r} is not a plain file name (no '/', no '..')"
+    if name not in {f"{stem}.{fmt}{ext}" for ext in ("", ".zst", ".gz")}:
+        return f"its {field} {name!r} is not {stem}.{fmt}[.zst|.gz]"
+    return None
 
 
 def checksum_line(digest_hex: str, name: str) -> bytes:

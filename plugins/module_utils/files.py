@@ -51,12 +51,13 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     JobPolicy, Notifier, human, notify_argument_spec, policy_argument_spec, run_samples,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    STAMP, Manifest, backup_id, iso, utcnow,
+    STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
@@ -66,7 +67,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.storage import Loca
 
 TYPE = "files"
 PRESETS = ("postgresql_config",)
-SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# A set's name, encoded (catalog.encode_name), starts every file name of its backups: room for the rest of them.
+MAX_SET_NAME = 189
 # tar's messages (LC_ALL=C) for a file that was not read as one consistent state.
 CHANGE_RE = re.compile(r"^(?:\S*/)?tar: (?P<path>.+): (?P<what>file changed as we read it|File removed before we read it|"
                        r"File shrank by \d+ bytes; padding with zeros)$")
@@ -112,9 +114,14 @@ def files_restore_argument_spec() -> dict[str, Any]:
 
 
 def check_set_name(name: str | None) -> str:
-    if not name or not SET_NAME_RE.match(name) or name == "weekly":
-        raise ConfigError(f"name {name!r} is not a usable file-set name: use letters, digits, '.', '_' and '-' "
-                          "(it names the backup files and the S3 folder; 'weekly' is reserved).")
+    """Any name but ``weekly`` (the S3 folder of weekly copies); in file names and keys it is encoded (encode_name)."""
+    if not name or name == "weekly":
+        raise ConfigError(f"name {name!r} is not a usable file-set name: give the set a name ('weekly' is reserved "
+                          "for the weekly copies' S3 folder).")
+    if len(encode_name(name)) > MAX_SET_NAME:
+        raise ConfigError(f"name {name!r} is too long for a file-set name: it starts the name of every backup file, "
+                          f"and a file name has at most 255 bytes; use at most {MAX_SET_NAME} letters, digits, '.', "
+                          "'_' and '-' (other characters count three each, more outside ASCII).")
     return name
 
 
@@ -281,6 +288,7 @@ class FilesJob(JobPolicy):
     weekly_day: str = "sunday"
     retention_daily_days: int = 30
     retention_weekly_days: int = 365
+    retention_min_count: int = DEFAULT_MIN_COUNT
     prune: bool = True
     notifier: Notifier = Notifier()
     log_dir: str | None = None
@@ -466,9 +474,10 @@ class _FilesRun:
         self.started = now or utcnow()
         self.id = backup_id(job.name, self.started, "files")
         local = LocalStore(job.backup_dir)
-        self.stores = Stores(local, S3Store(job.s3) if job.s3 else None, job.name, TYPE)
-        self.echo = echo
         self.warnings: list[str] = list(job.notes)
+        self.stores = Stores(local, S3Store(job.s3) if job.s3 else None, job.name, TYPE,
+                             min_count=job.retention_min_count, warnings=self.warnings)
+        self.echo = echo
 
     @property
     def file_name(self) -> str:
@@ -489,9 +498,11 @@ class _FilesRun:
         s3_uri = job.s3.uri(self.stores.s3_key(self.started, self.file_name)) if self.stores.s3 else None
         log(f"Would archive {', '.join(job.paths)} (root {job.root}) into {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
         weekly = job.weekly_due(self.started)
-        would_delete = self.stores.retention(self.started, job.keep_days, log, check_mode=True) if job.prune else []
+        would_upload, would_delete = self.stores.plan(self.started, job.keep_days, self.id, self.file_name,
+                                                      weekly=weekly, prune=job.prune, log=log)
         return {"changed": True, "plan": {"name": job.name, "paths": list(job.paths), "root": job.root, "path": path,
-                                          "s3_uri": s3_uri, "weekly": weekly, "would_delete": would_delete,
+                                          "s3_uri": s3_uri, "weekly": weekly, "would_upload": would_upload,
+                                          "would_delete": would_delete,
                                           "leftovers": self.stores.local.leftovers(job.name, TYPE)},
                 "log": log.lines, "warnings": self.warnings}
 
@@ -499,8 +510,8 @@ class _FilesRun:
         job = self.job
         frame = Frame(title=f"Backup of file set {job.name}", notifier=job.notifier, echo=self.echo,
                       log_path=os.path.join(job.log_dir or job.backup_dir,
-                                            f"backup_{job.name}_files_{self.started.strftime(STAMP)}.log"),
-                      lock_path=lock_path(job.backup_dir, job.name, "files"),
+                                            f"backup_{encode_name(job.name)}_files_{self.started.strftime(STAMP)}.log"),
+                      lock_path=lock_path(job.backup_dir, encode_name(job.name), "files"),
                       lock_what=f"the backup of file set {job.name!r}", prepare=self.stores.local.ensure_writable,
                       result={"changed": False}, warnings=self.warnings)
 
@@ -887,7 +898,7 @@ class _FilesRestore(RestoreRun):
         return self.job.name or os.path.basename(self.job.source)
 
     def log_name(self) -> str:
-        return f"restore_{self.label}_files_{self.stamp}.log"
+        return f"restore_{encode_name(self.label)}_files_{self.stamp}.log"
 
     def title(self) -> str:
         return f"Restore of file set {self.label}"
@@ -914,7 +925,7 @@ class _FilesRestore(RestoreRun):
             if check_mode:
                 replaces = os.path.isdir(target) and not os.path.islink(target) and bool(os.listdir(target))
             else:
-                stack.enter_context(Lock(lock_path(self.job.backup_dir, m.database, "files"),
+                stack.enter_context(Lock(lock_path(self.job.backup_dir, encode_name(m.database), "files"),
                                          f"a backup or restore of file set {m.database!r}"))
                 replaces = self.check_confirmation(target)
             # an archived object: check mode only looks; a run requests it and waits, or returns pending

@@ -22,18 +22,21 @@ from these steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import posixpath
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, IntegrityError, StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
+from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, expired_logs
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, object_tags
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import (
+    LocalStore, RefusedDelete, S3Store, object_tags,
+)
 
 LEVELS = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}
 
@@ -43,6 +46,9 @@ def check_policy(params: dict[str, Any]) -> None:
     for name in ("retention_daily_days", "retention_weekly_days"):
         if params.get(name) is not None and params[name] < 0:
             raise ConfigError(f"{name} must be 0 (keep forever) or a number of days.")
+    if params.get("retention_min_count") is not None and params["retention_min_count"] < 1:
+        raise ConfigError(f"retention_min_count {params['retention_min_count']} is below 1: the newest backup of each "
+                          "kind is always kept, so use 1 or more (the number of backups kept whatever their dates).")
     if (params.get("compression_threads") or 0) < 0:
         raise ConfigError(f"compression_threads {params['compression_threads']} is negative: use 0 (one thread per "
                           "core) or the number of threads the compressor may use.")
@@ -68,9 +74,34 @@ class Stores:
     s3_problem: str | None = None
     s3_where: str = ""
     _warned: bool = dataclasses.field(default=False, repr=False)
+    # retention_min_count: complete backups of each kind kept whatever their dates (retention.to_delete)
+    min_count: int = 1
+    # the run's warnings (the job's result shares this list): ignored manifests, refused deletions, clock
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    _reported: set[str] = dataclasses.field(default_factory=set, repr=False)
+    _listed: list[Any] = dataclasses.field(default_factory=list, repr=False)
+    # what this run wrote for its set until the manifest commits it: ("local", path) or ("s3", key); see discard
+    _uncommitted: list[tuple[str, str]] = dataclasses.field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.s3_where = self.s3.cfg.where if self.s3 else ""
+        self._listed = [self.local] + ([self.s3] if self.s3 else [])  # S3's findings are reported even after it failed
+
+    def warn(self, message: str, log: RunLog) -> None:
+        """A warning in the run log and in the result; the run goes on."""
+        log(f"WARNING: {message}")
+        self.warnings.append(message)
+
+    def report_invalid(self, log: RunLog) -> None:
+        """Warn (once each) about the manifests the listings so far ignored as invalid (storage.parse_manifest)."""
+        for store in self._listed:
+            for origin, why in sorted(store.invalid.items()):
+                where = store.cfg.uri(origin) if isinstance(store, S3Store) else origin
+                if where in self._reported:
+                    continue
+                self._reported.add(where)
+                self.warn(f"manifest {where} ignored (never listed, followed or deleted): {why}. This tool did not write "
+                          "it for that file: find out who put it there, then move or delete it by hand.", log)
 
     # -- S3 trouble: go on locally, fail at the end ---------------------------
     def s3_failed(self, error: str, log: RunLog | None) -> None:
@@ -103,10 +134,6 @@ class Stores:
         except StorageError as exc:
             self.s3_failed(str(exc), log)
 
-    def had_s3_copies(self, exclude_id: str) -> bool:
-        """Whether an earlier complete set of this owner reached S3 (so catch-up will find this run's)."""
-        return any(m.s3 for m in self.local.list(self.owner, self.of_type) if m.kind == "daily" and m.id != exclude_id)
-
     def raise_for_s3(self, path: str, s3_uri: str | None, backup_id: str) -> None:
         """End of the run: fail it when S3 failed, saying what is safe where and what to do next."""
         if not self.s3_problem:
@@ -115,12 +142,9 @@ class Stores:
             raise StorageError(f"{self.s3_problem} The backup itself is complete on disk ({path}) and in S3 "
                                f"({s3_uri}); the S3 work left after the failure (weekly copy, retention or catch-up "
                                "uploads) was skipped, and the next run that reaches S3 does it.")
-        if self.had_s3_copies(backup_id):
-            then = ("that run uploads its own backup and catches up this one too (every complete local backup made "
-                    "since the newest one in S3)")
-        else:
-            then = (f"that run uploads only its own backup: no earlier backup of {self.owner} is in S3, so this one is "
-                    "not caught up and stays on disk only unless you copy it there by hand")
+        del backup_id  # every complete local backup that never reached S3 is caught up (pending_uploads)
+        then = ("that run uploads its own backup and catches up this one too (every complete local backup that never "
+                "reached S3 and that S3 retention keeps)")
         raise StorageError(f"{self.s3_problem} The local backup {path} is complete and kept (checksum files and "
                            "manifest written; the local weekly copy and retention ran as usual), but it has no copy in "
                            f"{self.s3_where}, and this run's S3 cleanup and retention were skipped. Once S3 works "
@@ -131,12 +155,17 @@ class Stores:
     def clean_leftovers(self, log: RunLog) -> list[str]:
         """Remove partial files, crash remains and unfinished uploads of this owner and type."""
         removed = self.local.leftovers(self.owner, self.of_type)
-        for path in removed:
-            pipeline.remove_quietly(path)
+        try:
+            self.local.remove(removed)
+        except RefusedDelete as exc:
+            self.warn(str(exc), log)
+            removed = []
         if self.s3:
             try:
                 stray, uploads = self.s3.leftovers(self.owner, self.of_type)
                 self.s3.remove_leftovers(stray, uploads)
+            except RefusedDelete as exc:
+                self.warn(str(exc), log)
             except StorageError as exc:
                 self.s3_failed(str(exc), log)
             else:
@@ -144,11 +173,16 @@ class Stores:
                                                                   for u in uploads]
         if removed:
             log(f"Removed {len(removed)} leftover(s) of interrupted runs: {', '.join(os.path.basename(r) for r in removed)}")
+        self.report_invalid(log)
         return removed
 
     def retention(self, now: dt.datetime, keep_days: dict[str, int | None], log: RunLog, *,
-                  check_mode: bool) -> list[dict[str, str]]:
-        """Delete what the policy no longer keeps; S3 only while S3 works (decisions are per location)."""
+                  check_mode: bool, planned: Sequence[Manifest] = ()) -> list[dict[str, str]]:
+        """Delete what the policy no longer keeps; S3 only while S3 works (decisions are per location).
+
+        ``planned``: in check mode, the sets the run would add first (``plan``),
+        which count like the others, so the plan is what the run deletes.
+        """
         log("Applying retention..." if not check_mode else "Retention (check mode, nothing deleted):")
         manifests = self.local.list(self.owner, self.of_type)
         if self.s3:
@@ -158,20 +192,35 @@ class Stores:
                 if check_mode:
                     raise
                 self.s3_failed(str(exc), log)
-        doomed = to_delete(manifests, now, keep_days)
+        manifests += list(planned)
+        self.report_invalid(log)
+        ahead = clock_behind(manifests, now)
+        if ahead is not None:
+            self.warn(f"retention skipped, nothing deleted: backup {ahead.id} ({ahead.location}) is recorded as started "
+                      f"at {ahead.started_at}, after this run's clock ({iso(now)}). Either the clock went back or that "
+                      "backup was made while the clock was ahead. Check the clock (timedatectl, NTP); if that backup's "
+                      "date is wrong, move or delete it by hand (it lists as the newest, so source=latest picks it). "
+                      "Retention resumes once no backup is dated in the future.", log)
+            return []
+        doomed = to_delete(manifests, now, keep_days, self.min_count)
         done = []
         for manifest in doomed:
             if not check_mode:
-                if manifest.location == "s3":
-                    if not self.s3:
-                        continue
-                    try:
+                try:
+                    if manifest.location == "s3":
+                        if not self.s3:
+                            continue
                         self.s3.delete(manifest)
-                    except StorageError as exc:
-                        self.s3_failed(str(exc), log)
-                        continue
-                else:
-                    self.local.delete(manifest)
+                    else:
+                        self.local.delete(manifest)
+                except RefusedDelete as exc:
+                    self.warn(str(exc), log)
+                    continue
+                except StorageError as exc:
+                    if manifest.location != "s3":
+                        raise
+                    self.s3_failed(str(exc), log)
+                    continue
             done.append(manifest)
             log(f"{'Would delete' if check_mode else 'Deleted'} {manifest.kind} backup {manifest.id} ({manifest.location})")
         log("Retention done" + (f": {len(done)} backup(s) removed" if done and not check_mode else ""))
@@ -214,11 +263,13 @@ class Stores:
             s3sink = self._sink(self.s3_key(started, name), backup_id, kind_tag=kind_tag, tolerate_failure=True)
             sinks.append(s3sink)
         digest, results = pipeline.run(stages, env, sinks, names=names, accept=accept)
+        self._uncommitted.append(("local", self.local.path("daily", name)))
         if s3sink is None:
             return digest, None, self.s3_problem
         if s3sink.error:
             self.s3_failed(str(s3sink.error), log)
             return digest, None, str(s3sink.error)
+        self._uncommitted.append(("s3", results[1]["key"]))
         return digest, self._facts(results[1]), None
 
     def new_path(self, name: str) -> str:
@@ -230,26 +281,99 @@ class Stores:
 
     def put_checksums(self, name: str, digest: pipeline.Digest, log: RunLog) -> None:
         """``<name>.md5`` and ``<name>.sha256`` on disk, as md5sum/sha256sum write them."""
-        self.local.put("daily", name + ".md5", checksum_line(digest.md5, name))
-        self.local.put("daily", name + ".sha256", checksum_line(digest.sha256, name))
+        for suffix, hexdigest in ((".md5", digest.md5), (".sha256", digest.sha256)):
+            self._uncommitted.append(("local", self.local.path("daily", name + suffix)))
+            self.local.put("daily", name + suffix, checksum_line(hexdigest, name))
         log("MD5 and SHA-256 checksum files written")
+
+    @contextlib.contextmanager
+    def until_committed(self, log: RunLog) -> Iterator[None]:
+        """Around a job's steps from its first stream to ``commit``: if one fails, nothing of the set stays.
+
+        Whatever the run wrote for the set (data, checksum files, a staged
+        manifest; on disk and in S3) is removed at once (``discard``): a full
+        disk gets its space back, and no store lists or keeps a set the run
+        reports as failed.
+        """
+        try:
+            yield
+        except StorageError as exc:
+            removed = self.discard(log)
+            if not removed:
+                raise
+            raise StorageError(f"{exc} {removed}", code=exc.code) from None
+        except BaseException:
+            self.discard(log)
+            raise
+
+    def discard(self, log: RunLog) -> str:
+        """Remove what this run wrote for a set it did not commit (newest first); say what became of it ("": nothing)."""
+        written, self._uncommitted = self._uncommitted, []
+        if not written:
+            return ""
+        local = [where for store, where in reversed(written) if store == "local"]
+        keys = [where for store, where in reversed(written) if store == "s3"]
+        left: list[str] = []
+        try:
+            self.local.remove(local)
+        except StorageError as exc:
+            left += local
+            log(f"WARNING: {exc}")
+        if keys and self.s3:
+            try:
+                self.s3.remove_leftovers(keys, [])
+            except StorageError as exc:
+                left += [self.s3.cfg.uri(k) for k in keys]
+                log(f"WARNING: {exc}")
+        elif keys:
+            left += [f"s3 key {k}" for k in keys]  # S3 failed earlier in the run: its leftovers wait for the next one
+        log("Removed what this run wrote for its backup" + (f", but for {', '.join(left)} (the next run removes them)"
+                                                            if left else " (on disk and in S3)"))
+        if left:
+            return (f"Nothing of this run's backup is listed; the next run removes what could not be removed now "
+                    f"({', '.join(left)}).")
+        return "Nothing of this run's backup was kept, on disk or in S3."
 
     def commit(self, manifest: Manifest, log: RunLog, s3_error: str | None, *,
                checksums_written: bool = False) -> tuple[Manifest, Manifest | None, str | None]:
-        """Checksum files and manifest: S3 first, local last (the local manifest is the commit point)."""
-        if not checksums_written:
-            self.put_checksums(manifest.file, pipeline.Digest(manifest.size, manifest.sha256, manifest.md5), log)
-        s3_manifest = None
-        if self.s3 and not s3_error and manifest.s3:
-            try:
-                s3_manifest = self._commit_s3(manifest)
-                log(f"Uploaded to S3 and verified: {manifest.s3['uri']}")
-            except StorageError as exc:
-                s3_error = str(exc)
-        if s3_error:
-            self.s3_failed(s3_error, log)
-            manifest = dataclasses.replace(manifest, s3=None)
-        local_manifest = self.local.commit_manifest(manifest)
+        """Checksum files and manifest: S3 first, local last (the local manifest is the commit point).
+
+        The local manifest is staged (written to its hidden partial file)
+        before the S3 manifest goes up, and renamed into place after it, which
+        needs no space: a disk that fills up fails the run before any store
+        lists the set. Whatever fails before the commit point, what the run
+        wrote for the set is removed (``until_committed``).
+        """
+        with self.until_committed(log):
+            if not checksums_written:
+                self.put_checksums(manifest.file, pipeline.Digest(manifest.size, manifest.sha256, manifest.md5), log)
+            s3_ready = bool(self.s3 and not s3_error and manifest.s3)
+            path = self.local.path(manifest.kind, manifest.manifest_name)
+            if not s3_ready:
+                manifest = dataclasses.replace(manifest, s3=None)
+            self._uncommitted.append(("local", os.path.join(os.path.dirname(path), f".{manifest.manifest_name}.partial")))
+            staged = pipeline.stage_file(path, manifest.to_json())
+            s3_manifest = None
+            if s3_ready:
+                s3_dir = posixpath.dirname(manifest.s3["key"])
+                self._uncommitted += [("s3", f"{s3_dir}/{manifest.file}{suffix}") for suffix in (".md5", ".sha256")]
+                self._uncommitted.append(("s3", f"{s3_dir}/{manifest.manifest_name}"))
+                try:
+                    s3_manifest = self._commit_s3(manifest)
+                    log(f"Uploaded to S3 and verified: {manifest.s3['uri']}")
+                except StorageError as exc:
+                    s3_error = str(exc)
+            if s3_error:
+                self.s3_failed(s3_error, log)
+                if manifest.s3:  # staged with S3's facts: stage it again without them (smaller, so it fits)
+                    manifest = dataclasses.replace(manifest, s3=None)
+                    pipeline.remove_quietly(staged)
+                    staged = pipeline.stage_file(path, manifest.to_json())
+            self._uncommitted.append(("local", path))
+            pipeline.publish_staged(staged, path)
+            pipeline.fsync_dir(os.path.dirname(path))
+        self._uncommitted = []
+        local_manifest = dataclasses.replace(manifest, location=self.local.location, origin=path)
         log(f"Manifest written: {local_manifest.origin}")
         return local_manifest, s3_manifest, s3_error
 
@@ -268,10 +392,33 @@ class Stores:
                 s3_weekly = self.s3.add_weekly(s3_manifest)
             except StorageError as exc:
                 self.s3_failed(str(exc), log)
-        weekly = self.local.add_weekly(local_manifest, s3_weekly.s3 if s3_weekly else None)
+        try:
+            weekly = self.local.add_weekly(local_manifest, s3_weekly.s3 if s3_weekly else None)
+        except StorageError as exc:
+            raise StorageError(f"{exc} {self._undo_weekly(local_manifest, s3_weekly, log)}", code=exc.code) from None
         log(f"Weekly copy made: {os.path.dirname(weekly.origin)}" + (f" and {s3_weekly.s3['uri']}" if s3_weekly else ""))
         return {"weekly": True, "weekly_path": self.local.data_path(weekly),
                 "weekly_s3_uri": s3_weekly.s3["uri"] if s3_weekly else None}
+
+    def _undo_weekly(self, local_manifest: Manifest, s3_weekly: Manifest | None, log: RunLog) -> str:
+        """The local weekly copy failed (a full disk): remove its links and the S3 weekly copy, so neither lists it."""
+        links = dataclasses.replace(local_manifest, kind="weekly", origin=self.local.path("weekly", local_manifest.manifest_name))
+        gone = []
+        try:
+            self.local.delete(links)
+        except StorageError as exc:
+            log(f"WARNING: {exc}")
+        if s3_weekly is not None and self.s3:
+            try:
+                self.s3.delete(s3_weekly)
+                gone.append(f"the weekly copy in S3 ({s3_weekly.s3['uri']}) was removed again")
+            except StorageError as exc:
+                log(f"WARNING: {exc}")
+                gone.append(f"the weekly copy in S3 ({s3_weekly.s3['uri']}) could not be removed ({exc}) and is listed")
+        return (f"The backup {local_manifest.id} itself is complete ({local_manifest.origin}"
+                + (f" and {local_manifest.s3['uri']}" if local_manifest.s3 else "") + "); its weekly copy was not made"
+                + (f" ({'; '.join(gone)})" if gone else "") + ": free space in the backup directory, then run "
+                "promote-weekly (doctorq-backup promote-weekly) or let the next weekly run make one.")
 
     def finish(self, now: dt.datetime, backup_id: str, path: str, out: dict[str, Any], log: RunLog, *,
                keep_days: dict[str, int | None], prune: bool) -> None:
@@ -283,26 +430,51 @@ class Stores:
         self.raise_for_s3(path, out["backup"]["s3_uri"], backup_id)
 
     # -- catch-up: sets an earlier run kept on disk only ------------------------
-    def pending_uploads(self, now: dt.datetime, keep_days: dict[str, int | None], current_id: str) -> list[Manifest]:
-        """Complete local dailies missing from S3, made since the newest daily in S3, within the daily window.
+    def pending_uploads(self, now: dt.datetime, keep_days: dict[str, int | None], current_id: str,
+                        planned: Sequence[Manifest] = ()) -> list[Manifest]:
+        """Complete local dailies that never reached S3 and that S3 retention keeps once they are there.
 
-        Only sets made *since* the newest one in S3: those are the nights S3
-        was down. Older local sets (from before S3 was configured, or deleted
-        there on purpose) are left alone, and a set S3 retention would delete
-        at once is not uploaded.
+        Every night S3 was down, the first run's included (S3 need not hold an
+        earlier backup), and sets made before S3 was configured. Not a set
+        whose manifest says it reached S3 once: S3 lacks it because retention,
+        a lifecycle rule or a person deleted it there. Nor one S3 retention
+        would delete at once (``min_count`` and the daily window decide, as
+        for the sets S3 holds). ``planned``: check mode's sets of this run.
         """
         if not self.s3:
             return []
-        remote = [m for m in self.s3.list(self.owner, self.of_type) if m.kind == "daily"]
-        newest = max((m.started_at for m in remote if m.id != current_id), default=None)
-        if newest is None:
+        remote = self.s3.list(self.owner, self.of_type) + [m for m in planned if m.location == "s3"]
+        in_s3 = {m.id for m in remote if m.kind == "daily"}
+        candidates = [m for m in self.local.list(self.owner, self.of_type)
+                      if m.kind == "daily" and m.id != current_id and m.id not in in_s3 and not m.s3]
+        if not candidates:
             return []
-        in_s3 = {m.id for m in remote}
-        days = keep_days.get("daily")
-        oldest = iso(now - dt.timedelta(days=days)) if days else ""
-        return [m for m in self.local.list(self.owner, self.of_type)
-                if m.kind == "daily" and m.id != current_id and m.id not in in_s3 and m.started_at > newest
-                and m.started_at >= oldest]
+        uploaded = [dataclasses.replace(m, location="s3") for m in candidates]
+        doomed = {m.id for m in to_delete(remote + uploaded, now, keep_days, self.min_count) if m.kind == "daily"}
+        return [m for m in candidates if m.id not in doomed]
+
+    def plan(self, now: dt.datetime, keep_days: dict[str, int | None], backup_id: str, name: str, *, weekly: bool,
+             prune: bool, log: RunLog) -> tuple[list[str], list[dict[str, str]]]:
+        """Check mode: the catch-up uploads and the deletions the run would make, with the backup it would make counted.
+
+        Mirrors the run (commit, weekly copy, catch-up, retention) on the
+        stores' listings, so ``would_delete`` is exactly what the run deletes.
+        """
+        kinds = ["daily"] + (["weekly"] if weekly else [])
+        places = ["local"] + (["s3"] if self.s3 else [])
+        started = iso(now)
+        planned = [Manifest(id=backup_id, database=self.owner, kind=kind, started_at=started, finished_at=started,
+                            duration_s=0.0, file=name, size=0, sha256="", md5="", compression="", compression_level=0,
+                            type=self.of_type, location=place, origin="(this run)")
+                   for kind in kinds for place in places]
+        pending = self.pending_uploads(now, keep_days, backup_id, planned)
+        if pending:
+            log(f"Would upload {len(pending)} backup(s) an earlier run kept on disk only: {', '.join(m.id for m in pending)}")
+            weeklies = {m.id for m in self.local.list(self.owner, self.of_type) if m.kind == "weekly" and not m.s3}
+            planned += [dataclasses.replace(m, location="s3", kind=kind) for m in pending
+                        for kind in ("daily", "weekly") if kind == "daily" or m.id in weeklies]
+        would_delete = self.retention(now, keep_days, log, check_mode=True, planned=planned) if prune else []
+        return [m.id for m in pending], would_delete
 
     def catch_up(self, now: dt.datetime, keep_days: dict[str, int | None], current_id: str,
                  log: RunLog) -> list[dict[str, Any]]:
@@ -314,6 +486,7 @@ class Stores:
         except StorageError as exc:
             self.s3_failed(str(exc), log)
             return []
+        self.report_invalid(log)
         if pending:
             log(f"Catching up {len(pending)} backup(s) an earlier run could not upload: {', '.join(m.id for m in pending)}")
         weeklies = {m.id: m for m in self.local.list(self.owner, self.of_type) if m.kind == "weekly" and not m.s3}

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, newest_first,
+    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, newest_first,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
@@ -198,12 +198,14 @@ class S3Store:
         self.invalid: dict[str, str] = {}  # manifests of ours that do not hold together: key -> why (never acted on)
 
     def dir_key(self, kind: str, db: str, date: str) -> str:
-        return self.cfg.key("weekly", db, date) if kind == "weekly" else self.cfg.key(db, date)
+        """The folder of one day's sets of ``db`` (its name encoded: one ASCII key segment, see encode_name)."""
+        name = encode_name(db)
+        return self.cfg.key("weekly", name, date) if kind == "weekly" else self.cfg.key(name, date)
 
     def _db_prefixes(self, db: str | None) -> list[str]:
         if db is None:
             return [self.cfg.key() + "/" if self.cfg.key() else ""]
-        return [self.cfg.key(db) + "/", self.cfg.key("weekly", db) + "/"]
+        return [self.cfg.key(encode_name(db)) + "/", self.cfg.key("weekly", encode_name(db)) + "/"]
 
     def check_bucket(self) -> None:
         with s3util.s3_errors("access check (HEAD bucket)", self.cfg.where):

@@ -44,7 +44,9 @@ attributes:
 options:
   name:
     description:
-      - Name of the file set; it names the backup files and the S3 folder. Letters, digits, C(.), C(_) and C(-).
+      - Name of the file set; it names the backup files and the S3 folder. Any name but V(weekly); characters other
+        than letters, digits, C(.), C(_) and C(-) (and a leading C(.) or C(-)) are percent-encoded (UTF-8) in file
+        names and S3 keys, the manifest keeps the name as given.
       - Defaults to the preset's name (V(postgresql_config)) with O(preset).
     type: str
   paths:
@@ -122,13 +124,22 @@ options:
     choices: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]
     default: sunday
   retention_daily_days:
-    description: Days to keep daily backups; V(0) keeps them forever. The newest is always kept.
+    description: Days to keep daily backups; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
     type: int
     default: 30
   retention_weekly_days:
-    description: Days to keep weekly copies; V(0) keeps them forever. The newest is always kept.
+    description: Days to keep weekly copies; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
     type: int
     default: 365
+  retention_min_count:
+    description:
+      - Complete backups of each kind (daily, weekly) kept in each place (disk, S3) whatever their dates, like Barman's
+        C(minimum_redundancy); V(1) keeps only the newest. A clock far ahead, or a schedule that stopped, never thins
+        the backups below this.
+      - Whatever this is, retention deletes nothing (and warns) while a backup is dated after the host's clock: the
+        clock went back, or that backup was made while the clock was ahead.
+    type: int
+    default: 3
   prune:
     description: Apply retention after a successful backup.
     type: bool
@@ -219,7 +230,9 @@ leftovers_removed:
   type: list
   elements: str
 plan:
-  description: In check mode, what a run would write and delete.
+  description:
+    - In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete (C(would_delete)).
+    - C(would_delete) counts the backup the run would make, so it is exactly what the run deletes.
   returned: check mode
   type: dict
 log:

@@ -15,13 +15,15 @@ description:
     manifest last. A backup without a manifest is incomplete; it is never listed, restored or counted by retention, and
     the next run removes it.
   - On the configured weekday the backup is also kept as a weekly copy (a hard link on disk, a server-side copy in S3).
-  - Applies retention to daily and weekly backups on disk and in S3; never deletes the newest backup of a kind, nor
-    anything without a manifest written by this collection.
+  - Applies retention to daily and weekly backups on disk and in S3; never deletes the newest O(retention_min_count)
+    backups of a kind, nor anything without a valid manifest written by this collection, nor anything outside
+    O(backup_dir) or the S3 prefix. A manifest that does not hold together (a file name leading elsewhere, names that
+    do not match) is reported as a warning and ignored. Nothing is deleted while a backup is dated after the clock.
   - S3 never costs the night's backup. When S3 is unreachable, refuses the credentials, has no such bucket, or fails
     mid-upload, the run still completes the local backup (checksum files, manifest, weekly link, local retention),
     skips the rest of its S3 work, and then fails with a message naming the S3 problem and the local file; the webhook
-    carries the same facts. The next run that reaches S3 also uploads the complete local backups made since the newest
-    one in S3 (RV(caught_up)). In check mode an S3 access failure fails the check.
+    carries the same facts. The next run that reaches S3 also uploads the complete local backups that never reached S3
+    (RV(caught_up)), even when S3 holds no earlier backup. In check mode an S3 access failure fails the check.
   - In S3, an object uploaded in one PUT carries its SHA-256 as S3's checksum and as C(x-amz-meta-sha256); a multipart
     one carries a whole-object CRC32 (C(ChecksumType=FULL_OBJECT)) that S3 verifies, and its SHA-256 is in the
     C(.sha256) object and the manifest beside it (RV(backup.s3_checksum)). Servers that do not confirm FULL_OBJECT
@@ -104,13 +106,22 @@ options:
     choices: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]
     default: sunday
   retention_daily_days:
-    description: Days to keep daily backups; V(0) keeps them forever. The newest is always kept.
+    description: Days to keep daily backups; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
     type: int
     default: 30
   retention_weekly_days:
-    description: Days to keep weekly copies; V(0) keeps them forever. The newest is always kept.
+    description: Days to keep weekly copies; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
     type: int
     default: 365
+  retention_min_count:
+    description:
+      - Complete backups of each kind (daily, weekly) kept in each place (disk, S3) whatever their dates, like Barman's
+        C(minimum_redundancy); V(1) keeps only the newest. A clock far ahead, or a schedule that stopped, never thins
+        the backups below this.
+      - Whatever this is, retention deletes nothing (and warns) while a backup is dated after the host's clock: the
+        clock went back, or that backup was made while the clock was ahead.
+    type: int
+    default: 3
   prune:
     description: Apply retention after a successful backup.
     type: bool
@@ -273,12 +284,15 @@ caught_up:
     - Complete local backups an earlier run could not upload (S3 was down), uploaded by this run, newest first
       (C(id), C(s3_uri), C(weekly_s3_uri) when its weekly copy was copied too, or C(error) when the local file no
       longer matches its manifest and was not uploaded).
-    - Only backups made since the newest one in S3, within the daily retention window, are caught up.
+    - Every complete local backup that never reached S3 (the first run's too) is caught up, unless S3 retention would
+      delete it at once; one that reached S3 once and was deleted there is not uploaded again.
   returned: when there were any
   type: list
   elements: dict
 plan:
-  description: In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete.
+  description:
+    - In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete (C(would_delete)).
+    - C(would_delete) counts the backup the run would make, so it is exactly what the run deletes.
   returned: check mode
   type: dict
 log:

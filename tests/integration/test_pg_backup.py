@@ -499,7 +499,7 @@ def test_retention_by_kind_on_disk_and_in_s3(pg_server, pg_db, other_db, run_mod
     bucket = s3_bucket["bucket"]
     now = utcnow()
     base = job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, prune=False,
-                      retention_daily_days=30, retention_weekly_days=365)
+                      retention_daily_days=30, retention_weekly_days=365, retention_min_count=1)
     ids = {}
     for label, days, weekly in (("A", 400, "always"), ("B", 200, "always"), ("C", 40, "never"), ("D", 10, "never")):
         ids[label] = engine_run({**base, "weekly": weekly}, now=now - days * DAY)["backup"]["id"]
@@ -558,22 +558,23 @@ def test_retention_keeps_the_newest_of_each_kind_and_check_mode_deletes_nothing(
     backup_dir = tmp_path / "backups"
     now = utcnow()
     base = job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, prune=False, weekly="always",
-                      retention_daily_days=30, retention_weekly_days=30)
+                      retention_daily_days=30, retention_weekly_days=30, retention_min_count=1)
     oldest = engine_run(base, now=now - 100 * DAY)["backup"]["id"]
     newest = engine_run(base, now=now - 90 * DAY)["backup"]["id"]
     before_files = {k: (v.st_ino, v.st_size, v.st_mtime_ns) for k, v in tree(str(backup_dir)).items()}
     before_keys = s3_keys(s3c, s3_bucket["bucket"])
 
-    plan = ok(run_module("pg_backup", {**base, "prune": True}, check_mode=True))
-    # both are older than 30 days; the newer one is the newest of each kind and stays
-    assert triples(plan["plan"]["would_delete"]) == both(oldest, "daily") | both(oldest, "weekly")
+    plan = ok(run_module("pg_backup", {**base, "prune": True, "weekly": "never"}, check_mode=True))
+    # both are older than 30 days; the newer one is the newest weekly and stays; the run's own backup (counted in
+    # the plan) becomes the newest daily
+    assert triples(plan["plan"]["would_delete"]) == both(oldest, "daily") | both(oldest, "weekly") | both(newest, "daily")
     assert any(f"Would delete daily backup {oldest}" in line for line in plan["log"])
     assert {k: (v.st_ino, v.st_size, v.st_mtime_ns) for k, v in tree(str(backup_dir)).items()} == before_files
     assert s3_keys(s3c, s3_bucket["bucket"]) == before_keys
 
     # a real run makes a fresh daily (now the newest daily); the 90-day weekly is still the newest weekly
     real = ok(run_module("pg_backup", {**base, "prune": True, "weekly": "never"}))
-    assert triples(real["deleted"]) == both(oldest, "daily") | both(oldest, "weekly") | both(newest, "daily")
+    assert triples(real["deleted"]) == triples(plan["plan"]["would_delete"])
     assert triples(listing(run_module, backup_dir, s3_bucket, pg_db)) == \
         both(real["backup"]["id"], "daily") | both(newest, "weekly")
 
@@ -831,7 +832,7 @@ def test_s3_endpoint_down_at_start_still_keeps_a_local_backup(pg_server, pg_db, 
     # the message names the S3 problem, where the backup is, and what the user must do
     assert msg.startswith("S3 access check (HEAD bucket) failed for s3://anything") and "cannot be reached" in msg
     assert f"The local backup {path} is complete and kept" in msg and "s3://anything" in msg
-    assert "no earlier backup of" in msg and "uploads only its own backup" in msg  # first run: no catch-up to promise
+    assert "catches up this one too" in msg  # even on the first run: S3 need not hold an earlier backup
     assert s3["secret_key"] not in json.dumps(result)
     # the local set is complete: listed (daily and weekly), checksums pass, no S3 location claimed
     entries = listing(run_module, backup_dir, None, pg_db, verify=True)
@@ -854,10 +855,11 @@ def test_s3_endpoint_down_at_start_still_keeps_a_local_backup(pg_server, pg_db, 
 def test_local_retention_still_runs_while_s3_is_down(pg_server, pg_db, tmp_path):
     backup_dir = tmp_path / "backups"
     now = utcnow()
-    old = engine_run(job_params(pg_server, pg_db, backup_dir, weekly="never"), now=now - 40 * DAY)
+    old = engine_run(job_params(pg_server, pg_db, backup_dir, weekly="never", retention_min_count=1), now=now - 40 * DAY)
     s3 = {"bucket": "anything", "endpoint_url": f"http://127.0.0.1:{closed_port()}", "access_key": "AK",
           "secret_key": "SK", "max_attempts": 1}
-    result = run_backup(BackupJob.from_params(job_params(pg_server, pg_db, backup_dir, s3=s3, weekly="never")), now=now)
+    result = run_backup(BackupJob.from_params(job_params(pg_server, pg_db, backup_dir, s3=s3, weekly="never",
+                                                         retention_min_count=1)), now=now)
     assert result["failed"] and "is complete and kept" in result["msg"]
     # the 40-day-old daily went (past the 30-day window, and no longer the newest); tonight's stays
     assert result["deleted"] == [{"id": old["backup"]["id"], "kind": "daily", "location": "local",

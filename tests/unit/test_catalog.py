@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 
 import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    Manifest, backup_id, belongs_to, checksum_line, iso,
+    InvalidManifest, Manifest, backup_id, belongs_to, checksum_line, iso,
 )
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, RefusedDelete, S3Store
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, human
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import conninfo_db, parse_when
@@ -104,3 +108,73 @@ def test_the_old_scripts_backups_are_never_ours():
     assert not belongs_to("doctorq_full_20251107_020000.sql.gz", "doctorq")
     assert not belongs_to("doctorq_full_20251107_020000.sql.gz.md5", "doctorq")
     assert not belongs_to("doctorq_globals_20251107_020000.dump.zst", "doctorq")
+
+
+# --------------------------------------------------------------------------
+# planted manifests (issue 11, case 1): validated before anything acts on them
+
+
+GOOD_GLOBALS = {"file": "doctorq_globals_20251107_143000.sql.zst", "size": 1, "sha256": "c" * 64, "md5": "d" * 32}
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"file": "../elsewhere/x"}, "file '../elsewhere/x' is not a plain file name"),
+    ({"file": "/etc/passwd"}, "file '/etc/passwd' is not a plain file name"),
+    ({"file": ".."}, "is not a plain file name"),
+    ({"file": "doctorq_full_20251107_143000.dump.zst.md5"}, "is not doctorq_full_20251107_143000.dump[.zst|.gz]"),
+    ({"file": "other_full_20251107_143000.dump.zst"}, "is not doctorq_full_20251107_143000.dump"),
+    ({"globals": {**GOOD_GLOBALS, "file": "/var/lib/postgresql/x"}}, "globals.file '/var/lib/postgresql/x' is not a plain"),
+    ({"globals": {**GOOD_GLOBALS, "file": "../../x"}}, "globals.file '../../x' is not a plain file name"),
+    ({"globals": {**GOOD_GLOBALS, "file": "doctorq_globals_20200101_000000.sql.zst"}}, "globals.file"),
+    ({"globals": {"file": "doctorq_globals_20251107_143000.sql.zst"}}, "globals lacks"),
+    ({"id": "doctorq_full_20200101_000000"}, "its id"),
+    ({"database": "other"}, "its id"),
+    ({"started_at": "2020-01-01T00:00:00Z"}, "its id"),
+    ({"size": "10"}, "its size is a str"),
+    ({"size": True}, "its size is a bool"),
+    ({"size": -1}, "size is negative"),
+    ({"kind": "monthly"}, "kind 'monthly'"),
+    ({"tables": {}}, "its tables is a dict"),
+])
+def test_a_manifest_that_does_not_hold_together_is_invalid(change, why):
+    raw = json.loads(sample(globals=dict(GOOD_GLOBALS)).to_json())
+    raw.update(change)
+    with pytest.raises(InvalidManifest, match=re.escape(why)):
+        Manifest.load(json.dumps(raw).encode())
+    assert Manifest.from_json(json.dumps(raw).encode()) is None
+
+
+def test_a_manifest_must_be_named_after_its_file():
+    raw = sample().to_json()
+    assert Manifest.load(raw, name="doctorq_full_20251107_143000.dump.zst.manifest.json") == sample()
+    with pytest.raises(InvalidManifest, match="it is named 'doctorq_full_20251107_143001.dump.zst.manifest.json'"):
+        Manifest.load(raw, name="doctorq_full_20251107_143001.dump.zst.manifest.json")
+
+
+def test_what_is_not_ours_is_not_invalid_but_none():
+    assert Manifest.load(b"{not json") is None
+    assert Manifest.load(json.dumps({"tool": "pgbackrest", "file": "../x"}).encode()) is None
+
+
+def test_deletes_never_leave_the_backup_directory_or_the_prefix(tmp_path):
+    root = tmp_path / "backups"
+    (root / "weekly").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "link")
+    outside = tmp_path / "elsewhere" / "x"
+    outside.write_text("precious")
+    inside = root / "doctorq_full_20251107_143000.dump.zst"
+    inside.write_text("ours")
+    store = LocalStore(str(root))
+    for path in (str(root / ".." / "elsewhere" / "x"), str(outside), str(root / "link" / "x")):
+        with pytest.raises(RefusedDelete, match="refusing to delete"):
+            store.remove([str(inside), path])
+        assert outside.exists() and inside.exists()  # all refused, not one
+    store.remove([str(inside), str(root / "weekly" / "gone")])
+    assert not inside.exists()
+
+    s3 = S3Store(S3Config(bucket="b", prefix="pg"), client=object())
+    for key in ("other/doctorq/x", "pg/doctorq/../../other/x", "/pg/doctorq/x", "pg/doctorq//x", "pg/doctorqx/y"):
+        with pytest.raises(RefusedDelete, match="refusing to delete"):
+            s3.check_keys(["pg/doctorq/2025-11-07/ok", key], "doctorq")
+    s3.check_keys(["pg/doctorq/2025-11-07/ok", "pg/weekly/doctorq/2025-11-07/ok"], "doctorq")

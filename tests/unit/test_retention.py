@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, iso
-from ansible_collections.doctorq.backup.plugins.module_utils.retention import to_delete
+from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
 
 NOW = dt.datetime(2025, 11, 7, 2, 0, tzinfo=dt.timezone.utc)
 POLICY = {"daily": 30, "weekly": 365}
@@ -54,3 +54,38 @@ def test_zero_days_keeps_forever():
 def test_boundary_is_strict():
     exactly = manifest(30)
     assert to_delete([manifest(0), exactly], NOW, POLICY) == []
+
+
+# --------------------------------------------------------------------------
+# clock skew (issue 11, case 8): a minimum count, and no deletion while a backup is dated in the future
+
+
+def test_min_count_keeps_that_many_of_each_group_whatever_their_age():
+    dailies = [manifest(days) for days in (400, 401, 402, 403)]  # the clock a year ahead: all past the window
+    weeklies = [manifest(days, "weekly") for days in (700, 800)]
+    doomed = to_delete(dailies + weeklies, NOW, POLICY, min_count=3)
+    assert ids(doomed) == {dailies[3].id}
+    assert to_delete(dailies, NOW, POLICY, min_count=0) == to_delete(dailies, NOW, POLICY, min_count=1)  # never below 1
+    assert ids(to_delete(dailies, NOW, POLICY, min_count=1)) == ids(dailies[1:])
+
+
+def test_min_count_only_matters_past_the_window():
+    recent = [manifest(days) for days in range(10)]  # all inside the 30-day window: the count changes nothing
+    assert to_delete(recent + [manifest(40)], NOW, POLICY, min_count=3) != []
+    assert to_delete(recent, NOW, POLICY, min_count=50) == []
+
+
+def test_a_backup_dated_after_the_clock_stops_every_deletion():
+    future = manifest(-365)  # made while the clock was a year ahead
+    old = [manifest(100), manifest(200, "weekly"), manifest(400, "weekly"), manifest(50, location="s3")]
+    assert clock_behind(old + [future], NOW) == future
+    assert to_delete(old + [manifest(1), future], NOW, POLICY) == []
+    # the same backups under the (later) clock that made them: retention works again
+    later = NOW + dt.timedelta(days=366)
+    assert clock_behind(old + [future], later) is None
+    assert to_delete(old + [manifest(1), future], later, POLICY) != []
+
+
+def test_a_backup_started_this_very_second_is_not_in_the_future():
+    assert clock_behind([manifest(0)], NOW) is None
+    assert clock_behind([manifest(-1 / 86400)], NOW) is not None

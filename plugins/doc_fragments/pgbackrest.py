@@ -21,8 +21,9 @@ options:
     default: /etc/pgbackrest/pgbackrest.conf
   pgbackrest_user:
     description:
-      - The database OS user pgBackRest runs as. The module runs it through C(runuser) when it runs as root
-        (C(become=true)), directly when it already runs as this user.
+      - The database OS user pgBackRest (and, for a recovery, pg_ctl, pg_controldata and psql) runs as. The module
+        switches to it with C(setpriv) when it runs as root (C(become=true)), and runs directly when it already runs
+        as this user.
     type: str
     default: postgres
 notes:

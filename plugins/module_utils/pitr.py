@@ -13,7 +13,10 @@ Order of a run, and why:
    ended before configured recovery target was reached", leaving the
    cluster down;
 4. ``live``: a safety incremental backup, stop the server, ``restore
-   --delta`` into its data directory, start it; ``scratch``: restore into an
+   --delta`` into its data directory, start it (whether it runs, and when
+   it has promoted, is read as its OS user: a run as root that peer
+   authentication refuses queries through psql as that user, and a running
+   server nobody reaches is refused untouched); ``scratch``: restore into an
    empty directory and start a private server there on another port
    (unix socket only, archiving off so it never writes to the repository);
 5. wait for recovery to end (promotion), then verify: not in recovery, the

@@ -191,7 +191,9 @@ options:
     description: Where a drill writes C(drill_pgbackrest-<stanza>.json).
     type: path
   pitr_safety_backup:
-    description: Before a live recovery, take an incremental backup of the current state (when the server answers).
+    description:
+      - Before a live recovery, take an incremental backup of the current state. A server that is down gets none (a
+        warning says so); a running server this run cannot query stops the recovery before anything is touched.
     type: bool
     default: true
   pitr_timeout:

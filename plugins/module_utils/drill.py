@@ -35,14 +35,14 @@ from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, parse_iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, encode_name, iso, parse_iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (
     FilesRestoreJob, check_sample, check_set_name, run_files_restore, tree_counts,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import MAX_IDENT, RestoreJob, run_restore
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, derived_db_name, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
 
@@ -104,8 +104,7 @@ class _Subject:
 def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     """Drill one database; returns the report (``status`` success/failure); never raises for a failed restore."""
     started = utcnow()
-    suffix = f"__drill_{started.strftime(STAMP)}"
-    scratch = job.db[:MAX_IDENT - len(suffix)] + suffix
+    scratch = derived_db_name(job.db, f"__drill_{started.strftime(STAMP)}")
     restore = RestoreJob(conn=dataclasses.replace(job.conn, db=None), db=scratch, source="latest", source_db=job.db, backup_dir=job.backup_dir,
                          s3=job.s3, safety_backup=False, jobs=job.jobs)
     t0 = time.monotonic()
@@ -113,8 +112,8 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
         outcome = run_restore(restore, echo=echo)
     finally:
         _drop_scratch(job.conn, scratch)
-        remove_quietly(os.path.join(job.backup_dir, f".{scratch}.lock"))
-    subject = _Subject("database", job.db, "drill", f"Restore drill of {job.db}", f"drill_{job.db}.json")
+        remove_quietly(os.path.join(job.backup_dir, f".{encode_name(scratch)}.lock"))
+    subject = _Subject("database", job.db, "drill", f"Restore drill of {job.db}", f"drill_{encode_name(job.db)}.json")
     return _conclude(subject, job, started, round(time.monotonic() - t0, 3), outcome, None,
                      {"tables": outcome.get("tables"), "scratch_database": scratch}, echo)
 
@@ -128,8 +127,8 @@ def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[
     doing = f"cannot create a scratch directory under {parent} (set scratch_dir to a writable directory)"
     try:
         os.makedirs(parent, mode=0o700, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=f".drill_{job.name}_{started.strftime(STAMP)}_", dir=parent)
-        target = os.path.join(scratch, job.name)  # new: restored into without confirmation
+        scratch = tempfile.mkdtemp(prefix=f".drill_{encode_name(job.name)}_{started.strftime(STAMP)}_", dir=parent)
+        target = os.path.join(scratch, encode_name(job.name))  # new: restored into without confirmation
         outcome = run_files_restore(FilesRestoreJob(name=job.name, backup_dir=job.backup_dir, s3=job.s3, target=target,
                                                     safety_backup=False), echo=echo)
         if not outcome.get("failed") and not outcome.get("pending"):
@@ -144,7 +143,7 @@ def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[
                                                       "remove it by hand.")
     facts["scratch_dir"] = scratch
     subject = _Subject("file_set", job.name, "files_drill", f"Restore drill of file set {job.name}",
-                       f"drill_files_{job.name}.json")
+                       f"drill_files_{encode_name(job.name)}.json")
     return _conclude(subject, job, started, rto, outcome, problem, facts, echo)
 
 

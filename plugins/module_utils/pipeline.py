@@ -20,7 +20,7 @@ import shutil
 import threading
 import zlib
 from typing import IO, Any, Callable, Protocol, Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
@@ -159,7 +159,9 @@ class S3Sink:
     def __init__(self, client: Any, cfg: s3util.S3Config, key: str, *, tags: dict[str, str],
                  metadata: dict[str, str] | None = None, tolerate_failure: bool = False, in_flight: int = 3) -> None:
         self.client, self.cfg, self.key = client, cfg, key
-        self.tags, self.metadata = tags, dict(metadata or {})
+        # S3 metadata is ASCII only (a name like clínica fails the upload): other values go percent-encoded
+        self.tags, self.metadata = tags, {k: v if v.isascii() and v.isprintable() else quote(v, safe="")
+                                          for k, v in (metadata or {}).items()}
         self.part_size = cfg.part_size_mb * 1024 * 1024
         self.tolerate_failure = tolerate_failure
         self.error: StorageError | None = None

@@ -33,7 +33,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, Notifier, human, notify_argument_spec, run_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, encode_name
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, PgError,
 )
@@ -45,6 +45,17 @@ from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
 
 MAX_IDENT = 63
+
+
+def derived_db_name(db: str, suffix: str) -> str:
+    """``<db><suffix>`` within PostgreSQL's 63 *bytes*, ``db`` cut between characters.
+
+    A longer name is silently shortened by the server, so the database
+    created would not be the one every later statement names (``clínica``
+    and any non-ASCII name count two or more bytes per letter).
+    """
+    room = MAX_IDENT - len(suffix.encode("utf-8"))
+    return db.encode("utf-8")[:room].decode("utf-8", errors="ignore") + suffix
 
 
 def restore_argument_spec() -> dict[str, Any]:
@@ -181,8 +192,7 @@ class _Restore(RestoreRun):
 
     # -- helpers -----------------------------------------------------------
     def derived_name(self, kind: str) -> str:
-        suffix = f"__{kind}_{self.stamp}"
-        return self.job.db[:MAX_IDENT - len(suffix)] + suffix
+        return derived_db_name(self.job.db, f"__{kind}_{self.stamp}")
 
     # -- 1. source -----------------------------------------------------------
     def find_source(self, log: RunLog) -> Source:
@@ -294,10 +304,10 @@ class _Restore(RestoreRun):
         expected = {f"{t['schema']}.{t['name']}": t for t in manifest.tables}
         missing = sorted(set(expected) - set(facts))
         mismatched = []
-        big = [name for name, t in expected.items() if name in facts and t.get("rows") is None]
-        if big:
-            pg.query("ANALYZE " + ", ".join(quote_ident(n.split(".", 1)[0]) + "." + quote_ident(n.split(".", 1)[1])
-                                            for n in big), db=dbname)
+        big = [t for name, t in expected.items() if name in facts and t.get("rows") is None]
+        if big:  # by schema and name: either may hold a '.'
+            pg.query("ANALYZE " + ", ".join(quote_ident(t["schema"]) + "." + quote_ident(t["name"]) for t in big),
+                     db=dbname)
             estimates = {f"{s}.{n}": int(r) for s, n, r in pg.query(
                 "SELECT n.nspname, c.relname, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')", db=dbname)}
@@ -416,7 +426,7 @@ class _Restore(RestoreRun):
 
     # -- the run (RestoreRun.run) ---------------------------------------------------------
     def log_name(self) -> str:
-        return f"restore_{self.job.db}_{self.stamp}.log"
+        return f"restore_{encode_name(self.job.db)}_{self.stamp}.log"
 
     def title(self) -> str:
         return f"Restore of database {self.job.db!r}"
@@ -426,7 +436,7 @@ class _Restore(RestoreRun):
         if check_mode:
             self._plan(log)
         else:
-            with Lock(os.path.join(job.backup_dir, f".{job.db}.lock"), f"a backup or restore of database {job.db!r}"):
+            with Lock(os.path.join(job.backup_dir, f".{encode_name(job.db)}.lock"), f"a backup or restore of database {job.db!r}"):
                 self._run(log)
 
     def audit_record(self) -> dict[str, Any]:

@@ -76,7 +76,10 @@ def test_root_and_member_names(tmp_path):
     with pytest.raises(ConfigError, match="target / cannot"):
         FilesRestoreJob.from_params({"name": "app", "target": "/"})
     with pytest.raises(ConfigError, match="file-set name"):
-        FilesRestoreJob.from_params({"name": "../x"})
+        FilesRestoreJob.from_params({"name": "weekly"})
+    with pytest.raises(ConfigError, match="too long for a file-set name"):
+        FilesRestoreJob.from_params({"name": "é" * 32})  # 192 characters once encoded
+    assert FilesRestoreJob.from_params({"name": "../x"}).name == "../x"  # any name: encoded in file names and keys
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:

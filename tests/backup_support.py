@@ -309,6 +309,59 @@ def closed_port() -> int:
 
 
 # --------------------------------------------------------------------------
+# servers that never finish answering (issue 11, case 4)
+
+
+class Trickle:
+    """A TCP server on 127.0.0.1 that answers every connection one byte every ``interval`` seconds, for ever.
+
+    Its bytes are a plausible HTTP response (status line first), so a client
+    with only a per-read timeout shorter than ``interval`` never times out.
+    """
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.stop = threading.Event()
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.interval = interval
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client = self.listener.accept()[0]
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        payload = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000000
+        with contextlib.closing(client):
+            for byte in payload:
+                if self.stop.wait(self.interval):
+                    return
+                try:
+                    client.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts TCP connections (the kernel's backlog) and never says a word."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as sock:
+        yield sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
 # an S3 endpoint that can vanish
 
 

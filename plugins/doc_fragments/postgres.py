@@ -49,7 +49,10 @@ options:
     type: path
     aliases: [ssl_rootcert]
   connect_timeout:
-    description: Seconds to wait for a connection.
+    description:
+      - Seconds to wait for a connection, the whole exchange up to the login included, at least 1.
+      - libpq applies it to each address the host name resolves to (and each host of a list), so a server that accepts
+        connections and never answers fails the run within that many seconds per address.
     type: int
     default: 10
   pg_bin_dir:

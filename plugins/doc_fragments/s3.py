@@ -76,7 +76,15 @@ options:
         type: int
         default: 16
       max_attempts:
-        description: Attempts per S3 request, with jittered backoff between them.
+        description: Attempts per S3 request, the first one included, with jittered backoff between them.
         type: int
         default: 5
+      timeout:
+        description:
+          - Seconds to wait for the S3 endpoint to accept a connection (at most 10 of them) and for each answer.
+          - With O(s3.max_attempts) it bounds how long an endpoint that accepts connections and never answers can hold
+            a run, about O(s3.max_attempts) times O(s3.timeout) per request; a backup then goes on without S3, keeps the
+            local copy and fails naming S3.
+        type: int
+        default: 120
 """

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import urllib.error
 from typing import Any
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
+
+# The longest a webhook may take, all in: connecting, sending, and the whole answer.
+WEBHOOK_DEADLINE_S = 10.0
 
 
 def webhook_body(fmt: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -27,13 +32,31 @@ def webhook_body(fmt: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def send_webhook(url: str, fmt: str, event: dict[str, Any], timeout: float = 10.0) -> str | None:
-    """POST the event; return a warning (never raise) when it does not go through.
+def send_webhook(url: str, fmt: str, event: dict[str, Any], timeout: float = WEBHOOK_DEADLINE_S) -> str | None:
+    """POST the event; return a warning (never raise) when it does not go through within ``timeout`` seconds.
+
+    ``timeout`` is a total deadline, not a per-read one: a server that
+    trickles its answer a byte at a time must not hold a finished backup. The
+    request runs in a daemon thread; at the deadline the run goes on without
+    it (the thread ends with the connection, or with the process).
 
     The URL itself is a secret (Slack puts the token in it): it is never part
     of the warning.
     """
     body = json.dumps(webhook_body(fmt, event)).encode("utf-8")
+    outcome: list[str | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_post(url, body, timeout)), name="doctorq-webhook",
+                              daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return (f"webhook notification failed: the server did not finish answering within {timeout:g} s; "
+                "the backup itself is not affected.")
+    return outcome[0]
+
+
+def _post(url: str, body: bytes, timeout: float) -> str | None:
+    """One POST; a warning for anything that goes wrong (an exception here would be lost in the thread)."""
     try:
         resp = open_url(url, data=body, method="POST", timeout=timeout, http_agent="doctorq-backup",
                         headers={"Content-Type": "application/json"})
@@ -42,7 +65,7 @@ def send_webhook(url: str, fmt: str, event: dict[str, Any], timeout: float = 10.
         return None
     except urllib.error.HTTPError as exc:
         return f"webhook notification failed: the server answered HTTP {exc.code}; the backup itself is not affected."
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # URLError, OSError, http.client's, ssl's: all only a warning
         reason = getattr(exc, "reason", exc)
         return f"webhook notification failed: {type(exc).__name__} ({_scrub(str(reason), url)}); the backup itself is not affected."
 
@@ -87,5 +110,13 @@ def write_metrics(directory: str, job: str, database: str, samples: dict[str, fl
         # repr: full precision (a Unix time needs 10+ digits; "%g" would round it to days)
         lines.append(f'{name}{{database="{_label(database)}"}} {float(value)!r}' if not float(value).is_integer()
                      else f'{name}{{database="{_label(database)}"}} {int(value)}')
-    write_file_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o644)
+    suffix = "The run's own outcome is not affected."
+    if not os.path.isdir(directory):
+        raise StorageError(f"metrics not written: metrics_dir {directory} does not exist or is not a directory; create "
+                           f"it (node_exporter's textfile directory) or fix the metrics_dir option. {suffix}")
+    try:
+        write_file_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o644)
+    except StorageError as exc:
+        raise StorageError(f"metrics not written to metrics_dir {directory}: {exc} It must be writable by uid "
+                           f"{os.geteuid()}. {suffix}") from None
     return path

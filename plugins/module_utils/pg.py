@@ -68,6 +68,11 @@ class PgConn:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PgConn":
+        timeout = 10 if params.get("connect_timeout") is None else int(params["connect_timeout"])
+        if timeout < 1:
+            # libpq reads 0 or less as "wait for ever": a host that accepts and never answers would hold the run
+            raise ConfigError(f"connect_timeout is {timeout}: give the seconds to wait for PostgreSQL to answer, at "
+                              "least 1 (the default is 10).")
         return cls(
             host=params.get("login_host") or "",
             port=int(params.get("login_port") or 5432),
@@ -77,7 +82,7 @@ class PgConn:
             db=params.get("db"),
             ssl_mode=params.get("ssl_mode") or "prefer",
             ca_cert=params.get("ca_cert"),
-            connect_timeout=int(params.get("connect_timeout") or 10),
+            connect_timeout=timeout,
             bin_dir=params.get("pg_bin_dir"),
         )
 

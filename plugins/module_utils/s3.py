@@ -105,6 +105,7 @@ def s3_argument_spec() -> dict[str, Any]:
             kms_key_id=dict(type="str"),
             part_size_mb=dict(type="int", default=16),
             max_attempts=dict(type="int", default=5),
+            timeout=dict(type="int", default=120),
         ),
     )
 
@@ -128,6 +129,7 @@ class S3Config:
     kms_key_id: str | None = dataclasses.field(default=None, repr=False)
     part_size_mb: int = 16
     max_attempts: int = 5
+    timeout: int = 120
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> "S3Config | None":
@@ -149,6 +151,11 @@ class S3Config:
             raise ConfigError("s3.encryption is aws:kms but s3.kms_key_id is empty: set the KMS key id or alias.")
         if self.part_size_mb < 5 or self.part_size_mb > 512:
             raise ConfigError("s3.part_size_mb must be between 5 and 512 (S3 parts are at least 5 MiB).")
+        if self.max_attempts < 1:
+            raise ConfigError(f"s3.max_attempts is {self.max_attempts}: use 1 (no retry) or more.")
+        if self.timeout < 1:
+            raise ConfigError(f"s3.timeout is {self.timeout}: use the seconds to wait for an answer from S3, at least 1 "
+                              "(a silent endpoint must not hold the run).")
         if (self.access_key is None) != (self.secret_key is None):
             raise ConfigError("s3.access_key and s3.secret_key go together: set both, or neither to use the environment or a profile.")
 
@@ -187,15 +194,21 @@ def require_boto3() -> None:
 
 
 def s3_client(cfg: S3Config):
-    """A boto3 S3 client with standard retries (jittered backoff) and sane timeouts."""
+    """A boto3 S3 client with standard retries (jittered backoff) and timeouts that bound every request.
+
+    ``max_attempts`` counts every attempt, the first included; each waits at
+    most ``timeout`` seconds for the server to accept the connection (10 at
+    most) and then for each read, so an endpoint that accepts and never answers
+    fails a request within about max_attempts x timeout, plus the backoff.
+    """
     require_boto3()
     style = cfg.addressing_style
     if style == "auto":
         style = "path" if cfg.endpoint_url else "virtual"
     config = botocore.config.Config(
-        retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=120,
+        retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
+        connect_timeout=min(10, cfg.timeout),
+        read_timeout=cfg.timeout,
         s3={"addressing_style": style},
         # Only send/verify the extra CRC checksums when we ask for them: some
         # S3-compatible servers reject the newer defaults.
@@ -254,8 +267,14 @@ def s3_errors(action: str, where: str) -> Iterator[None]:
             f"S3 {action} failed for {where}: no credentials found; set s3.access_key/s3.secret_key, "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.profile."
         ) from None
+    except botocore.exceptions.ReadTimeoutError:
+        raise StorageError(
+            f"S3 {action} failed for {where}: the endpoint accepted the connection but did not answer in time "
+            "(ReadTimeoutError, every attempt); check the server and the network, or raise s3.timeout if it is "
+            "only slow."
+        ) from None
     except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
-            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
+            botocore.exceptions.ConnectionClosedError) as exc:
         raise StorageError(
             f"S3 {action} failed for {where}: the endpoint cannot be reached ({type(exc).__name__}); "
             "check s3.endpoint_url, the network and the server."

@@ -157,7 +157,7 @@ class LocalStore:
                    or os.path.realpath(os.path.dirname(p)) not in homes]
         if outside:
             raise RefusedDelete(f"refusing to delete {', '.join(outside)}: not a file in {self.root} or its weekly/ "
-                               "directory (a manifest naming it is not this tool's); nothing of that set was deleted.")
+                                "directory (a manifest naming it is not this tool's); nothing of that set was deleted.")
         for path in paths:
             remove_quietly(path)
 
@@ -267,8 +267,8 @@ class S3Store:
         outside = [k for k in keys if not self.inside(k, prefixes)]
         if outside:
             raise RefusedDelete(f"refusing to delete {', '.join(self.cfg.uri(k) for k in outside)}: not under "
-                               f"{', '.join(self.cfg.uri(p) for p in prefixes)} (a manifest naming it is not this "
-                               "tool's); nothing of that set was deleted.")
+                                f"{', '.join(self.cfg.uri(p) for p in prefixes)} (a manifest naming it is not this "
+                                "tool's); nothing of that set was deleted.")
 
     def leftovers(self, db: str, of_type: str = "database") -> tuple[list[str], list[dict[str, str]]]:
         """Objects of ``db`` in our naming that no manifest covers, and unfinished multipart uploads."""

@@ -118,8 +118,8 @@ options:
       - Complete backups of each kind (daily, weekly) kept in each place (disk, S3) whatever their dates, like Barman's
         C(minimum_redundancy); V(1) keeps only the newest. A clock far ahead, or a schedule that stopped, never thins
         the backups below this.
-      - Whatever this is, retention deletes nothing (and warns) while a backup is dated after the host's clock: the
-        clock went back, or that backup was made while the clock was ahead.
+      - Whatever this is, retention deletes nothing (and warns) while a backup is dated after the host's clock (the
+        clock went back, or that backup was made while the clock was ahead).
     type: int
     default: 3
   prune:

@@ -15,8 +15,8 @@ from backup_support import closed_port, read_json, s3_body
 DAY = dt.timedelta(days=1)
 
 
-def test_the_first_good_run_uploads_what_s3_missed_on_the_very_first_one(pg_server, pg_db, run_module, tmp_path,
-                                                                          s3_bucket, seaweed):
+def test_the_first_good_run_uploads_what_s3_missed_on_the_very_first_one(
+        pg_server, pg_db, run_module, tmp_path, s3_bucket, seaweed):
     backup_dir = tmp_path / "backups"
     now = utcnow()
     up: dict[str, Any] = {**pg_server.params(pg_db), "backup_dir": str(backup_dir), "s3": s3_bucket, "weekly": "never"}

@@ -82,7 +82,7 @@ def test_encoding_is_reversible_ascii_and_keeps_plain_names():
 
 @pytest.mark.parametrize("stem", ["clínica", "a/b", '-x "q" y'])
 def test_awkward_database_names_back_up_list_and_restore_from_s3(stem, make_db, pg_server, s3_bucket, seaweed,
-                                                                  tmp_path, run_module, table_digest):
+                                                                 tmp_path, run_module, table_digest):
     name = make_db(f"{stem} {secrets.token_hex(3)}")
     backup_dir = str(tmp_path / "backups")
     result = ok(run_module("pg_backup", {**pg_server.params(name), "backup_dir": backup_dir, "weekly": "always",

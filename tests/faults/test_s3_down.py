@@ -61,7 +61,7 @@ def test_listing_shows_local_backups_and_says_s3_is_unavailable(made, pg_db, s3_
 
 
 def test_restore_latest_uses_the_local_copy_when_s3_is_down(made, pg_server, pg_db, s3_bucket, backup_dir,
-                                                           run_module, table_digest):
+                                                            run_module, table_digest):
     target = pg_db + "_restore"
     result = ok(run_module("pg_restore_safe", {**pg_server.params(), "db": target, "source_db": pg_db,
                                                "backup_dir": backup_dir, "s3": unreachable(s3_bucket)}))

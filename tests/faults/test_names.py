@@ -20,10 +20,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import decode_name, encode_name
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, _Restore
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, decode_name, encode_name
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, _Restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from backup_support import read_json
 from testbed import drop_database

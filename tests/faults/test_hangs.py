@@ -65,8 +65,7 @@ def test_a_trickling_webhook_costs_a_complete_backup_only_a_warning(pg_server, p
     assert WEBHOOK_DEADLINE_S <= elapsed < WEBHOOK_DEADLINE_S + 10
 
 
-def test_a_silent_s3_endpoint_fails_within_its_timeout_and_the_local_backup_is_kept(pg_server, pg_db, run_module,
-                                                                                   tmp_path):
+def test_a_silent_s3_endpoint_fails_within_its_timeout_and_the_local_backup_is_kept(pg_server, pg_db, run_module, tmp_path):
     backup_dir = tmp_path / "backups"
     with silent_port() as port:
         s3 = {"bucket": "anything", "endpoint_url": f"http://127.0.0.1:{port}", "access_key": "AK",

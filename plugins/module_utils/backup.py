@@ -18,12 +18,12 @@ import socket
 import time
 from typing import IO, Any
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_webhook, write_metrics
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
@@ -290,6 +290,7 @@ class _Run:
 
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
+        restore_intent.refuse_backup(job.backup_dir, job.db)  # a killed replace restore left half a database
         with PgClient(job.conn) as pg:
             major, full = pg.server_version()
             log(f"PostgreSQL {full} is reachable at {job.conn.where}")

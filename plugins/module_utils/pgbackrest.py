@@ -29,7 +29,6 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 import urllib.parse
 from typing import IO, Any, Sequence
 
@@ -37,9 +36,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notif
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 
 DEFAULT_CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 DEFAULT_USER = "postgres"
@@ -805,80 +804,69 @@ def _ensure_dir(path: str) -> None:
 
 
 def run_physical_backup(job: PhysicalBackupJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:
-    """One pgBackRest backup with the logical backups' log, lock, webhook and metrics."""
+    """One pgBackRest backup in the run frame of the logical backups: log, lock, webhook and metrics."""
     pgtype = KINDS[job.kind]
     if check_mode:
         return _plan_physical(job, job.engine(), echo)
     started = utcnow()
-    t0 = time.monotonic()
-    result: dict[str, Any] = {"changed": False, "warnings": []}
-    status, error, facts = "success", None, {}
-    startup: DoctorqError | None = None
-    try:
-        log_dir = job.log_dir or job.backup_dir
+    log_dir = job.log_dir or job.backup_dir
+    facts: dict[str, Any] = {}
+
+    def prepare() -> None:
         _ensure_dir(job.backup_dir)
         _ensure_dir(log_dir)
-        log = RunLog(os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"), echo=echo)
-    except (DoctorqError, OSError) as exc:
-        # a run that cannot even start is reported and notified all the same, its log kept in the result
-        log = RunLog(echo=echo)
-        startup = exc if isinstance(exc, DoctorqError) else StorageError(
-            f"cannot write the run log in {log_dir}: {exc.strerror}.")
-    result["log_file"] = log.path
-    log.banner(f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})")
-    try:
-        if startup:
-            raise startup
+
+    frame = Frame(title=f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})", notifier=job.notifier,
+                  echo=echo, log_path=os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"),
+                  lock_path=lock_path(job.backup_dir, f"pgbackrest-{job.stanza}"),
+                  lock_what=f"the physical backup of stanza {job.stanza!r}", prepare=prepare, result={"changed": False})
+
+    def work(log: RunLog) -> None:
         pgbr = job.engine()
-        with Lock(os.path.join(job.backup_dir, f".pgbackrest-{job.stanza}.lock"), f"the physical backup of stanza {job.stanza!r}"):
-            before = pgbr.info()
-            prior = before.usable()[-1].label if before.usable() else None
-            log(f"Repository {repo_location(job.config, job.stanza) or job.config}: {len(before.usable())} backup(s)"
-                + (f", newest {prior}" if prior else ""))
-            if pgtype != "full" and not any(b.type == "full" for b in before.usable()):
-                log(f"No full backup yet: pgBackRest makes this {job.kind} backup a full one")
-            log(f"Starting {job.kind.upper()} backup (pgbackrest backup --type={pgtype})...")
-            proc = pgbr.run("backup", f"--type={pgtype}", timeout=job.timeout)
-            for line in pgbr.progress(proc):
-                log(f"pgbackrest: {line}")
-            after = pgbr.info()
-            known = {b.label for b in before.backups}
-            new = [b for b in after.backups if b.label not in known]
-            if not new:
-                raise PgBackRestError(f"pgbackrest backup of stanza {job.stanza!r} reported success but info lists no new "
-                                      "backup: check pgBackRest's log.")
-            made = new[-1]
-            expired = sorted(known - {b.label for b in after.backups})
-            for label in expired:
-                log(f"Expired by retention: {label}")
-            facts = {**made.summary(), "id": made.label, "stanza": job.stanza, "size": made.repo_delta,
-                     "s3_uri": (repo_location(job.config, job.stanza) or "") + f"/backup/{job.stanza}/{made.label}"
-                     if (repo_location(job.config, job.stanza) or "").startswith("s3://") else None,
-                     "path": None, "sha256": None, "md5": None, "table_count": None, "weekly": False,
-                     "requested_kind": job.kind}
-            if made.kind != job.kind:
-                log(f"WARNING: asked for {job.kind}, pgBackRest made a {made.kind} backup (no usable prior full backup)")
-            log(f"{made.kind.upper()} backup {made.label} finished: {human(made.repo_delta)} stored in the repository "
-                f"({human(made.delta)} of {human(made.database_size)} changed), WAL {made.wal_start}..{made.wal_stop}")
-            result.update(changed=True, backup=facts, deleted=[{"id": label, "kind": "physical", "location": "s3"}
-                                                               for label in expired])
+        before = pgbr.info()
+        prior = before.usable()[-1].label if before.usable() else None
+        log(f"Repository {repo_location(job.config, job.stanza) or job.config}: {len(before.usable())} backup(s)"
+            + (f", newest {prior}" if prior else ""))
+        if pgtype != "full" and not any(b.type == "full" for b in before.usable()):
+            log(f"No full backup yet: pgBackRest makes this {job.kind} backup a full one")
+        log(f"Starting {job.kind.upper()} backup (pgbackrest backup --type={pgtype})...")
+        proc = pgbr.run("backup", f"--type={pgtype}", timeout=job.timeout)
+        for line in pgbr.progress(proc):
+            log(f"pgbackrest: {line}")
+        after = pgbr.info()
+        known = {b.label for b in before.backups}
+        new = [b for b in after.backups if b.label not in known]
+        if not new:
+            raise PgBackRestError(f"pgbackrest backup of stanza {job.stanza!r} reported success but info lists no new "
+                                  "backup: check pgBackRest's log.")
+        made = new[-1]
+        expired = sorted(known - {b.label for b in after.backups})
+        for label in expired:
+            log(f"Expired by retention: {label}")
+        repo = repo_location(job.config, job.stanza) or ""
+        facts.update({**made.summary(), "id": made.label, "stanza": job.stanza, "size": made.repo_delta,
+                      "s3_uri": f"{repo}/backup/{job.stanza}/{made.label}" if repo.startswith("s3://") else None,
+                      "path": None, "sha256": None, "md5": None, "table_count": None, "weekly": False,
+                      "requested_kind": job.kind})
+        if made.kind != job.kind:
+            log(f"WARNING: asked for {job.kind}, pgBackRest made a {made.kind} backup (no usable prior full backup)")
+        log(f"{made.kind.upper()} backup {made.label} finished: {human(made.repo_delta)} stored in the repository "
+            f"({human(made.delta)} of {human(made.database_size)} changed), WAL {made.wal_start}..{made.wal_stop}")
+        frame.result.update(changed=True, backup=facts,
+                            deleted=[{"id": label, "kind": "physical", "location": "s3"} for label in expired])
         log("Backup completed successfully")
-    except DoctorqError as exc:
-        status, error = "failure", str(exc)
-        log(f"ERROR: {error}")
-        result.update(failed=True, msg=error)
-    duration = round(time.monotonic() - t0, 3)
-    host = socket.gethostname()
-    summary = (f"Backup of stanza {job.stanza} ({job.kind}) on {host} succeeded: {human(facts.get('size', 0))} in {duration:.1f}s"
-               if status == "success" else f"Backup of stanza {job.stanza} ({job.kind}) on {host} FAILED: {error}")
-    result["warnings"] += job.notifier.send({"event": "backup", "status": status, "database": metrics_label(job.stanza),
-                                             "kind": job.kind, "host": host, "summary": summary, "duration_s": duration,
-                                             "backup": facts or None, "error": error}, log)
-    metrics = samples(status, duration, last_size_bytes=facts.get("size", 0))
-    result["warnings"] += job.notifier.metrics("backup", metrics_label(job.stanza, job.kind), metrics, log)
-    log.close()
-    result["log"] = log.lines
-    return result
+
+    def conclude(status: str, error: str | None) -> Conclusion:
+        host, duration = socket.gethostname(), frame.duration
+        summary = (f"Backup of stanza {job.stanza} ({job.kind}) on {host} succeeded: {human(facts.get('size', 0))} in "
+                   f"{duration:.1f}s" if status == "success" else f"Backup of stanza {job.stanza} ({job.kind}) on {host} FAILED: {error}")
+        return Conclusion(
+            event={"event": "backup", "status": status, "database": metrics_label(job.stanza), "kind": job.kind,
+                   "host": host, "summary": summary, "duration_s": duration, "backup": facts or None, "error": error},
+            metrics=samples(status, duration, last_size_bytes=facts.get("size", 0)), metrics_job="backup",
+            metrics_label=metrics_label(job.stanza, job.kind))
+
+    return frame.run(work, conclude)
 
 
 def _plan_physical(job: PhysicalBackupJob, pgbr: PgBackRest, echo: IO[str] | None) -> dict[str, Any]:

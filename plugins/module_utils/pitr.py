@@ -49,8 +49,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
     last_archived_commit, lineage, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 
 TARGETS = ("time", "immediate", "end", "name")
 SCRATCH_MARK = "doctorq_pitr_scratch"
@@ -596,32 +597,22 @@ class _Pitr:
     def run(self, check_mode: bool) -> dict[str, Any]:
         job = self.job
         mode = "drill" if job.drill else job.into
-        log = None if check_mode else os.path.join(job.backup_dir, f"restore_pgbackrest-{job.stanza}_{self.stamp}.log")
-        if log:
-            os.makedirs(job.backup_dir, mode=0o700, exist_ok=True)
-        log = RunLog(log, echo=self.echo)
-        log.banner(f"Point-in-time recovery of stanza {job.stanza!r} into {mode}"
-                   + (" (check mode: nothing is changed)" if check_mode else ""))
-        status, error = "success", None
-        try:
-            if check_mode:
-                self._plan(log)
-            else:
-                with Lock(os.path.join(job.backup_dir, f".pgbackrest-{job.stanza}.lock"),
-                          f"a physical backup or recovery of stanza {job.stanza!r}"):
-                    self._run(log)
-        except DoctorqError as exc:
-            status, error = "failure", str(exc)
-            log(f"ERROR: {error}")
-            self.result.update(failed=True, msg=error)
-        rto = round(time.monotonic() - self.t0, 3)
-        self.result.update(durations=self.durations, duration_s=rto, warnings=self.warnings, log=log.lines,
-                           log_file=log.path, mode=mode)
-        if not check_mode:
-            self._report(status, error, rto, log)
-        log.close()
-        self.result["log"] = log.lines
-        return self.result
+        frame = Frame(title=f"Point-in-time recovery of stanza {job.stanza!r} into {mode}"
+                      + (" (check mode: nothing is changed)" if check_mode else ""),
+                      notifier=job.notifier, echo=self.echo,
+                      log_path=None if check_mode else os.path.join(job.backup_dir,
+                                                                    f"restore_pgbackrest-{job.stanza}_{self.stamp}.log"),
+                      prepare=None if check_mode else lambda: makedirs_owned(job.backup_dir),
+                      lock_path=None if check_mode else lock_path(job.backup_dir, f"pgbackrest-{job.stanza}"),
+                      lock_what=f"a physical backup or recovery of stanza {job.stanza!r}",
+                      audit_dir=None if check_mode else job.backup_dir, result=self.result, warnings=self.warnings)
+
+        def conclude(status: str, error: str | None) -> Conclusion:
+            rto = round(time.monotonic() - self.t0, 3)
+            self.result.update(durations=self.durations, duration_s=rto, log_file=self.result.get("log_file"), mode=mode)
+            return Conclusion(event={}) if check_mode else self._conclusion(status, error, rto, frame.log)
+
+        return frame.run(self._plan if check_mode else self._run, conclude, notify=not check_mode)
 
     def _plan(self, log: RunLog) -> None:
         job = self.job
@@ -758,7 +749,8 @@ class _Pitr:
                 f"{self.result['scratch']['stop']}, then remove {data_dir})")
 
     # -- report --------------------------------------------------------------------------
-    def _report(self, status: str, error: str | None, rto: float, log: RunLog) -> None:
+    def _conclusion(self, status: str, error: str | None, rto: float, log: RunLog) -> Conclusion:
+        """The run's audit line and webhook; a drill's report and metrics, and its verdict on the recovery point."""
         job = self.job
         recovery = self.result.get("recovery") or {}
         point = recovery.get("recovery_point")
@@ -766,6 +758,7 @@ class _Pitr:
         if point:
             reached = dt.datetime.fromisoformat(point.replace("Z", "+00:00"))
             rpo = round(max(0.0, (self.now - reached).total_seconds()), 3)
+        metrics = None
         if job.drill:
             if status == "success" and rpo is None:
                 status, error = "failure", "the drill recovered no transaction: the recovery point is unknown."
@@ -773,23 +766,22 @@ class _Pitr:
                 status, error = "failure", (f"the newest recoverable transaction is {rpo:.0f}s old, more than "
                                             f"pitr_max_rpo_seconds={job.max_rpo_seconds}: check WAL archiving "
                                             "(pgbackrest check) and archive_timeout.")
-            if status == "failure" and not self.result.get("failed"):
-                self.result.update(failed=True, msg=error)
-                log(f"ERROR: {error}")
             self.result.update(rto_s=rto, rpo_s=rpo)
             metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
-            self.warnings += job.notifier.metrics("drill", metrics_label(job.stanza), metrics, log)
             log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, recovery point {point or 'n/a'}"
                 + (f", RPO {rpo:.1f}s" if rpo is not None else "") + (f" ({error})" if error else ""))
             self._write_report(status, error, rto, rpo)
-        self._audit(status, error)
-        event = "drill" if job.drill else "restore"
         summary = (f"{'PITR drill' if job.drill else 'Point-in-time recovery'} of stanza {job.stanza} on "
                    f"{socket.gethostname()} into {job.into}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s"))
-        self.warnings += job.notifier.send({"event": event, "status": status, "database": metrics_label(job.stanza),
-                                            "host": socket.gethostname(), "summary": summary, "error": error,
-                                            "pitr": self.result.get("pitr"), "recovery": recovery or None,
-                                            "rto_s": rto, "rpo_s": rpo}, log)
+        return Conclusion(
+            event={"event": "drill" if job.drill else "restore", "status": status, "database": metrics_label(job.stanza),
+                   "host": socket.gethostname(), "summary": summary, "error": error, "pitr": self.result.get("pitr"),
+                   "recovery": recovery or None, "rto_s": rto, "rpo_s": rpo},
+            metrics=metrics, metrics_job="drill", metrics_label=metrics_label(job.stanza),
+            audit={"at": iso(self.now), "finished_at": iso(utcnow()), "database": metrics_label(job.stanza),
+                   "mode": f"pitr_{'drill' if job.drill else job.into}", "source": self.result.get("pitr"),
+                   "error": error, "safety_backup": self.result.get("safety_backup"), "durations": self.durations},
+            status=status, error=error)
 
     def _write_report(self, status: str, error: str | None, rto: float, rpo: float | None) -> None:
         """The drill report: returned as ``report`` (the drill role's summary) and written to ``report_dir``."""
@@ -811,17 +803,6 @@ class _Pitr:
             self.result["report_file"] = path
         except (OSError, DoctorqError) as exc:
             self.warnings.append(f"cannot write the drill report {path}: {exc}")
-
-    def _audit(self, status: str, error: str | None) -> None:
-        """The same audit log as the logical restores: one JSON line per run in <backup_dir>/restore_audit.jsonl."""
-        path, warning = append_audit(self.job.backup_dir, iso(self.now), iso(utcnow()), {
-            "database": metrics_label(self.job.stanza), "mode": f"pitr_{'drill' if self.job.drill else self.job.into}",
-            "source": self.result.get("pitr"), "status": status, "error": error,
-            "safety_backup": self.result.get("safety_backup"), "durations": self.durations})
-        if path:
-            self.result["audit_file"] = path
-        else:
-            self.warnings.append(warning)
 
 
 def run_pitr(job: PitrJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:

@@ -46,13 +46,19 @@ def samples(status: str, duration: float, **on_success: float) -> dict[str, floa
 
 @dataclasses.dataclass
 class Conclusion:
-    """What a run says at its end: the webhook's event, the metrics (``job`` + ``label``) and the audit line."""
+    """What a run says at its end: the webhook's event, the metrics (``job`` + ``label``) and the audit line.
+
+    ``status``/``error`` overrule the work's outcome when the conclusion
+    itself fails the run (a drill whose recovery point is older than its limit).
+    """
 
     event: dict[str, Any]
     metrics: dict[str, float] | None = None
     metrics_job: str = ""
     metrics_label: str = ""
     audit: dict[str, Any] | None = None
+    status: str | None = None
+    error: str | None = None
 
 
 @dataclasses.dataclass
@@ -71,6 +77,7 @@ class Frame:
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     started_at: float = dataclasses.field(default_factory=time.monotonic)
+    log: RunLog | None = None  # the run's log, for ``conclude`` to add its own lines
 
     @property
     def duration(self) -> float:
@@ -90,12 +97,12 @@ class Frame:
     def run(self, work: Callable[[RunLog], None], conclude: Callable[[str, str | None], Conclusion],
             *, notify: bool = True) -> dict[str, Any]:
         """``work(log)``, then ``conclude(status, error)`` whatever happened; returns ``result``."""
-        log = RunLog(echo=self.echo)  # in memory until the log file opens; a failure there is reported too
+        log = self.log = RunLog(echo=self.echo)  # in memory until the log file opens; a failure there is reported too
         status, error = "success", None
         stopped: Terminated | None = None
         with signals_raise():
             try:
-                log = self._open_log()
+                log = self.log = self._open_log()
                 if log.path:
                     self.result["log_file"] = log.path
                 log.banner(self.title)
@@ -118,7 +125,13 @@ class Frame:
             if error:
                 log(f"ERROR: {error}")
                 self.result.update(failed=True, msg=error)
-            self._conclude(conclude(status, error), status, log, notify)
+            end = conclude(status, error)
+            if end.status and end.status != status:
+                status = end.status
+                if end.error and not self.result.get("failed"):
+                    log(f"ERROR: {end.error}")
+                    self.result.update(failed=True, msg=end.error)
+            self._conclude(end, status, log, notify)
         if stopped is not None:
             raise stopped
         return self.result

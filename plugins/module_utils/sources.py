@@ -47,6 +47,8 @@ TIERS = ("Expedited", "Standard", "Bulk")
 TIER_DELAYS = {"Expedited": "1-5 minutes", "Standard": "3-5 hours (12 for DEEP_ARCHIVE)",
                "Bulk": "5-12 hours (48 for DEEP_ARCHIVE)"}
 RESTORED_BY = {"database": "pg_restore_safe", "files": "files_restore"}
+# a backup dated later than this after the current time was made under a clock that was ahead
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 def archive_argument_spec() -> dict[str, Any]:
@@ -202,7 +204,15 @@ class Sources:
             warning = s3_unavailable(s3_problem, self.backup_dir)
             log(f"WARNING: {warning}")
             self.warnings.append(warning)
-        found = [m for m in listed if not before or m.started < before]
+        now = utcnow()
+        future = sorted({m.id for m in listed if m.started > now + FUTURE_TOLERANCE})
+        if future:  # made while the clock was ahead: never "the newest", or it would shadow every real backup
+            warning = (f"skipped {len(future)} backup(s) dated after the current time ({', '.join(future)}): the clock "
+                       "was ahead when they were made, or is behind now; check the time (timedatectl), and name one "
+                       "explicitly as the source if it is the one you want.")
+            log(f"WARNING: {warning}")
+            self.warnings.append(warning)
+        found = [m for m in listed if m.id not in future and (not before or m.started < before)]
         if not found:
             where = " and ".join([self.backup_dir] + ([self.s3.where] if self.s3 and not s3_problem else []))
             when = f" before {iso(before)}" if before else ""

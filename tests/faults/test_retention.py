@@ -20,6 +20,7 @@ import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, run_restore
 from backup_support import cli_argv, cli_env, closed_port, read_json, s3_keys, write_private
 
 DAY = dt.timedelta(days=1)
@@ -199,6 +200,13 @@ def test_clock_a_year_ahead_keeps_the_minimum_and_a_clock_gone_back_deletes_noth
     assert len(after_back) == 4 and set(after_ahead) < set(after_back)  # the 6-day-old one would go otherwise
     warning = [line for line in back.stdout.splitlines() if "WARNING" in line and future[0] in line]
     assert warning and "clock" in warning[0] and "nothing deleted" in warning[0].lower(), back.stdout
+
+    # and the future-dated backup is not "latest": a restore takes tonight's, saying what it skipped
+    tonight = max(set(after_back) - set(after_ahead))
+    plan = run_restore(RestoreJob.from_params({**pg_server.params(pg_db), "backup_dir": str(backup_dir),
+                                               "confirm": pg_db}), check_mode=True)
+    assert plan["source"]["id"] == tonight, plan.get("msg")
+    assert [w for w in plan["warnings"] if future[0] in w and "clock" in w], plan["warnings"]
 
 
 # --------------------------------------------------------------------------

@@ -39,13 +39,12 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 import tarfile
 import tempfile
 import time
 from typing import IO, Any
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, procs
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     JobPolicy, Notifier, human, notify_argument_spec, policy_argument_spec, run_samples,
@@ -248,11 +247,11 @@ def postgresql_config_paths(config_dir: str, version: str | None, cluster: str) 
 def tar_features(tar: str) -> frozenset[str]:
     """Which optional GNU tar options this tar has (``--acls`` needs a tar built with libacl)."""
     try:
-        out = subprocess.run([tar, "--help"], capture_output=True, text=True, check=False,
-                             env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}).stdout
-    except OSError:
+        out = procs.run([tar, "--help"], env=tool_env(), check=False).stdout
+        version = procs.run([tar, "--version"], env=tool_env(), check=False).stdout
+    except procs.ProcessFailed:
         return frozenset()
-    if "GNU" not in subprocess.run([tar, "--version"], capture_output=True, text=True, check=False).stdout:
+    if "GNU" not in version:
         return frozenset()
     return frozenset(opt for opt in ("--acls", "--xattrs", "--sparse", "--index-file") if opt in out) | {"gnu"}
 
@@ -605,8 +604,8 @@ class _FilesRun:
 @functools.lru_cache(maxsize=None)
 def _tar_version(tar: str) -> str:
     try:
-        return subprocess.run([tar, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
-    except (OSError, IndexError):
+        return procs.run([tar, "--version"], env=tool_env(), check=False).stdout.splitlines()[0]
+    except (procs.ProcessFailed, IndexError):
         return ""
 
 
@@ -694,11 +693,9 @@ def member_problem(member: tarfile.TarInfo, symlinks: set[str]) -> str | None:
 def inspect_archive(path: str, compression: str) -> Member:
     """Read every header of a (verified) archive; refuse it whole if any member could escape the target."""
     decompress = pipeline.decompressor_argv(compression)
-    with open(path, "rb") as raw:
-        proc = (subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
-                if decompress else None)
-        stream = proc.stdout if proc else raw
-        counts, symlinks, bad = Member(), set(), []
+    with open(path, "rb") as raw, (procs.Pipe([decompress], stdin=raw) if decompress else contextlib.nullcontext()) as pipe:
+        stream = pipe.stdout if pipe else raw
+        counts, symlinks, bad, unreadable = Member(), set(), [], None
         try:
             with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for member in archive:
@@ -716,13 +713,16 @@ def inspect_archive(path: str, compression: str) -> Member:
                         counts.symlinks += 1
                         symlinks.add(posixpath.normpath(member.name))
         except tarfile.TarError as exc:
-            raise IntegrityError(f"{path} is not a readable tar archive ({exc}); nothing was extracted.") from None
-        finally:
-            if proc:
-                proc.stdout.close()
-                proc.wait()
-    if proc and proc.returncode:
-        raise IntegrityError(f"decompressing {path} failed: {proc.stderr.read().decode(errors='replace')[-300:]}")
+            unreadable = exc
+        if pipe:  # the decompressor's status says more than tar's "unexpected end of data"
+            while stream.read(1 << 20):  # what follows the end-of-archive blocks
+                pass
+            try:
+                pipe.wait()
+            except procs.ProcessFailed as exc:
+                raise IntegrityError(f"decompressing {path} failed ({exc}); nothing was extracted.") from None
+    if unreadable:
+        raise IntegrityError(f"{path} is not a readable tar archive ({unreadable}); nothing was extracted.")
     if bad:
         raise IntegrityError(f"{path} holds {len(bad)} member(s) that would be written outside the target: "
                              f"{', '.join(bad[:10])}. Refusing to restore it; nothing was extracted.")
@@ -855,17 +855,13 @@ class _FilesRestore(RestoreRun):
         if "--acls" in tar_features(tar):
             argv.append("--acls")
         decompress = pipeline.decompressor_argv(m.compression)
-        with open(path, "rb") as raw, tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
-            first = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE, stderr=err1) if decompress else None  # pylint: disable=consider-using-with
-            second = subprocess.run(argv, stdin=first.stdout if first else raw, stderr=err2, env=tool_env(), check=False)
-            if first:
-                first.stdout.close()
-                first.wait()
-            for proc, errf, what in ((first, err1, "decompression"), (second, err2, "tar")):
-                if proc and proc.returncode:
-                    errf.seek(0)
-                    raise DoctorqError(f"{what} failed while extracting {m.file} (status {proc.returncode}): "
-                                       f"{errf.read()[-1500:].decode(errors='replace').strip()}")
+        try:
+            with open(path, "rb") as raw, open(os.devnull, "wb") as out, \
+                    procs.Pipe([decompress, argv], stdin=raw, stdout=out, env=tool_env()) as pipe:
+                pipe.wait(accept=procs.upstream_of_failure(pipe))
+        except procs.ProcessFailed as exc:
+            what = "tar" if exc.name == "tar" else "decompression"
+            raise DoctorqError(f"{what} failed while extracting {m.file}: {exc}") from None
         self.timed("extract", started)
         log(f"Extracted into {staging} in {time.monotonic() - started:.1f}s")
 

@@ -14,9 +14,9 @@ import dataclasses
 import os
 import re
 import shutil
-import subprocess
 from typing import Any, Iterator
 
+from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent, private_dir
 
@@ -217,6 +217,35 @@ class PgClient:
         return bool(self.query("SELECT 1 FROM pg_database WHERE datname = %s", (db,), db="postgres"))
 
     @contextlib.contextmanager
+    def session_lock(self, key: str) -> Iterator[dict[str, Any] | None]:
+        """Try the server's advisory lock ``key``, held by a session of its own for the ``with`` block.
+
+        Yields None when this run holds it, else who does (``pid``, ``client``,
+        ``since`` of that PostgreSQL session). The server releases it when the
+        session ends, however the run ends: a ``kill -9`` cannot leave it taken.
+        """
+        conn = self.connect("postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
+                holder = None
+                if not cur.fetchone()[0]:
+                    cur.execute("SELECT a.pid, coalesce(host(a.client_addr), 'the local socket'), "
+                                "to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                                "AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)", (key,))
+                    row = cur.fetchone() or (None, None, None)
+                    holder = dict(zip(("pid", "client", "since"), row))
+        except psycopg2.Error as exc:
+            conn.close()
+            raise PgError(self.explain(str(exc))) from None
+        try:
+            yield holder
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
     def snapshot(self, db: str) -> Iterator["Snapshot"]:
         """A read-only repeatable-read transaction whose snapshot ``pg_dump --snapshot`` can share.
 
@@ -315,9 +344,8 @@ class Snapshot:
 def client_major(path: str) -> int:
     """Major version of a client program, from ``--version``."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=True,
-                             env={**os.environ, "LC_ALL": "C"}).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
+        out = procs.run([path, "--version"], timeout=30).stdout
+    except procs.ProcessFailed as exc:
         raise PgError(f"cannot run {path} --version: {exc}") from None
     match = re.search(r"(\d+)(?:\.(\d+))?", out)
     if not match:

@@ -251,3 +251,15 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | N
         for handle in (tmp_in, out_file):
             if handle is not None:
                 handle.close()
+
+
+def upstream_of_failure(pipe: Pipe) -> Callable[[int, int, str], bool]:
+    """``accept`` for ``Pipe.wait``: a stage killed by SIGPIPE because a later stage failed is not the cause.
+
+    ``zstd -dc | pg_restore``: when pg_restore stops at an error, zstd dies
+    writing to it; the error to report is pg_restore's, not "zstd was killed
+    by signal 13".
+    """
+    def accept(index: int, status: int, _stderr: str) -> bool:
+        return status == -signal.SIGPIPE and any(proc.returncode for proc in pipe.procs[index + 1:])
+    return accept

@@ -18,31 +18,31 @@ Order of a run, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import re
 import socket
-import subprocess
 import time
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, procs, restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
     BackupJob, Notifier, human, notify_argument_spec, run_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, encode_name
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, encode_name, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
-    ConfigError, DoctorqError, IntegrityError, PgError,
+    ConfigError, DoctorqError, IntegrityError, LockBusy, PgError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
     DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 MAX_IDENT = 63
 
@@ -184,6 +184,26 @@ def conninfo_db(name: str) -> str:
     return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# pg_dumpall's CREATE of a role or a tablespace: one line, the name as fmtId writes it
+_CREATE_GLOBAL = re.compile(rb'^CREATE (ROLE|TABLESPACE) ("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)(?:;$| OWNER )')
+
+
+def skip_existing(script: bytes, roles: set[str], tablespaces: set[str]) -> tuple[bytes, int]:
+    """pg_dumpall's globals without the CREATE of the roles and tablespaces that exist; and how many were left out."""
+    out, skipped = [], 0
+    for line in script.splitlines(keepends=True):
+        match = _CREATE_GLOBAL.match(line.rstrip(b"\r\n"))
+        if match:
+            name = match.group(2).decode("utf-8", "replace")
+            if name.startswith('"'):
+                name = name[1:-1].replace('""', '"')
+            if name in (roles if match.group(1) == b"ROLE" else tablespaces):
+                skipped += 1
+                continue
+        out.append(line)
+    return b"".join(out), skipped
+
+
 class _Restore(RestoreRun):
     job: RestoreJob
 
@@ -206,7 +226,9 @@ class _Restore(RestoreRun):
         if exists and self.job.confirm != self.job.db:
             said = f"confirm={self.job.confirm!r} does not match" if self.job.confirm else "no confirmation was given"
             raise ConfigError(f"restoring into {self.job.db!r} replaces an existing database and {said}: set "
-                              f"confirm={self.job.db} (the target database's name) to go ahead. Nothing was touched.")
+                              f"confirm={self.job.db} (the target database's name) to go ahead. "
+                              + ("What an interrupted restore left was put right first (see the log); nothing else "
+                                 "was touched." if self.result.get("interrupted_restore") else "Nothing was touched."))
 
     # -- 3. archive tiers, 4. fetch and verify: self.sources (sources.py) -----------------
     def work_dir(self) -> str:
@@ -268,32 +290,31 @@ class _Restore(RestoreRun):
         jobs = self.job.jobs or os.cpu_count() or 1
         decompress = pipeline.decompressor_argv(compression)
         env = pg.env(dbname)
-        if jobs > 1:
-            # Parallel restore needs a seekable archive: decompress it once to the work dir.
-            plain = local_path
-            if decompress:
-                plain = os.path.join(self.work_dir(), f".{os.path.basename(local_path)}.plain")
-                with open(plain, "wb") as out, open(local_path, "rb") as inp:
-                    proc = subprocess.run(decompress, stdin=inp, stdout=out, stderr=subprocess.PIPE, check=False)
-                if proc.returncode:
-                    pipeline.remove_quietly(plain)
-                    raise PgError(f"decompressing {local_path} failed: {proc.stderr.decode(errors='replace')[-500:]}")
-            try:
-                proc = subprocess.run(argv + [f"--jobs={jobs}", plain], env=env, stdin=subprocess.DEVNULL,
-                                      capture_output=True, check=False)
-            finally:
-                if plain != local_path:
-                    pipeline.remove_quietly(plain)
-            if proc.returncode:
-                raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(proc.stderr.decode(errors='replace')[-1500:])}")
-        else:
-            with open(local_path, "rb") as inp:
-                first = subprocess.Popen(decompress or ["cat"], stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                second = subprocess.run(argv, stdin=first.stdout, env=env, capture_output=True, check=False)
-                first.stdout.close()
-                first.wait()
-            if second.returncode or first.returncode:
-                raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(second.stderr.decode(errors='replace')[-1500:])}")
+        try:
+            if jobs > 1:
+                # Parallel restore needs a seekable archive: decompress it once to the work dir.
+                plain = local_path
+                if decompress:
+                    plain = os.path.join(self.work_dir(), f".{os.path.basename(local_path)}.plain")
+                    try:
+                        with open(plain, "wb") as out, open(local_path, "rb") as inp:
+                            procs.run(decompress, stdin=inp, stdout=out)
+                    except BaseException:
+                        pipeline.remove_quietly(plain)
+                        raise
+                try:
+                    procs.run(argv + [f"--jobs={jobs}", plain], env=env)
+                finally:
+                    if plain != local_path:
+                        pipeline.remove_quietly(plain)
+            else:
+                with open(local_path, "rb") as inp, open(os.devnull, "wb") as out, \
+                        procs.Pipe([decompress, argv], stdin=inp, stdout=out, env=env) as pipe:
+                    pipe.wait(accept=procs.upstream_of_failure(pipe))
+        except procs.ProcessFailed as exc:
+            if exc.name == "pg_restore":
+                raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(exc.stderr[-1500:] or str(exc))}") from None
+            raise PgError(f"decompressing {local_path} for the restore into {dbname!r} failed: {exc}") from None
         self.timed("restore", started)
         log(f"pg_restore into {dbname!r} finished in {time.monotonic() - started:.1f}s ({jobs} job(s))")
 
@@ -357,6 +378,17 @@ class _Restore(RestoreRun):
     def swap(self, pg: PgClient, new: str, target_exists: bool, log: RunLog) -> str | None:
         started = time.monotonic()
         previous = self.derived_name("pre_restore") if target_exists else None
+        if not target_exists:
+            return self._swap(pg, new, None, log, started)
+        # closed to connections until the rename: a run killed in between leaves its intent to the next one
+        self.write_intent({"mode": "swap", "phase": "closing", "previous": previous})
+        try:
+            return self._swap(pg, new, previous, log, started)
+        finally:
+            restore_intent.remove(self.job.backup_dir, self.job.db)
+
+    def _swap(self, pg: PgClient, new: str, previous: str | None, log: RunLog, started: float) -> str | None:
+        target_exists = previous is not None
         if target_exists:
             self.close_target(pg, self.job.db, log)
         conn = pg.connect("postgres")
@@ -404,6 +436,123 @@ class _Restore(RestoreRun):
                 log(f"Dropped previous database {name!r} (older than {self.job.previous_retention_days} days)")
         return dropped
 
+    # -- what dead runs left (issue 11, case 6) ----------------------------------------------
+    def restoring_stem(self) -> str:
+        """What every ``<db>__restoring_<stamp>`` of this target starts with (a long name is cut)."""
+        return self.derived_name("restoring")[:-len(f"__restoring_{self.stamp}")]
+
+    @contextlib.contextmanager
+    def restore_lock(self, pg: PgClient) -> Iterator[None]:
+        """The server-side lock of restores into this name, held for the whole run by a session of its own.
+
+        The server ends that session when the run dies, however it dies, so a
+        ``<db>__restoring_<stamp>`` database while this run holds the lock is a
+        dead run's, whatever host or backup_dir it ran with.
+        """
+        with pg.session_lock("doctorq.backup restore " + self.restoring_stem()) as holder:
+            if holder is not None:
+                raise LockBusy(f"another restore of database {self.job.db!r} is running on {self.job.conn.where} "
+                               f"(its PostgreSQL session: pid {holder['pid']}, from {holder['client']}, since "
+                               f"{holder['since']}); wait for it to finish. This run changed nothing.")
+            yield
+
+    def leftovers(self, pg: PgClient) -> list[str]:
+        """The ``<db>__restoring_<stamp>`` databases: with the restore lock held, those of dead runs."""
+        pattern = re.compile(re.escape(self.restoring_stem()) + r"__restoring_\d{8}_\d{6}$")
+        return [name for (name,) in pg.query("SELECT datname FROM pg_database ORDER BY 1", db="postgres")
+                if pattern.match(name)]
+
+    def drop_leftovers(self, pg: PgClient, log: RunLog) -> list[str]:
+        """Drop the full-size databases dead runs left (``leftovers``), saying so."""
+        dropped = []
+        for name in self.leftovers(pg):
+            try:
+                size = human(pg.query("SELECT pg_database_size(%s)", (name,), db="postgres")[0][0])
+            except PgError:
+                size = "size unknown"
+            self.drop(pg, name)
+            dropped.append(name)
+            log(f"Dropped {name!r} ({size}), left behind by an interrupted restore: no run holds the restore lock "
+                f"of {self.job.db!r}")
+        return dropped
+
+    def write_intent(self, record: dict[str, Any]) -> None:
+        restore_intent.write(self.job.backup_dir, self.job.db, {
+            "started_at": iso(self.now), "log_file": self.result.get("log_file"),
+            "source": (self.result.get("source") or {}).get("ref"), **record})
+
+    @staticmethod
+    def reopen(pg: PgClient, name: str) -> bool:
+        """Allow connections to ``name`` again if a run closed it; True when it did."""
+        rows = pg.query("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,), db="postgres")
+        if not rows or rows[0][0]:
+            return False
+        pg.query(f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS true", db="postgres")
+        return True
+
+    def finish_interrupted(self, pg: PgClient, log: RunLog) -> bool:
+        """Finish what the intent of a dead run promised; True when that meant restoring its safety backup.
+
+        This run holds the database's lock in backup_dir, which the intent's
+        writer held while it lived: an intent found here is a dead run's.
+        """
+        job = self.job
+        intent = restore_intent.read(job.backup_dir, job.db)
+        if intent is None:
+            return False
+        report = {k: intent.get(k) for k in ("mode", "phase", "pid", "host", "started_at", "log_file", "source",
+                                             "safety_backup")}
+        self.result["interrupted_restore"] = report
+        log(f"An interrupted restore left its intent ({intent['file']}): {restore_intent.who(intent)} did not finish")
+        fell_back = intent["mode"] == "replace" and not (intent.get("phase") == "closing" and pg.database_exists(job.db))
+        if fell_back:
+            self._fall_back(pg, intent, report, log)
+        else:  # it had not dropped or renamed anything yet: only connections may be closed
+            report["reopened"] = [name for name in (job.db, intent.get("previous")) if name and self.reopen(pg, name)]
+            log(f"It had replaced nothing; connections allowed again to: {', '.join(map(repr, report['reopened'])) or 'none needed'}")
+        restore_intent.remove(job.backup_dir, job.db)
+        self.result["changed"] = True
+        return fell_back
+
+    def _fall_back(self, pg: PgClient, intent: dict[str, Any], report: dict[str, Any], log: RunLog) -> None:
+        """A replace restore killed after its drop: its safety backup back into the database, as it promised."""
+        db, safety, who = self.job.db, intent.get("safety_backup"), restore_intent.who(intent)
+        if not safety:
+            raise DoctorqError(f"{who} was interrupted after it dropped {db!r} and recorded no safety backup: restore "
+                               f"{db!r} from a backup (pg_backup_info lists them), then remove {intent['file']}.")
+        try:
+            if pg.database_exists(db):
+                if self.job.confirm != db:
+                    raise ConfigError(f"{who} was interrupted after it dropped {db!r}, and left half a restore under its "
+                                      f"name: set confirm={db} to set that aside and restore the safety backup {safety} "
+                                      f"(what {db!r} held before). Nothing was touched.")
+                aside = self.derived_name("interrupted")
+                self.close_target(pg, db, log)
+                pg.query(f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(aside)}", db="postgres")
+                pg.query(f"ALTER DATABASE {quote_ident(aside)} WITH ALLOW_CONNECTIONS true", db="postgres")
+                report["set_aside"] = aside
+                log(f"The half-restored {db!r} it left is kept as {aside!r}: drop it once you no longer need it")
+            log(f"Finishing the fall-back of the interrupted restore: restoring the safety backup {safety} into {db!r}...")
+            source = self.sources.find(safety, None, None, log)
+            path = self.sources.fetch_verified(source, source.manifest.file, log, keep=True)
+            self.create_database(pg, db, tuple(intent["settings"]) if intent.get("settings") else None)
+            self.result["changed"] = True
+            try:
+                self.apply_extras(pg, [(head, tail) for head, tail in intent.get("extras") or []], db)
+                self.pg_restore(pg, path, source.manifest.compression, db, log)
+                report["tables"] = self.verify_restored(pg, db, source.manifest, log)
+            except BaseException:
+                self.drop(pg, db)
+                raise
+        except ConfigError:
+            raise
+        except DoctorqError as exc:
+            raise DoctorqError(f"finishing the fall-back of {who} failed: {exc} {db!r} is still missing; what it held "
+                               f"before is in the safety backup {safety}. Fix the cause and run again ({intent['file']} "
+                               "stays until the fall-back is done; to restore another backup instead, remove it "
+                               "first).") from None
+        log(f"{db!r} is back as it was before the interrupted restore (the safety backup {safety})")
+
     def take_safety_backup(self, log: RunLog) -> dict[str, Any]:
         def backup(safety_dir: str) -> dict[str, Any]:
             return run_backup(BackupJob(conn=self.job.conn.with_db(self.job.db), db=self.job.db, backup_dir=safety_dir,
@@ -411,18 +560,31 @@ class _Restore(RestoreRun):
         return self.safety_backup(repr(self.job.db), backup, log)["backup"]
 
     def restore_globals(self, pg: PgClient, path: str, compression: str, log: RunLog) -> None:
-        decompress = pipeline.decompressor_argv(compression) or ["cat"]
-        with open(path, "rb") as inp:
-            first = subprocess.Popen(decompress, stdin=inp, stdout=subprocess.PIPE)
-            proc = subprocess.run([pg.tool("psql"), "-X", "-q", "--no-password", "-d", "postgres"], stdin=first.stdout,
-                                  env=pg.env("postgres"), capture_output=True, check=False)
-            first.stdout.close()
-            first.wait()
-        errors = [line for line in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in line]
-        others = [e for e in errors if "already exists" not in e]
-        if others:
-            self.warnings.append(f"restoring globals reported {len(others)} error(s): {others[:5]}")
-        log(f"Globals restored ({len(errors) - len(others)} existing role(s)/tablespace(s) kept as they were)")
+        """Roles and tablespaces (pg_dumpall's SQL) through psql, which stops at the first error: none is ignored.
+
+        The roles and tablespaces that exist are kept as they are: their
+        CREATE statements are left out (``skip_existing``), so the server's own
+        superuser, in every globals file, is not an error.
+        """
+        decompress = pipeline.decompressor_argv(compression)
+        try:
+            with open(path, "rb") as inp:
+                if decompress:
+                    with procs.Pipe([decompress], stdin=inp) as pipe:
+                        script = pipe.stdout.read()
+                        pipe.wait()
+                else:
+                    script = inp.read()
+            roles = {r for (r,) in pg.query("SELECT rolname FROM pg_roles", db="postgres")}
+            spaces = {t for (t,) in pg.query("SELECT spcname FROM pg_tablespace", db="postgres")}
+            script, kept = skip_existing(script, roles, spaces)
+            procs.run([pg.tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", "postgres"],
+                      env=pg.env("postgres"), input=script)
+        except procs.ProcessFailed as exc:
+            raise PgError(f"restoring the globals (roles, tablespaces) from {path} failed: {pg.explain(str(exc))}. "
+                          "No database was restored; roles created before the failing statement stay. Fix the cause "
+                          "(restoring roles takes a superuser as login_user), or restore without restore_globals.") from None
+        log(f"Globals restored ({kept} existing role(s)/tablespace(s) kept as they were)")
 
     # -- the run (RestoreRun.run) ---------------------------------------------------------
     def log_name(self) -> str:
@@ -469,13 +631,17 @@ class _Restore(RestoreRun):
     def _plan(self, log: RunLog) -> Source:
         source = self.find_source(log)
         self._describe(source)
-        with PgClient(self.job.conn) as pg:
+        with PgClient(self.job.conn) as pg, self.restore_lock(pg):
             exists = self.target_exists(pg)
             pg.tool("pg_restore")
+            leftovers = self.leftovers(pg)
         names = self._names(source)
         state = self.sources.archive_state(source, names, request=False)
         plan: dict[str, Any] = {"target_exists": exists, "confirmation_ok": not exists or self.job.confirm == self.job.db,
-                                "archive_state": state}
+                                "archive_state": state, "drop_leftovers": leftovers}
+        intent = restore_intent.read(self.job.backup_dir, self.job.db)
+        if intent:
+            plan["finish_interrupted"] = {k: intent.get(k) for k in ("mode", "phase", "pid", "started_at", "safety_backup")}
         if state == "available":
             m = source.manifest
             self.sources.fetch_verified(source, m.file, log, keep=False)
@@ -499,7 +665,13 @@ class _Restore(RestoreRun):
         self._describe(source)
         m = source.manifest
         log(f"Backup found: {source.ref} ({m.started_at}, {human(m.size)}, {m.table_count} tables)")
-        with PgClient(job.conn) as pg:
+        with PgClient(job.conn) as pg, self.restore_lock(pg):
+            self.result["leftovers_removed"] = self.drop_leftovers(pg, log)
+            if self.finish_interrupted(pg, log) and self.same_file(source, self.result["interrupted_restore"]["safety_backup"]):
+                self.result["checksums"]["verified"] = True
+                log("The backup to restore is that safety backup: nothing more to do")
+                log.banner("RESTORE COMPLETED SUCCESSFULLY")
+                return source
             exists = self.target_exists(pg)
             self.check_confirmation(exists)
             if exists:
@@ -531,6 +703,10 @@ class _Restore(RestoreRun):
         log.banner("RESTORE COMPLETED SUCCESSFULLY")
         return source
 
+    @staticmethod
+    def same_file(source: Source, path: str) -> bool:
+        return isinstance(source.store, LocalStore) and os.path.realpath(source.ref) == os.path.realpath(path)
+
     def _swap_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
         new = self.derived_name("restoring")
         log(f"Restoring into a new database {new!r}...")
@@ -555,18 +731,26 @@ class _Restore(RestoreRun):
     def _replace_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
         settings = self.db_settings(pg, self.job.db) if exists else None
         extras = self.database_extras(pg, self.job.db) if exists else []
+        safety = self.result.get("safety_backup")
         if exists:
+            # what a run killed from here on leaves to the next one: the fall-back to the safety backup
+            intent = {"mode": "replace", "phase": "closing", "safety_backup": safety, "settings": settings,
+                      "extras": extras}
+            if safety:
+                self.write_intent(intent)
             self.close_target(pg, self.job.db, log)
             log(f"Dropping the existing database {self.job.db!r}...")
             pg.query(f"DROP DATABASE {quote_ident(self.job.db)}", db="postgres")
+            if safety:
+                self.write_intent({**intent, "phase": "dropped"})
         self.result["changed"] = True
         try:
             self.create_database(pg, self.job.db, settings)
             self.apply_extras(pg, extras, self.job.db)
             self.pg_restore(pg, local_path, m.compression, self.job.db, log)
             self.result["tables"] = self.verify_restored(pg, self.job.db, m, log)
+            restore_intent.remove(self.job.backup_dir, self.job.db)
         except DoctorqError as exc:
-            safety = self.result.get("safety_backup")
             if not safety:
                 self.drop(pg, self.job.db)
                 raise
@@ -578,7 +762,9 @@ class _Restore(RestoreRun):
                 self.pg_restore(pg, safety, BackupJob.compression, self.job.db, log)
             except DoctorqError as again:
                 raise DoctorqError(f"{exc} Restoring the safety backup {safety} failed too ({again}); {self.job.db!r} "
-                                   f"is incomplete: restore {safety} by hand (source={safety}).") from None
+                                   f"is incomplete: restore {safety} (source={safety}); the next pg_restore_safe run "
+                                   f"of {self.job.db!r} tries it again by itself.") from None
+            restore_intent.remove(self.job.backup_dir, self.job.db)
             self.result["recovered_from_safety_backup"] = True
             raise DoctorqError(f"{exc} The database {self.job.db!r} was recovered from the safety backup {safety}.") from None
 

@@ -21,7 +21,14 @@ description:
     manifest present, row counts equal), and only then swapped in one transaction; the old database is kept as
     C(<db>__pre_restore_<timestamp>). Any failure drops the half-restored database and leaves the target as it was.
   - In O(mode=replace) the target is dropped and restored in place, as the old scripts did; if that fails the safety
-    backup is restored automatically.
+    backup is restored automatically. Before the drop the run writes its intent (C(.restore_intent_<db>.json) in
+    O(backup_dir)): if the run is killed, the next run of this module for that database restores the safety backup
+    into it (setting a half-restored one aside as C(<db>__interrupted_<timestamp>)) and then does its own restore,
+    or stops there when O(source) is that safety backup; M(doctorq.backup.pg_backup) refuses to back the database up
+    until then, naming the command.
+  - Programs die with the run (a C(kill -9) leaves no C(pg_restore) writing), and the next run of a database drops
+    the C(<db>__restoring_<timestamp>) databases that killed runs left; while a restore of a database runs, it holds
+    a server-side lock, so another restore of it (from any host) is refused and never takes its database for a leftover.
   - Every step is logged with a timestamp in C(restore_<db>_<timestamp>.log), an audit record is appended to
     C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
   - With O(pitr_target), it does a point-in-time recovery of the whole cluster from pgBackRest instead (see
@@ -107,7 +114,10 @@ options:
     type: int
     default: 0
   restore_globals:
-    description: Restore the backup's globals (roles, tablespaces) first, for a restore onto a new server. Existing roles are kept.
+    description:
+      - Restore the backup's globals (roles, tablespaces) first, for a restore onto a new server. Existing roles and
+        tablespaces are kept (not created again); any other statement that fails (for example a role change that needs
+        a superuser) fails the restore before any database is touched.
     type: bool
     default: false
   no_owner:
@@ -293,6 +303,18 @@ previous_database:
   description: Name the replaced database is kept under (O(mode=swap)).
   returned: when a database was replaced in swap mode
   type: str
+leftovers_removed:
+  description: The C(<db>__restoring_<timestamp>) databases killed restores had left, dropped by this run.
+  returned: a real run that got the restore lock
+  type: list
+  elements: str
+interrupted_restore:
+  description:
+    - The intent of a killed restore of this database and what this run did about it (mode, phase, pid, started_at,
+      log_file, safety_backup; C(set_aside) - where a half-restored database was kept; C(reopened) - databases opened
+      to connections again; C(tables) - the verification of the safety backup restored).
+  returned: when a killed restore had left its intent
+  type: dict
 durations:
   description: Seconds per phase (download, verify, safety_backup, restore, verify_after, swap).
   returned: always

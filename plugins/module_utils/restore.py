@@ -538,7 +538,7 @@ class _Restore(RestoreRun):
             self.create_database(pg, db, tuple(intent["settings"]) if intent.get("settings") else None)
             self.result["changed"] = True
             try:
-                self.apply_extras(pg, [(head, tail) for head, tail in intent.get("extras") or []], db)
+                self.apply_extras(pg, list(intent.get("extras") or []), db)
                 self.pg_restore(pg, path, source.manifest.compression, db, log)
                 report["tables"] = self.verify_restored(pg, db, source.manifest, log)
             except BaseException:

@@ -30,7 +30,7 @@ description:
     get SHA-256 per part and the composite checksum.
   - Two runs for the same database never overlap; the second fails at once naming the holder of the lock.
   - A database that a killed C(mode=replace) restore of M(doctorq.backup.pg_restore_safe) left dropped or half restored
-    is not backed up (that backup would become the newest one): the run fails with the restore command that brings
+    is not backed up (that backup would become the newest one); the run fails with the restore command that brings
     back its safety backup.
   - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
     Prometheus textfile for node_exporter.

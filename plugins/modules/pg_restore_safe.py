@@ -22,7 +22,7 @@ description:
     C(<db>__pre_restore_<timestamp>). Any failure drops the half-restored database and leaves the target as it was.
   - In O(mode=replace) the target is dropped and restored in place, as the old scripts did; if that fails the safety
     backup is restored automatically. Before the drop the run writes its intent (C(.restore_intent_<db>.json) in
-    O(backup_dir)): if the run is killed, the next run of this module for that database restores the safety backup
+    O(backup_dir)); if the run is killed, the next run of this module for that database restores the safety backup
     into it (setting a half-restored one aside as C(<db>__interrupted_<timestamp>)) and then does its own restore,
     or stops there when O(source) is that safety backup; M(doctorq.backup.pg_backup) refuses to back the database up
     until then, naming the command.

@@ -858,7 +858,7 @@ class _FilesRestore(RestoreRun):
         try:
             with open(path, "rb") as raw, open(os.devnull, "wb") as out, \
                     procs.Pipe([decompress, argv], stdin=raw, stdout=out, env=tool_env()) as pipe:
-                pipe.wait(accept=procs.upstream_of_failure(pipe))
+                pipe.wait()
         except procs.ProcessFailed as exc:
             what = "tar" if exc.name == "tar" else "decompression"
             raise DoctorqError(f"{what} failed while extracting {m.file}: {exc}") from None

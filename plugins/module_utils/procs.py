@@ -191,7 +191,10 @@ class Pipe:
 
         ``timeout``: seconds for the whole pipe, after which every stage is
         killed. ``accept(index, status, stderr)`` may declare a non-zero status
-        a success (GNU tar's 1: "a file changed as we read it").
+        a success (GNU tar's 1: "a file changed as we read it"). A stage killed
+        by SIGPIPE because a later one failed is not the cause: in ``zstd -dc |
+        pg_restore`` the error to report is pg_restore's, not "zstd was killed
+        by signal 13".
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for proc, name in zip(self.procs, self.names):
@@ -208,6 +211,8 @@ class Pipe:
             code = proc.returncode
             if code == 0 or (accept is not None and accept(index, code, errors[-1])):
                 continue
+            if code == -signal.SIGPIPE and any(later.returncode for later in self.procs[index + 1:]):
+                continue  # the later stage's failure is raised below
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             raise ProcessFailed(f"{name} {how}: {_tail(stderr) or 'no message'}", name=name, status=code,
                                 stderr=errors[-1])
@@ -252,14 +257,3 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | N
             if handle is not None:
                 handle.close()
 
-
-def upstream_of_failure(pipe: Pipe) -> Callable[[int, int, str], bool]:
-    """``accept`` for ``Pipe.wait``: a stage killed by SIGPIPE because a later stage failed is not the cause.
-
-    ``zstd -dc | pg_restore``: when pg_restore stops at an error, zstd dies
-    writing to it; the error to report is pg_restore's, not "zstd was killed
-    by signal 13".
-    """
-    def accept(index: int, status: int, _stderr: str) -> bool:
-        return status == -signal.SIGPIPE and any(proc.returncode for proc in pipe.procs[index + 1:])
-    return accept

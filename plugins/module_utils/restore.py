@@ -310,7 +310,7 @@ class _Restore(RestoreRun):
             else:
                 with open(local_path, "rb") as inp, open(os.devnull, "wb") as out, \
                         procs.Pipe([decompress, argv], stdin=inp, stdout=out, env=env) as pipe:
-                    pipe.wait(accept=procs.upstream_of_failure(pipe))
+                    pipe.wait()
         except procs.ProcessFailed as exc:
             if exc.name == "pg_restore":
                 raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(exc.stderr[-1500:] or str(exc))}") from None

@@ -84,3 +84,10 @@ def test_runs_a_program_as_another_os_user_that_still_dies_with_the_run():
 def test_an_unknown_os_user_is_a_config_error():
     with pytest.raises(procs.ConfigError, match="OS user 'no-such-user-dq' does not exist"):
         procs.run(["true"], user="no-such-user-dq")
+
+
+def test_a_stage_killed_by_sigpipe_is_not_blamed_for_a_later_stage_failing():
+    # yes writes until head-like failure closes the pipe: the error to report is the second stage's
+    with procs.Pipe([["yes"], ["sh", "-c", "head -c 10 >/dev/null; echo 'restore failed' >&2; exit 1"]]) as pipe:
+        with pytest.raises(procs.ProcessFailed, match=r"^sh exited with status 1: restore failed$"):
+            pipe.wait(timeout=30)

@@ -272,7 +272,7 @@ class _Run:
         job = self.job
         frame = Frame(title=f"Backup {job.db} - kind: full", notifier=job.notifier, echo=self.echo,
                       log_path=os.path.join(job.log_dir or job.backup_dir, f"backup_{encode_name(job.db)}_{self.started.strftime(STAMP)}.log"),
-                      lock_path=lock_path(job.backup_dir, encode_name(job.db)), lock_what=f"the backup of database {job.db!r}",
+                      lock_path=lock_path(job.backup_dir, job.db), lock_what=f"the backup of database {job.db!r}",
                       prepare=self.local.ensure_writable, result={"changed": False}, warnings=self.warnings)
 
         def conclude(status: str, error: str | None) -> Conclusion:
@@ -352,7 +352,7 @@ def promote_weekly(job: BackupJob, *, echo: IO[str] | None = None) -> dict[str, 
     run = _Run(job, None, echo)
     log = RunLog(echo=echo)
     run.local.ensure_writable()  # before any backup ran, say "no backup yet", not "cannot open lock file"
-    with Lock(lock_path(job.backup_dir, encode_name(job.db)), f"the backup of database {job.db!r}"):
+    with Lock(lock_path(job.backup_dir, job.db), f"the backup of database {job.db!r}"):
         dailies = [m for m in run.local.list(job.db) if m.kind == "daily"]
         if not dailies:
             raise DoctorqError(f"no complete daily backup of {job.db!r} in {job.backup_dir} to keep as weekly: "

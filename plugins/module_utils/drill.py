@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -36,7 +37,7 @@ from typing import IO, Any
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, encode_name, iso, parse_iso, utcnow
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, LockBusy
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (
     FilesRestoreJob, check_sample, check_set_name, run_files_restore, tree_counts,
 )
@@ -44,7 +45,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient,
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, derived_db_name, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path, samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +109,45 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     restore = RestoreJob(conn=dataclasses.replace(job.conn, db=None), db=scratch, source="latest", source_db=job.db, backup_dir=job.backup_dir,
                          s3=job.s3, safety_backup=False, jobs=job.jobs)
     t0 = time.monotonic()
-    try:
-        outcome = run_restore(restore, echo=echo)
-    finally:
-        _drop_scratch(job.conn, scratch)
-        remove_quietly(os.path.join(job.backup_dir, f".{encode_name(scratch)}.lock"))
     subject = _Subject("database", job.db, "drill", f"Restore drill of {job.db}", f"drill_{encode_name(job.db)}.json")
+    facts: dict[str, Any] = {"scratch_database": scratch}
+    try:
+        with PgClient(dataclasses.replace(job.conn, db=None)) as pg, \
+                pg.session_lock(f"doctorq.backup drill {job.db}") as holder:
+            if holder is not None:
+                raise LockBusy(f"another drill of {job.db!r} is running on {job.conn.where} (its PostgreSQL session: "
+                               f"pid {holder['pid']}, since {holder['since']}); this one changed nothing.")
+            facts["leftovers_removed"] = _drop_leftovers(pg, job.db, scratch)
+            try:
+                outcome = run_restore(restore, echo=echo)
+            finally:
+                _drop_scratch(job.conn, scratch)
+                remove_quietly(lock_path(job.backup_dir, scratch))
+    except DoctorqError as exc:
+        outcome = {"failed": True, "msg": str(exc)}
+    if facts.get("leftovers_removed"):
+        outcome.setdefault("warnings", []).append(
+            f"dropped {', '.join(map(repr, facts['leftovers_removed']))}, left behind by an interrupted drill of {job.db!r}")
     return _conclude(subject, job, started, round(time.monotonic() - t0, 3), outcome, None,
-                     {"tables": outcome.get("tables"), "scratch_database": scratch}, echo)
+                     {"tables": outcome.get("tables"), **facts}, echo)
+
+
+def _drop_leftovers(pg: PgClient, db: str, scratch: str) -> list[str]:
+    """The scratch databases (and their ``__restoring_`` ones) of drills of ``db`` that died; call with the drill lock.
+
+    A drill killed mid-restore cannot drop its scratch database; with the
+    server-side drill lock held, no live drill of ``db`` owns one.
+    """
+    stem = re.escape(scratch[:-len("YYYYmmdd_HHMMSS")])  # <db, cut to fit>__drill_
+    scratch_re = re.compile(stem + r"\d{8}_\d{6}$")
+    restoring_re = re.compile(stem + r"[\d_]*__restoring_\d{8}_\d{6}$")  # the restore cut the scratch name to fit
+    dropped = []
+    for (name,) in pg.query("SELECT datname FROM pg_database ORDER BY 1", db="postgres"):
+        if name != scratch and (scratch_re.match(name) or restoring_re.match(name)):
+            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,), db="postgres")
+            pg.query(f"DROP DATABASE IF EXISTS {quote_ident(name)}", db="postgres")
+            dropped.append(name)
+    return dropped
 
 
 def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:

@@ -510,7 +510,7 @@ class _FilesRun:
         frame = Frame(title=f"Backup of file set {job.name}", notifier=job.notifier, echo=self.echo,
                       log_path=os.path.join(job.log_dir or job.backup_dir,
                                             f"backup_{encode_name(job.name)}_files_{self.started.strftime(STAMP)}.log"),
-                      lock_path=lock_path(job.backup_dir, encode_name(job.name), "files"),
+                      lock_path=lock_path(job.backup_dir, job.name, "files"),
                       lock_what=f"the backup of file set {job.name!r}", prepare=self.stores.local.ensure_writable,
                       result={"changed": False}, warnings=self.warnings)
 
@@ -921,7 +921,7 @@ class _FilesRestore(RestoreRun):
             if check_mode:
                 replaces = os.path.isdir(target) and not os.path.islink(target) and bool(os.listdir(target))
             else:
-                stack.enter_context(Lock(lock_path(self.job.backup_dir, encode_name(m.database), "files"),
+                stack.enter_context(Lock(lock_path(self.job.backup_dir, m.database, "files"),
                                          f"a backup or restore of file set {m.database!r}"))
                 replaces = self.check_confirmation(target)
             # an archived object: check mode only looks; a run requests it and waits, or returns pending

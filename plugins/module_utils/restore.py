@@ -38,6 +38,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, LockBusy, PgError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
     DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
@@ -598,7 +599,7 @@ class _Restore(RestoreRun):
         if check_mode:
             self._plan(log)
         else:
-            with Lock(os.path.join(job.backup_dir, f".{encode_name(job.db)}.lock"), f"a backup or restore of database {job.db!r}"):
+            with Lock(lock_path(job.backup_dir, job.db), f"a backup or restore of database {job.db!r}"):
                 self._run(log)
 
     def audit_record(self) -> dict[str, Any]:

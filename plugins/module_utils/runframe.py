@@ -24,14 +24,18 @@ import os
 import time
 from typing import IO, Any, Callable
 
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import encode_name
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog, append_audit
 
 
 def lock_path(directory: str, name: str, job: str = "") -> str:
-    """The lock of one job on one target: ``<directory>/.<name>[.<job>].lock`` (names as catalog encodes them)."""
-    return os.path.join(directory, f".{name}{'.' + job if job else ''}.lock")
+    """The lock of one job on one target: ``<directory>/.<encoded name>[.<job>].lock``.
+
+    Backups and restores of one database share it (``job`` empty), so they never overlap.
+    """
+    return os.path.join(directory, f".{encode_name(name)}{'.' + job if job else ''}.lock")
 
 
 def samples(status: str, duration: float, **on_success: float) -> dict[str, float]:

@@ -138,6 +138,17 @@ report:
       description: The scratch directory the file set was restored into (removed afterwards).
       type: str
       returned: with O(file_set)
+    scratch_database:
+      description: The scratch database the database was restored into (dropped afterwards).
+      type: str
+      returned: with O(db)
+    leftovers_removed:
+      description:
+        - Scratch databases of earlier drills of this database that were killed before they could drop them
+          (no live drill holds the drill's server-side lock); dropped now, and named in a warning.
+      type: list
+      elements: str
+      returned: with O(db)
     durations:
       description: Seconds per phase.
       type: dict

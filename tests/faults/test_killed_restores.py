@@ -43,6 +43,7 @@ from integration.restore_helpers import (  # noqa: F401  # pylint: disable=unuse
 )
 
 from ansible_collections.doctorq.backup.plugins.module_utils import restore_intent
+from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, run_drill
 
 pytestmark = pytest.mark.faults
 
@@ -53,6 +54,15 @@ RUNNER = textwrap.dedent("""
         params = json.load(handle)
     result = run_restore(RestoreJob.from_params(params), echo=sys.stdout)
     print(json.dumps({"failed": result.get("failed"), "msg": result.get("msg")}), flush=True)
+""")
+
+DRILL_RUNNER = textwrap.dedent("""
+    import json, sys
+    from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, run_drill
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        params = json.load(handle)
+    report = run_drill(DrillJob.from_params(params), echo=sys.stdout)
+    print(json.dumps({"status": report["status"], "error": report["error"]}), flush=True)
 """)
 
 HELD_ZSTD = """#!/bin/sh
@@ -96,8 +106,8 @@ def pg_restores(token: str) -> list[int]:
 class HeldRestore:
     """A restore run in its own process whose decompressor stops halfway (see the module's docstring)."""
 
-    def __init__(self, tmp_dir: str, backup_path: str, params: dict[str, Any]) -> None:
-        self.tmp_dir = tmp_dir
+    def __init__(self, tmp_dir: str, backup_path: str, params: dict[str, Any], runner: str = RUNNER) -> None:
+        self.tmp_dir, self.runner = tmp_dir, runner
         root = os.path.join(tmp_dir, "held")
         self.bin, self.state = os.path.join(root, "bin"), os.path.join(root, "state")
         os.makedirs(self.bin)
@@ -115,7 +125,7 @@ class HeldRestore:
     def start(self) -> subprocess.Popen:
         env = {**cli_env(), "PATH": self.bin + os.pathsep + os.environ["PATH"]}
         out = open(os.path.join(self.tmp_dir, "restore.out"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
-        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER, self.params], env=env, cwd="/",  # pylint: disable=consider-using-with
+        self.proc = subprocess.Popen([sys.executable, "-c", self.runner, self.params], env=env, cwd="/",  # pylint: disable=consider-using-with
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.proc.out_file, self.proc.err_file = out, out  # type: ignore[attr-defined]
@@ -146,8 +156,8 @@ class HeldRestore:
 def held(tmp_path) -> Iterator[Any]:
     made: list[HeldRestore] = []
 
-    def start(backup_path: str, params: dict[str, Any]) -> HeldRestore:
-        run = HeldRestore(str(tmp_path / f"run{len(made)}"), backup_path, params)
+    def start(backup_path: str, params: dict[str, Any], runner: str = RUNNER) -> HeldRestore:
+        run = HeldRestore(str(tmp_path / f"run{len(made)}"), backup_path, params, runner)
         made.append(run)
         run.start()
         return run
@@ -157,9 +167,10 @@ def held(tmp_path) -> Iterator[Any]:
         run.close()
 
 
-def killed_at_pg_restore(held, token: str, backup_path: str, params: dict[str, Any], line: str) -> None:
+def killed_at_pg_restore(held, token: str, backup_path: str, params: dict[str, Any], line: str,
+                         runner: str = RUNNER) -> None:
     """Start a restore, stop it mid-restore (``line`` logged, pg_restore alive), kill -9 it; nothing may outlive it."""
-    run = held(backup_path, params)
+    run = held(backup_path, params, runner)
     run.wait_held(line)
     assert pg_restores(token), "pg_restore should be running, waiting for the rest of the backup"
     run.kill_9()
@@ -300,3 +311,21 @@ def test_a_database_a_killed_restore_left_closed_to_connections_is_opened_again(
     pg_server.connect(db).close()
     assert intents(backup_dir) == [] and dbs.mine() == [db]
     assert any("connections allowed again" in line for line in result["log"]), result["log"]
+
+
+def test_kill_9_of_a_drill_leaves_no_process_and_the_next_drill_drops_its_scratch_databases(
+        run_module, pg_server, dbs, backup_dir, held):
+    db = dbs.sample()
+    made = backup(run_module, pg_server, db, backup_dir)
+    params = {**pg_server.params(db), "backup_dir": backup_dir}
+    killed_at_pg_restore(held, dbs.token, made["path"], params, "Restoring into a new database", runner=DRILL_RUNNER)
+    left = [n for n in dbs.mine() if "__drill_" in n]
+    assert left, "the killed drill left its scratch database"
+    next_second()
+
+    report = run_drill(DrillJob.from_params(params))
+
+    assert report["status"] == "success", report["error"]
+    assert sorted(report["leftovers_removed"]) == sorted(left)
+    assert [w for w in report["warnings"] if "interrupted drill" in w and left[0] in w], report["warnings"]
+    assert dbs.mine() == [db]

@@ -40,7 +40,6 @@ import shutil
 import socket
 import stat
 import tarfile
-import tempfile
 import time
 from typing import IO, Any
 
@@ -57,6 +56,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
+from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import private_dir
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
@@ -561,38 +561,39 @@ class _FilesRun:
             return job.on_change == "warn"
 
         tar_started_ns = time.time_ns()
-        with tempfile.TemporaryDirectory(prefix=".files-index-", dir=job.backup_dir) as tmp:
-            index = os.path.join(tmp, "index")
-            try:
-                digest, s3_facts, s3_error = stores.stream(
-                    [job.tar_argv(tar, index), compressor], tool_env(), name, self.started, self.id,
-                    ["tar"] + ([os.path.basename(compressor[0])] if compressor else []), accept=accept, log=log)
-            except pipeline.StageFailed as exc:
-                if changed and job.on_change == "fail":
-                    out["changed_during_backup"] = changed
-                    raise DoctorqError(f"{len(changed)} file(s) changed while they were read "
-                                       f"({', '.join(c['path'] for c in changed[:10])}) and on_change is fail: nothing "
-                                       "was kept. Stop what writes them, or set on_change: warn.") from None
-                raise
-            counts = parse_index(index)
-            sample = content_sample(job.root, index, tar_started_ns)
-        if changed:
-            warning = (f"{len(changed)} file(s) changed while they were read; the backup is kept, but these may be "
-                       f"inconsistent in it: {', '.join(c['path'] + ' (' + c['reason'] + ')' for c in changed[:20])}"
-                       + (" ..." if len(changed) > 20 else ""))
-            self.warnings.append(warning)
-            log(f"WARNING: {warning}")
-        log(f"Archive finished: {counts['count']} entries, {counts['files']} files, {human(counts['bytes'])} of file "
-            f"data; {human(digest.size)} ({job.compression})")
-        fileset = {"root": job.root, "paths": job.members, "sources": list(job.paths), "exclude": list(job.exclude),
-                   "preset": job.preset, **counts, "changed_during_backup": changed,
-                   "tar_version": _tar_version(tar), "sample": sample}
-        manifest = Manifest(
-            id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
-            duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
-            md5=digest.md5, compression=job.compression, compression_level=job.level, format="tar",
-            host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
-        local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
+        with stores.until_committed(log):  # a step failing before the commit point leaves nothing of the set
+            with private_dir("index", base=job.backup_dir) as tmp:  # a kill -9 leaves it to the next run to reap
+                index = os.path.join(tmp, "index")
+                try:
+                    digest, s3_facts, s3_error = stores.stream(
+                        [job.tar_argv(tar, index), compressor], tool_env(), name, self.started, self.id,
+                        ["tar"] + ([os.path.basename(compressor[0])] if compressor else []), accept=accept, log=log)
+                except pipeline.StageFailed:
+                    if changed and job.on_change == "fail":
+                        out["changed_during_backup"] = changed
+                        raise DoctorqError(f"{len(changed)} file(s) changed while they were read "
+                                           f"({', '.join(c['path'] for c in changed[:10])}) and on_change is fail: nothing "
+                                           "was kept. Stop what writes them, or set on_change: warn.") from None
+                    raise
+                counts = parse_index(index)
+                sample = content_sample(job.root, index, tar_started_ns)
+            if changed:
+                warning = (f"{len(changed)} file(s) changed while they were read; the backup is kept, but these may be "
+                           f"inconsistent in it: {', '.join(c['path'] + ' (' + c['reason'] + ')' for c in changed[:20])}"
+                           + (" ..." if len(changed) > 20 else ""))
+                self.warnings.append(warning)
+                log(f"WARNING: {warning}")
+            log(f"Archive finished: {counts['count']} entries, {counts['files']} files, {human(counts['bytes'])} of file "
+                f"data; {human(digest.size)} ({job.compression})")
+            fileset = {"root": job.root, "paths": job.members, "sources": list(job.paths), "exclude": list(job.exclude),
+                       "preset": job.preset, **counts, "changed_during_backup": changed,
+                       "tar_version": _tar_version(tar), "sample": sample}
+            manifest = Manifest(
+                id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
+                duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
+                md5=digest.md5, compression=job.compression, compression_level=job.level, format="tar",
+                host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
+            local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
         out.update(changed=True, changed_during_backup=changed,
                    backup={**local_manifest.summary(), "path": path, "weekly": False})
         if job.weekly_due(self.started):

@@ -31,7 +31,7 @@ STAMP = "%Y%m%d_%H%M%S"
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
 # companions and hidden .partial files; <db> and <set> as encode_name writes them.
 FORMAT_OF = {"full": "dump", "globals": "sql", "files": "tar"}
-NAME_RE = re.compile(r"^\.?(?P<db>[A-Za-z0-9_.%-]+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
+NAME_RE = re.compile(r"^\.?(?P<db>[^/]+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
                      r"(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
 
@@ -72,6 +72,18 @@ def decode_name(encoded: str) -> str:
     return urllib.parse.unquote(encoded, errors="strict")
 
 
+def name_forms(db: str) -> tuple[str, ...]:
+    """How file names may spell ``db``: encoded (``encode_name``), and as versions before 0.2 wrote it.
+
+    Those wrote the name as it is (``clínica_full_...``, ``my db_full_...``),
+    and their backups must stay listed and restorable; a name holding ``/``
+    (which could not be backed up then) or ``%`` (which the encoded form of
+    another name holds) has no such form.
+    """
+    encoded = encode_name(db)
+    return (encoded,) if db == encoded or "/" in db or "%" in db or not db else (encoded, db)
+
+
 def backup_id(db: str, started: dt.datetime, what: str = "full") -> str:
     return f"{encode_name(db)}_{what}_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
 
@@ -83,7 +95,7 @@ def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
     ever claims its own files (``_full_``/``_globals_`` vs ``_files_...tar``).
     """
     match = NAME_RE.match(name)
-    if not match or match.group("db") != encode_name(db) or match.group("what") not in WHATS[of_type]:
+    if not match or match.group("db") not in name_forms(db) or match.group("what") not in WHATS[of_type]:
         return False
     # Each part of the name has exactly one format: the old scripts' <db>_full_<stamp>.sql.gz
     # is theirs, never a leftover of ours.
@@ -203,8 +215,9 @@ class Manifest:
         (or file set) and the start time, so anything else is not ours to follow.
         """
         what = "files" if self.type == "files" else "full"
+        stamp = self.started.strftime(STAMP)
         expected_id = backup_id(self.database, self.started, what)
-        if self.id != expected_id:
+        if self.id not in [f"{form}_{what}_{stamp}" for form in name_forms(self.database)]:
             return f"its id {self.id!r} is not {expected_id!r}, the id of a backup of {self.database!r} started at {self.started_at}"
         problem = _data_name_problem("file", self.file, self.id, FORMAT_OF[what])
         if problem or not belongs_to(self.file, self.database, self.type):
@@ -212,7 +225,7 @@ class Manifest:
         if name is not None and name != self.manifest_name:
             return f"it is named {name!r}, but a manifest of {self.file!r} is named {self.manifest_name!r}"
         if self.globals is not None:
-            globals_id = backup_id(self.database, self.started, "globals")
+            globals_id = self.id[:-len(f"_{what}_{stamp}")] + f"_globals_{stamp}"  # spelt as the id is
             problem = _data_name_problem("globals.file", self.globals["file"], globals_id, FORMAT_OF["globals"])
             if problem or self.type != "database" or not belongs_to(self.globals["file"], self.database):
                 return problem or f"its globals.file {self.globals['file']!r} is not a globals file of {self.database!r}"

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, newest_first,
+    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, name_forms, newest_first,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
@@ -205,7 +205,8 @@ class S3Store:
     def _db_prefixes(self, db: str | None) -> list[str]:
         if db is None:
             return [self.cfg.key() + "/" if self.cfg.key() else ""]
-        return [self.cfg.key(encode_name(db)) + "/", self.cfg.key("weekly", encode_name(db)) + "/"]
+        # the encoded name, and the name as versions before 0.2 spelt the folders (catalog.name_forms)
+        return [self.cfg.key(*parts, form) + "/" for parts in ((), ("weekly",)) for form in name_forms(db)]
 
     def check_bucket(self) -> None:
         with s3util.s3_errors("access check (HEAD bucket)", self.cfg.where):

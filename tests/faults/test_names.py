@@ -175,3 +175,42 @@ def test_verification_after_restore_names_tables_by_schema_and_name(make_db, pg_
     with PgClient(conn) as pg:
         report = restore.verify_restored(pg, name, manifest, RunLog())
     assert report["missing"] == [] and report["mismatched"] == [] and report["found"] == 1
+
+
+def as_written_before_0_2(made: dict[str, Any], name: str) -> str:
+    """Rename a backup set to the names versions before 0.2 gave it (the database's name as it is); its new path."""
+    directory, encoded = os.path.dirname(made["path"]), encode_name(name)
+    manifest = read_json(made["path"] + ".manifest.json")
+    for field in ("id", "file"):
+        manifest[field] = manifest[field].replace(encoded, name, 1)
+    for suffix in ("", ".md5", ".sha256", ".manifest.json"):
+        os.rename(made["path"] + suffix, os.path.join(directory, manifest["file"] + suffix))
+    for suffix in (".md5", ".sha256"):
+        path = os.path.join(directory, manifest["file"] + suffix)
+        with open(path, encoding="utf-8") as handle:
+            line = handle.read().replace(os.path.basename(made["path"]), manifest["file"])
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(line)
+    with open(os.path.join(directory, manifest["file"] + ".manifest.json"), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    return os.path.join(directory, manifest["file"])
+
+
+@pytest.mark.parametrize("stem", ["clínica", "my db"])
+def test_backups_named_as_before_0_2_stay_listed_and_restorable(stem, make_db, pg_server, tmp_path, run_module,
+                                                                table_digest):
+    name = make_db(f"{stem} {secrets.token_hex(3)}")
+    backup_dir = str(tmp_path / "backups")
+    made = ok(run_module("pg_backup", {**pg_server.params(name), "backup_dir": backup_dir, "weekly": "never"}))["backup"]
+    old_path = as_written_before_0_2(made, name)
+    assert os.path.basename(old_path).startswith(name)
+
+    listed = ok(run_module("pg_backup_info", {"db": name, "backup_dir": backup_dir, "verify": True}))
+    assert [(b["file"], b["location"]) for b in listed["backups"]] == [(os.path.basename(old_path), "local")]
+    assert not [w for w in listed.get("warnings") or [] if "ignored" in w], listed["warnings"]
+
+    target = name + " r"
+    restored = ok(run_module("pg_restore_safe", {**pg_server.params(), "db": target, "source_db": name,
+                                                 "backup_dir": backup_dir}))
+    assert restored["source"]["ref"] == old_path
+    assert table_digest(pg_server, target) == table_digest(pg_server, name)

@@ -46,7 +46,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Confi
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (
     TYPE as FILES_TYPE, FilesJob, check_set_name, files_backup_argument_spec, run_files_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable, store_for, stores, verify
+from ansible_collections.doctorq.backup.plugins.module_utils.info import (
+    ignored, list_reachable, s3_unavailable, store_for, stores, verify,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import check_policy
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
@@ -313,6 +315,8 @@ def _list(backup_dir: str | None, s3cfg: S3Config | None, name: str, of_type: st
     listed, s3_error = list_reachable(candidates, name, of_type)
     if s3_error:  # the local backups are listed all the same
         sys.stderr.write(f"doctorq-backup: WARNING: {s3_unavailable(s3_error, backup_dir or '')}" + "\n")
+    for warning in ignored(candidates):
+        sys.stderr.write(f"doctorq-backup: WARNING: {warning}" + "\n")
     for manifest in listed:
         line = f"{manifest.started_at}  {manifest.kind:6}  {manifest.location:5}  {manifest.size:>12}  {manifest.id}"
         if check:

@@ -10,7 +10,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, newest_first
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import copy_hashed
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
+from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, invalid_notes
 
 
 def stores(backup_dir: str | None, s3cfg: s3util.S3Config | None) -> list[LocalStore | S3Store]:
@@ -54,6 +54,11 @@ def list_reachable(candidates: list[LocalStore | S3Store], db: str | None = None
                 raise
             problem = problem or str(exc)
     return newest_first(found), problem
+
+
+def ignored(candidates: list[LocalStore | S3Store]) -> list[str]:
+    """The warnings about manifests the listings ignored as invalid: reported, never listed, followed or deleted."""
+    return [warning for store in candidates for _where, warning in invalid_notes(store)]
 
 
 def s3_unavailable(problem: str, backup_dir: str) -> str:

@@ -35,7 +35,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Confi
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, expired_logs
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import (
-    LocalStore, RefusedDelete, S3Store, object_tags,
+    LocalStore, RefusedDelete, S3Store, invalid_notes, object_tags,
 )
 
 LEVELS = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}
@@ -95,13 +95,10 @@ class Stores:
     def report_invalid(self, log: RunLog) -> None:
         """Warn (once each) about the manifests the listings so far ignored as invalid (storage.parse_manifest)."""
         for store in self._listed:
-            for origin, why in sorted(store.invalid.items()):
-                where = store.cfg.uri(origin) if isinstance(store, S3Store) else origin
-                if where in self._reported:
-                    continue
-                self._reported.add(where)
-                self.warn(f"manifest {where} ignored (never listed, followed or deleted): {why}. This tool did not write "
-                          "it for that file: find out who put it there, then move or delete it by hand.", log)
+            for where, warning in invalid_notes(store):
+                if where not in self._reported:
+                    self._reported.add(where)
+                    self.warn(warning, log)
 
     # -- S3 trouble: go on locally, fail at the end ---------------------------
     def s3_failed(self, error: str, log: RunLog | None) -> None:

@@ -37,7 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANI
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable
+from ansible_collections.doctorq.backup.plugins.module_utils.info import ignored, list_reachable, s3_unavailable
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
@@ -199,6 +199,9 @@ class Sources:
             return self._from_path(src)
         stores: list[LocalStore | S3Store] = [self.local] + ([self.s3_store()] if self.s3 else [])
         listed, s3_problem = list_reachable(stores, name, self.wording.type)
+        for warning in ignored(stores):  # a planted manifest is never followed, and the operator hears of it
+            log(f"WARNING: {warning}")
+            self.warnings.append(warning)
         if s3_problem:  # S3 down is the disaster case: go on with the local copies, and say so
             self.result["s3_error"] = s3_problem
             warning = s3_unavailable(s3_problem, self.backup_dir)

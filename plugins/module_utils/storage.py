@@ -329,3 +329,13 @@ class S3Store:
         key = self.sibling(manifest, name or manifest.file)
         with s3util.s3_errors("download", self.cfg.uri(key)):
             return self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"]
+
+
+def invalid_notes(store: LocalStore | S3Store) -> list[tuple[str, str]]:
+    """(where, warning) for each manifest ``store``'s listings so far ignored as invalid (``parse_manifest``)."""
+    notes = []
+    for origin, why in sorted(store.invalid.items()):
+        where = store.cfg.uri(origin) if isinstance(store, S3Store) else origin
+        notes.append((where, f"manifest {where} ignored (never listed, followed or deleted): {why}. This tool did not "
+                             "write it for that file: find out who put it there, then move or delete it by hand."))
+    return notes

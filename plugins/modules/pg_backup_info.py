@@ -226,7 +226,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.doctorq.backup.plugins.module_utils.info import list_reachable, s3_unavailable, store_for, stores, verify
+from ansible_collections.doctorq.backup.plugins.module_utils.info import (
+    ignored, list_reachable, s3_unavailable, store_for, stores, verify,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest, physical_listing
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
@@ -259,6 +261,8 @@ def main() -> None:
         listed, s3_error = list_reachable(candidates, params["db"], of_type)
         if s3_error:  # the local backups are listed all the same: S3 down is when they matter most
             module.warn(s3_unavailable(s3_error, params["backup_dir"]))
+        for warning in ignored(candidates):
+            module.warn(warning)
         manifests = [m for m in listed if params["kind"] in ("all", m.kind)]
         if params["limit"]:
             manifests = manifests[:params["limit"]]

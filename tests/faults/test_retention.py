@@ -122,6 +122,15 @@ def test_planted_manifests_never_make_retention_delete_outside_backup_dir(pg_ser
         assert field in warning and "ignored" in warning, warning
         assert name in log
 
+    # the listing and a restore of the newest backup say so too, and never follow them
+    info = run_module("pg_backup_info", {"db": pg_db, "backup_dir": str(backup_dir)})
+    plan = run_restore(RestoreJob.from_params({**pg_server.params(pg_db), "backup_dir": str(backup_dir),
+                                               "confirm": pg_db}), check_mode=True)
+    assert plan["source"]["id"] == result["backup"]["id"], plan.get("msg")
+    for name in bad:
+        assert [w for w in info["warnings"] if name in w and "ignored" in w], info["warnings"]
+        assert [w for w in plan["warnings"] if name in w and "ignored" in w], plan["warnings"]
+
 
 def test_planted_s3_manifests_never_make_retention_delete_outside_the_prefix(pg_server, pg_db, tmp_path,
                                                                              s3_bucket, s3c):

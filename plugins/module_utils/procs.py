@@ -256,4 +256,3 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | N
         for handle in (tmp_in, out_file):
             if handle is not None:
                 handle.close()
-

@@ -32,7 +32,7 @@ import socket
 import stat
 import tempfile
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
@@ -44,8 +44,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.files import (
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, derived_db_name, run_restore
-from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path, samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,14 +103,13 @@ class _Subject:
 
 def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     """Drill one database; returns the report (``status`` success/failure); never raises for a failed restore."""
-    started = utcnow()
-    scratch = derived_db_name(job.db, f"__drill_{started.strftime(STAMP)}")
-    restore = RestoreJob(conn=dataclasses.replace(job.conn, db=None), db=scratch, source="latest", source_db=job.db, backup_dir=job.backup_dir,
-                         s3=job.s3, safety_backup=False, jobs=job.jobs)
-    t0 = time.monotonic()
     subject = _Subject("database", job.db, "drill", f"Restore drill of {job.db}", f"drill_{encode_name(job.db)}.json")
-    facts: dict[str, Any] = {"scratch_database": scratch}
-    try:
+
+    def work(started: dt.datetime, t0: float) -> tuple[dict[str, Any], str | None, dict[str, Any], float]:
+        scratch = derived_db_name(job.db, f"__drill_{started.strftime(STAMP)}")
+        restore = RestoreJob(conn=dataclasses.replace(job.conn, db=None), db=scratch, source="latest", source_db=job.db,
+                             backup_dir=job.backup_dir, s3=job.s3, safety_backup=False, jobs=job.jobs)
+        facts: dict[str, Any] = {"scratch_database": scratch}
         with PgClient(dataclasses.replace(job.conn, db=None)) as pg, \
                 pg.session_lock(f"doctorq.backup drill {job.db}") as holder:
             if holder is not None:
@@ -123,13 +121,12 @@ def run_drill(job: DrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
             finally:
                 _drop_scratch(job.conn, scratch)
                 remove_quietly(lock_path(job.backup_dir, scratch))
-    except DoctorqError as exc:
-        outcome = {"failed": True, "msg": str(exc)}
-    if facts.get("leftovers_removed"):
-        outcome.setdefault("warnings", []).append(
-            f"dropped {', '.join(map(repr, facts['leftovers_removed']))}, left behind by an interrupted drill of {job.db!r}")
-    return _conclude(subject, job, started, round(time.monotonic() - t0, 3), outcome, None,
-                     {"tables": outcome.get("tables"), **facts}, echo)
+        if facts["leftovers_removed"]:
+            outcome.setdefault("warnings", []).append(f"dropped {', '.join(map(repr, facts['leftovers_removed']))}, "
+                                                      f"left behind by an interrupted drill of {job.db!r}")
+        return outcome, None, {"tables": outcome.get("tables"), **facts}, round(time.monotonic() - t0, 3)
+
+    return _drill(subject, job, work, echo)
 
 
 def _drop_leftovers(pg: PgClient, db: str, scratch: str) -> list[str]:
@@ -152,31 +149,33 @@ def _drop_leftovers(pg: PgClient, db: str, scratch: str) -> list[str]:
 
 def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[str, Any]:
     """Drill one file set; returns the report (``status`` success/failure); never raises for a failed restore."""
-    started = utcnow()
-    parent = job.scratch_dir or job.backup_dir
-    t0 = time.monotonic()
-    scratch, outcome, problem, facts = None, {}, None, {}
-    doing = f"cannot create a scratch directory under {parent} (set scratch_dir to a writable directory)"
-    try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=f".drill_{encode_name(job.name)}_{started.strftime(STAMP)}_", dir=parent)
-        target = os.path.join(scratch, encode_name(job.name))  # new: restored into without confirmation
-        outcome = run_files_restore(FilesRestoreJob(name=job.name, backup_dir=job.backup_dir, s3=job.s3, target=target,
-                                                    safety_backup=False), echo=echo)
-        if not outcome.get("failed") and not outcome.get("pending"):
-            doing = f"cannot read the restored tree {target}"
-            facts["files"], problem = compare_with_manifest(target, (outcome.get("source") or {}).get("fileset") or {})
-    except OSError as exc:
-        problem = f"{doing}: {exc.strerror or exc}."
-    finally:
-        rto = round(time.monotonic() - t0, 3)
-        if scratch and not _remove_tree(scratch):
-            outcome.setdefault("warnings", []).append(f"the scratch directory {scratch} could not be removed entirely: "
-                                                      "remove it by hand.")
-    facts["scratch_dir"] = scratch
     subject = _Subject("file_set", job.name, "files_drill", f"Restore drill of file set {job.name}",
                        f"drill_files_{encode_name(job.name)}.json")
-    return _conclude(subject, job, started, rto, outcome, problem, facts, echo)
+
+    def work(started: dt.datetime, t0: float) -> tuple[dict[str, Any], str | None, dict[str, Any], float]:
+        parent = job.scratch_dir or job.backup_dir
+        scratch, outcome, problem, facts = None, {}, None, {}
+        doing = f"cannot create a scratch directory under {parent} (set scratch_dir to a writable directory)"
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=f".drill_{encode_name(job.name)}_{started.strftime(STAMP)}_", dir=parent)
+            target = os.path.join(scratch, encode_name(job.name))  # new: restored into without confirmation
+            outcome = run_files_restore(FilesRestoreJob(name=job.name, backup_dir=job.backup_dir, s3=job.s3,
+                                                        target=target, safety_backup=False), echo=echo)
+            if not outcome.get("failed") and not outcome.get("pending"):
+                doing = f"cannot read the restored tree {target}"
+                facts["files"], problem = compare_with_manifest(target, (outcome.get("source") or {}).get("fileset") or {})
+        except OSError as exc:
+            problem = f"{doing}: {exc.strerror or exc}."
+        finally:
+            rto = round(time.monotonic() - t0, 3)
+            if scratch and not _remove_tree(scratch):
+                outcome.setdefault("warnings", []).append(f"the scratch directory {scratch} could not be removed "
+                                                          "entirely: remove it by hand.")
+        facts["scratch_dir"] = scratch
+        return outcome, problem, facts, rto
+
+    return _drill(subject, job, work, echo)
 
 
 def compare_with_manifest(top: str, fileset: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -197,10 +196,42 @@ def compare_with_manifest(top: str, fileset: dict[str, Any]) -> tuple[dict[str, 
     return facts, ("; ".join(problems) + ".") if problems else None
 
 
-def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.datetime, rto: float,
-              outcome: dict[str, Any], problem: str | None, facts: dict[str, Any],
-              echo: IO[str] | None) -> dict[str, Any]:
-    """Status, RPO, the JSON report, metrics, the log line and the webhook: the same for every drill."""
+def _drill(subject: _Subject, job: DrillJob | FilesDrillJob,
+           work: Callable[[dt.datetime, float], tuple[dict[str, Any], str | None, dict[str, Any], float]],
+           echo: IO[str] | None) -> dict[str, Any]:
+    """Run a drill's ``work`` (its restore outcome, a problem found after it, facts, RTO) in the run frame.
+
+    The conclusion is the same for every drill: status, RPO, the JSON report,
+    metrics, the log line and the webhook.
+    """
+    started = utcnow()
+    done: list[tuple[dict[str, Any], str | None, dict[str, Any], float]] = []
+    frame = Frame(title=subject.title, notifier=job.notifier, echo=echo)
+
+    def conclude(status: str, error: str | None) -> Conclusion:
+        outcome, problem, facts, rto = done[0] if done else ({"failed": True, "msg": error}, None, {}, frame.duration)
+        report, metrics = _report(subject, job, started, rto, outcome, problem, facts, frame.warnings)
+        frame.log(f"{subject.title}: {report['status']}; RTO {rto:.1f}s, RPO "
+                  f"{'%.0fs' % report['rpo_s'] if report['rpo_s'] is not None else 'n/a'}"
+                  + (f" ({report['error']})" if report["error"] else ""))
+        summary = (f"{subject.title} on {report['host']}: {report['status']}"
+                   + (f" ({report['error']})" if report["error"] else f", RTO {rto:.0f}s"))
+        frame.result.update(report=report, restore_log=outcome.get("log") or [])
+        return Conclusion(event={"event": subject.event, "status": report["status"], "summary": summary, **report},
+                          metrics=metrics, metrics_job=subject.event, metrics_label=subject.name,
+                          status=report["status"], error=report["error"])
+
+    frame.run(lambda _log: done.append(work(started, frame.started_at)), conclude)
+    report = frame.result["report"]
+    report["warnings"] = frame.result["warnings"]
+    report["log"] = frame.result["restore_log"] + frame.result["log"]
+    return report
+
+
+def _report(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.datetime, rto: float,
+            outcome: dict[str, Any], problem: str | None, facts: dict[str, Any],
+            warnings: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The drill's report (written to ``report_dir``) and metrics; ``warnings`` gets the restore's and its own."""
     source = outcome.get("source") or {}
     rpo = round((started - parse_iso(source["started_at"])).total_seconds(), 1) if source.get("started_at") else None
     status, error = "success", None
@@ -222,7 +253,7 @@ def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.date
     }
     if outcome.get("s3_error"):  # S3 could not be listed: the drill used the local copies (and warns)
         report["s3_error"] = outcome["s3_error"]
-    warnings = list(outcome.get("warnings") or [])
+    warnings.extend(outcome.get("warnings") or [])
     if job.report_dir:
         path = os.path.join(job.report_dir, subject.report_file)
         try:
@@ -232,15 +263,7 @@ def _conclude(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.date
         except (OSError, DoctorqError) as exc:
             warnings.append(f"cannot write the drill report {path}: {exc}")
     metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
-    log = RunLog(echo=echo)
-    log(f"{subject.title}: {status}; RTO {rto:.1f}s, RPO {'%.0fs' % rpo if rpo is not None else 'n/a'}"
-        + (f" ({error})" if error else ""))
-    warnings += job.notifier.metrics(subject.event, subject.name, metrics, log)
-    summary = f"{subject.title} on {host}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s")
-    warnings += job.notifier.send({"event": subject.event, "status": status, "summary": summary, **report}, log)
-    report["warnings"] = warnings
-    report["log"] = (outcome.get("log") or []) + log.lines
-    return report
+    return report, metrics
 
 
 def _drop_scratch(conn: PgConn, scratch: str) -> None:

@@ -43,19 +43,24 @@ def backup_config(path: str, pg_server, db: str, backup_dir: str, **extra) -> st
     return write_private(path, json.dumps({**params, "databases": [db]}))
 
 
-def test_kill_9_leaves_the_passfile_the_next_run_removes_it(pg_server, pg_db, tmp_path, cli_procs):
+def held_backup(pg_server, db: str, tmp_path, cli_procs) -> tuple[GatedBin, object, str]:
+    """The scheduled job with a password, held while pg_dump streams: (gate, process, its private directory)."""
     gate = GatedBin(str(tmp_path / "gate"), pg_server.bin_dir, hold=("pg_dump",))
     before = passfile_dirs()
-    config = backup_config(str(tmp_path / "backup.json"), pg_server, pg_db, str(tmp_path / "backups"),
+    config = backup_config(str(tmp_path / "backup.json"), pg_server, db, str(tmp_path / "backups"),
                            pg_bin_dir=gate.dir)
     proc = cli_procs.start("backup", "--config", config)
     wait_for(lambda: gate.dumped("pg_dump"), what="pg_dump to stream its output")
-    left = {d for d in passfile_dirs() - before if f"-{proc.pid}-" in os.path.basename(d)}  # named by the run's pid
-    assert len(left) == 1, passfile_dirs() - before
+    mine = [d for d in passfile_dirs() - before if f"-{proc.pid}-" in os.path.basename(d)]  # named by the run's pid
+    assert len(mine) == 1, passfile_dirs() - before
+    return gate, proc, mine[0]
+
+
+def test_kill_9_leaves_the_passfile_the_next_run_removes_it(pg_server, pg_db, tmp_path, cli_procs):
+    gate, proc, leftover = held_backup(pg_server, pg_db, tmp_path, cli_procs)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
     cli_procs.kill_session(proc)
-    (leftover,) = left
     with open(os.path.join(leftover, "pgpass"), encoding="utf-8") as handle:
         assert pg_server.password in handle.read()  # what a kill -9 leaves: the password, in clear text
 
@@ -65,24 +70,16 @@ def test_kill_9_leaves_the_passfile_the_next_run_removes_it(pg_server, pg_db, tm
     done = run_cli("backup", "--config", config)
     assert done.returncode == 0, done.stderr
     assert not os.path.exists(leftover)
-    assert not [d for d in passfile_dirs() if f"-{proc.pid}-" in d]
 
 
 def test_sigterm_unwinds_the_run_and_removes_its_private_directory(pg_server, pg_db, tmp_path, cli_procs):
-    gate = GatedBin(str(tmp_path / "gate"), pg_server.bin_dir, hold=("pg_dump",))
-    before = passfile_dirs()
-    config = backup_config(str(tmp_path / "backup.json"), pg_server, pg_db, str(tmp_path / "backups"),
-                           pg_bin_dir=gate.dir)
-    proc = cli_procs.start("backup", "--config", config)
-    wait_for(lambda: gate.dumped("pg_dump"), what="pg_dump to stream its output")
-    mine = {d for d in passfile_dirs() - before if f"-{proc.pid}-" in os.path.basename(d)}
-    assert len(mine) == 1
+    _gate, proc, private = held_backup(pg_server, pg_db, tmp_path, cli_procs)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(20) == 1
     out, err = cli_procs.output(proc)
     assert "Traceback" not in err
     assert "SIGTERM" in err + out
-    assert not any(os.path.exists(d) for d in mine)
+    assert not os.path.exists(private)
     assert not glob.glob(str(tmp_path / "backups" / f"{pg_db}_full_*.manifest.json"))
 
 

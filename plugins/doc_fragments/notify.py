@@ -1,6 +1,6 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Docs of the notification options; edit together with module_utils/backup.py:notify_argument_spec."""
+"""Docs of the notification options; edit together with module_utils/notify.py:notify_argument_spec."""
 
 from __future__ import annotations
 

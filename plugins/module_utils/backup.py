@@ -24,15 +24,15 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
-from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores, check_policy
-from ansible_collections.doctorq.backup.plugins.module_utils.notify import send_webhook, write_metrics
+from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 
 
 def backup_argument_spec() -> dict[str, Any]:
@@ -42,127 +42,6 @@ def backup_argument_spec() -> dict[str, Any]:
         globals=dict(type="bool", default=False),
         **policy_argument_spec(),
     )
-
-
-def policy_argument_spec() -> dict[str, Any]:
-    """Compression, weekly copies, retention, logs and notifications: every backup job's policy."""
-    return dict(
-        compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
-        compression_level=dict(type="int"),
-        compression_threads=dict(type="int", default=0),
-        weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
-        weekly_day=dict(type="str", default="sunday", choices=list(WEEKDAYS)),
-        retention_daily_days=dict(type="int", default=30),
-        retention_weekly_days=dict(type="int", default=365),
-        retention_min_count=dict(type="int", default=DEFAULT_MIN_COUNT),
-        prune=dict(type="bool", default=True),
-        log_dir=dict(type="path"),
-        **notify_argument_spec(),
-    )
-
-
-def notify_argument_spec() -> dict[str, Any]:
-    """Webhook and metrics options, shared by every job that reports an outcome."""
-    return dict(
-        webhook_url=dict(type="str", no_log=True),
-        webhook_format=dict(type="str", default="slack", choices=["slack", "json"]),
-        notify_on=dict(type="str", default="always", choices=["always", "failure", "never"]),
-        metrics_dir=dict(type="path"),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Notifier:
-    """Where to report outcomes: webhook and Prometheus textfile."""
-
-    webhook_url: str | None = dataclasses.field(default=None, repr=False)
-    webhook_format: str = "slack"
-    notify_on: str = "always"
-    metrics_dir: str | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Notifier":
-        return cls(params.get("webhook_url"), params.get("webhook_format") or "slack",
-                   params.get("notify_on") or "always", params.get("metrics_dir"))
-
-    def send(self, event: dict[str, Any], log: RunLog) -> list[str]:
-        if not self.webhook_url or self.notify_on == "never":
-            return []
-        if self.notify_on == "failure" and event.get("status") == "success":
-            return []
-        warning = send_webhook(self.webhook_url, self.webhook_format, event)
-        if warning:
-            log(f"WARNING: {warning}")
-            return [warning]
-        log("Notification sent")
-        return []
-
-    def metrics(self, job: str, database: str, samples: dict[str, float], log: RunLog) -> list[str]:
-        if not self.metrics_dir:
-            return []
-        try:
-            write_metrics(self.metrics_dir, job, database, samples)
-        except (DoctorqError, OSError) as exc:  # like the webhook: a warning, never the run's failure
-            log(f"WARNING: {exc}")
-            return [str(exc)]
-        return []
-
-
-class JobPolicy:
-    """What the policy options (``policy_argument_spec``) mean, for every backup job that has them.
-
-    Mixed into BackupJob and files.FilesJob. Each of those dataclasses
-    declares the fields itself: a dataclass base would put them, with their
-    defaults, before the jobs' own required fields.
-    """
-
-    compression: str
-    compression_level: int | None
-    compression_threads: int
-    weekly: str
-    weekly_day: str
-    retention_daily_days: int
-    retention_weekly_days: int
-    retention_min_count: int
-    prune: bool
-    notifier: Notifier
-    log_dir: str | None
-
-    @staticmethod
-    def policy_from_params(params: dict[str, Any]) -> dict[str, Any]:
-        """The policy fields of a job, from module or CLI parameters (checked first: jobsteps.check_policy)."""
-        check_policy(params)
-        return dict(
-            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
-            compression_threads=params.get("compression_threads") or 0,
-            weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
-            retention_daily_days=params.get("retention_daily_days", 30),
-            retention_weekly_days=params.get("retention_weekly_days", 365),
-            retention_min_count=params.get("retention_min_count") or DEFAULT_MIN_COUNT,
-            prune=params.get("prune", True), notifier=Notifier.from_params(params), log_dir=params.get("log_dir"),
-        )
-
-    @property
-    def keep_days(self) -> dict[str, int | None]:
-        return {"daily": self.retention_daily_days, "weekly": self.retention_weekly_days}
-
-    def weekly_due(self, started: dt.datetime) -> bool:
-        if self.weekly == "always":
-            return True
-        return self.weekly == "auto" and WEEKDAYS[started.astimezone().weekday()] == self.weekly_day
-
-    @property
-    def extension(self) -> str:
-        """The compressor's file-name extension (``.zst``, ``.gz``, or none)."""
-        return pipeline.EXTENSIONS[self.compression]
-
-    @property
-    def level(self) -> int:
-        """The compression level the manifest records: the one given, or the compressor's default."""
-        return self.compression_level if self.compression_level is not None else pipeline.DEFAULT_LEVELS[self.compression]
-
-    def compressor(self) -> list[str] | None:
-        return pipeline.compressor_argv(self.compression, self.compression_level, self.compression_threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,19 +72,6 @@ class BackupJob(JobPolicy):
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
             s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), **policy,
         )
-
-
-def run_samples(status: str, duration: float, backup: dict[str, Any]) -> dict[str, float]:
-    """The metrics of one backup run (runframe.samples): on success also its size."""
-    return samples(status, duration, last_size_bytes=backup.get("size", 0))
-
-
-def human(size: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.1f}{unit}" if unit != "B" else f"{int(size)}B"
-        size /= 1024
-    return f"{size}"  # pragma: no cover
 
 
 class _Run:
@@ -284,7 +150,7 @@ class _Run:
                 event={"event": "backup", "status": status, "database": job.db, "host": host, "summary": summary,
                        "duration_s": frame.duration, "backup": backup or None, "error": error,
                        "s3_error": self.stores.s3_problem},
-                metrics=run_samples(status, frame.duration, backup), metrics_job="backup", metrics_label=job.db)
+                metrics=samples(status, frame.duration, last_size_bytes=backup.get("size", 0)), metrics_job="backup", metrics_label=job.db)
 
         return frame.run(lambda log: self._locked(log, frame.started_at, frame.result), conclude)
 

@@ -35,7 +35,7 @@ import time
 from typing import IO, Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, encode_name, iso, parse_iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, LockBusy
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (

@@ -45,9 +45,9 @@ from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, procs
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
-    JobPolicy, Notifier, human, notify_argument_spec, policy_argument_spec, run_samples,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
@@ -57,7 +57,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import private_dir
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
     FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
@@ -529,7 +529,8 @@ class _FilesRun:
                            + (f"; {len(changed)} file(s) changed while read" if changed else ""))
             else:
                 summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
-            metrics = {**run_samples(status, duration, backup), "last_changed_files": float(len(changed))}
+            metrics = samples(status, duration, last_size_bytes=backup.get("size", 0))
+            metrics["last_changed_files"] = float(len(changed))
             if status == "success":
                 metrics["last_file_count"] = float(backup["fileset"]["count"])
             return Conclusion(

@@ -31,32 +31,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line, iso
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, IntegrityError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, expired_logs
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import (
     LocalStore, RefusedDelete, S3Store, invalid_notes, object_tags,
 )
-
-LEVELS = {"zstd": (1, 19), "gzip": (1, 9), "none": (0, 0)}
-
-
-def check_policy(params: dict[str, Any]) -> None:
-    """Retention windows and compression level and threads, as pg_backup checks them (before any work)."""
-    for name in ("retention_daily_days", "retention_weekly_days"):
-        if params.get(name) is not None and params[name] < 0:
-            raise ConfigError(f"{name} must be 0 (keep forever) or a number of days.")
-    if params.get("retention_min_count") is not None and params["retention_min_count"] < 1:
-        raise ConfigError(f"retention_min_count {params['retention_min_count']} is below 1: the newest backup of each "
-                          "kind is always kept, so use 1 or more (the number of backups kept whatever their dates).")
-    if (params.get("compression_threads") or 0) < 0:
-        raise ConfigError(f"compression_threads {params['compression_threads']} is negative: use 0 (one thread per "
-                          "core) or the number of threads the compressor may use.")
-    if params.get("compression_level") is not None:
-        low, high = LEVELS[params.get("compression") or "zstd"]
-        if not low <= params["compression_level"] <= high:
-            raise ConfigError(f"compression_level {params['compression_level']} is out of range for "
-                              f"{params.get('compression')}: use {low} to {high}.")
 
 
 @dataclasses.dataclass

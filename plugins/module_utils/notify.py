@@ -8,6 +8,7 @@ the log, nothing more.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,8 +18,9 @@ from typing import Any
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 
 # The longest a webhook may take, all in: connecting, sending, and the whole answer.
 WEBHOOK_DEADLINE_S = 10.0
@@ -120,3 +122,50 @@ def write_metrics(directory: str, job: str, database: str, samples: dict[str, fl
         raise StorageError(f"metrics not written to metrics_dir {directory}: {exc} It must be writable by uid "
                            f"{os.geteuid()}. {suffix}") from None
     return path
+
+
+def notify_argument_spec() -> dict[str, Any]:
+    """Webhook and metrics options, shared by every job that reports an outcome."""
+    return dict(
+        webhook_url=dict(type="str", no_log=True),
+        webhook_format=dict(type="str", default="slack", choices=["slack", "json"]),
+        notify_on=dict(type="str", default="always", choices=["always", "failure", "never"]),
+        metrics_dir=dict(type="path"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Notifier:
+    """Where to report outcomes: webhook and Prometheus textfile."""
+
+    webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    webhook_format: str = "slack"
+    notify_on: str = "always"
+    metrics_dir: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Notifier":
+        return cls(params.get("webhook_url"), params.get("webhook_format") or "slack",
+                   params.get("notify_on") or "always", params.get("metrics_dir"))
+
+    def send(self, event: dict[str, Any], log: RunLog) -> list[str]:
+        if not self.webhook_url or self.notify_on == "never":
+            return []
+        if self.notify_on == "failure" and event.get("status") == "success":
+            return []
+        warning = send_webhook(self.webhook_url, self.webhook_format, event)
+        if warning:
+            log(f"WARNING: {warning}")
+            return [warning]
+        log("Notification sent")
+        return []
+
+    def metrics(self, job: str, database: str, samples: dict[str, float], log: RunLog) -> list[str]:
+        if not self.metrics_dir:
+            return []
+        try:
+            write_metrics(self.metrics_dir, job, database, samples)
+        except (DoctorqError, OSError) as exc:  # like the webhook: a warning, never the run's failure
+            log(f"WARNING: {exc}")
+            return [str(exc)]
+        return []

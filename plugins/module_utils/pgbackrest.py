@@ -32,7 +32,8 @@ import tempfile
 import urllib.parse
 from typing import IO, Any, Sequence
 
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier, human
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, StorageError

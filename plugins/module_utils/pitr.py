@@ -40,7 +40,7 @@ import time
 from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn

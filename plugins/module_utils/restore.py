@@ -30,9 +30,9 @@ from typing import IO, Any, Iterator
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, procs, restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
-    BackupJob, Notifier, human, notify_argument_spec, run_backup,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, encode_name, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, LockBusy, PgError,

@@ -32,7 +32,7 @@ from typing import IO, Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import human
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANIFEST_SUFFIX, STAMP, Manifest, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,

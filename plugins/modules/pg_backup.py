@@ -43,6 +43,7 @@ author:
 extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
+  - doctorq.backup.policy
   - doctorq.backup.notify
   - doctorq.backup.pgbackrest
 attributes:
@@ -76,64 +77,12 @@ options:
       - Backup files and their checksum files and manifests are created with mode 0600.
     type: path
     default: /var/backups/postgresql
-  compression:
-    description:
-      - Compression of the dump stream. V(zstd) is fastest for its ratio; V(gzip) uses C(pigz) when present.
-      - The dump itself is in C(pg_dump)'s custom format without its own compression, so the outer compressor runs
-        on all cores.
-    type: str
-    choices: [zstd, gzip, none]
-    default: zstd
-  compression_level:
-    description: Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
-    type: int
-  compression_threads:
-    description: Compressor threads; V(0) means one per core.
-    type: int
-    default: 0
   globals:
     description:
       - Also dump the cluster's globals (roles, tablespaces) with C(pg_dumpall --globals-only), needed to restore on a
         new server. Needs a superuser.
     type: bool
     default: false
-  weekly:
-    description:
-      - When to keep this backup as a weekly copy too. V(auto) does it on O(weekly_day) (local time of the host).
-    type: str
-    choices: [auto, always, never]
-    default: auto
-  weekly_day:
-    description: Day of the weekly copy.
-    type: str
-    choices: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]
-    default: sunday
-  retention_daily_days:
-    description: Days to keep daily backups; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
-    type: int
-    default: 30
-  retention_weekly_days:
-    description: Days to keep weekly copies; V(0) keeps them forever. The newest O(retention_min_count) are always kept.
-    type: int
-    default: 365
-  retention_min_count:
-    description:
-      - Complete backups of each kind (daily, weekly) kept in each place (disk, S3) whatever their dates, like Barman's
-        C(minimum_redundancy); V(1) keeps only the newest. A clock far ahead, or a schedule that stopped, never thins
-        the backups below this.
-      - Whatever this is, retention deletes nothing (and warns) while a backup is dated after the host's clock (the
-        clock went back, or that backup was made while the clock was ahead).
-    type: int
-    default: 3
-  prune:
-    description: Apply retention after a successful backup.
-    type: bool
-    default: true
-  log_dir:
-    description:
-      - Directory of the run logs (C(backup_<db>_<timestamp>.log)); defaults to O(backup_dir).
-      - With O(prune), logs older than the longest retention window (O(retention_weekly_days)) are removed with the backups.
-    type: path
 notes:
   - Restore without this collection, with stock tools, in one line -
     C(zstd -dc FILE.dump.zst | pg_restore --dbname=NEWDB --no-owner).

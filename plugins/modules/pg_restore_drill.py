@@ -178,7 +178,7 @@ log:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, FilesDrillJob, run_drill, run_files_drill
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec

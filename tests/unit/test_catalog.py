@@ -13,7 +13,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, RefusedDelete, S3Store
-from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, human
+from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import conninfo_db, parse_when
 

@@ -62,10 +62,20 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv", path=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
 
 
+def _parent_guard() -> list[str]:
+    """Exec the program only if the run is still its parent.
+
+    setpriv sets the death signal in the child, after the fork: a run killed
+    in between would leave the program running. Once the signal is set, the
+    parent being still there (``$PPID``) means the program dies with it.
+    """
+    return ["/bin/sh", "-c", f'test "$PPID" = {os.getpid()} || exit 125; exec "$@"', "doctorq-child"]
+
+
 def user_prefix(user: str | None) -> list[str]:
     """The argv prefix that runs a program as ``user`` and kills it when the run dies."""
     setpriv = _setpriv()
-    prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+    prefix = [setpriv, "--pdeathsig", "KILL", *_parent_guard()] if setpriv else []
     if not user:
         return prefix
     try:
@@ -78,7 +88,8 @@ def user_prefix(user: str | None) -> list[str]:
         raise ConfigError(f"this must run as the OS user {user!r} or as root (become: true); it runs as uid {os.geteuid()}.")
     if not setpriv:
         raise ConfigError("setpriv (util-linux) is missing: it is needed to run programs as the database's OS user.")
-    return [setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--pdeathsig", "KILL"]
+    return [setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--pdeathsig", "KILL",
+            *_parent_guard()]
 
 
 @dataclasses.dataclass

@@ -65,6 +65,8 @@ def test_children_die_with_a_run_killed_by_sigkill(tmp_path):
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)  # pylint: disable=consider-using-with
     pids = [int(p) for p in run.stdout.readline().split()]
     assert len(pids) == 2 and all(alive(p) for p in pids)
+    kill_soon = time.monotonic() + 0.02  # often before the children exec sleep: the guard covers that window too
+    time.sleep(max(0.0, kill_soon - time.monotonic()))
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     deadline = time.monotonic() + 10

@@ -18,7 +18,9 @@ import tempfile
 
 import pytest
 
-from backup_support import COLLECTIONS_DIR, CliProcesses, GatedBin, cli_env, run_cli, wait_for, write_private
+from backup_support import (
+    COLLECTIONS_DIR, CliProcesses, GatedBin, cli_env, next_second, run_cli, wait_for, write_private,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")]
 
@@ -116,6 +118,7 @@ def test_root_run_then_postgres_cron_run_share_one_backup_directory(pg_server, p
               + glob.glob(os.path.join(backup_dir, ".*"))}
     assert owners and set(owners.values()) == {pg.pw_uid}, {p: u for p, u in owners.items() if u != pg.pw_uid}
 
+    next_second()  # a backup is named by the second it starts in
     second = as_postgres("backup", "--config", config)  # the nightly cron job
     assert second.returncode == 0, second.stderr
     third = as_postgres("promote-weekly", "--config", config)  # hard links to what root wrote

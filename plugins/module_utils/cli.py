@@ -54,7 +54,6 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
-DATABASE_COMMANDS = ("backup", "promote-weekly", "drill")
 FILES_COMMANDS = ("files", "files-drill")
 SET_ONLY = ("name", "paths", "preset")  # options that only make sense per set
 

@@ -35,7 +35,3 @@ class IntegrityError(DoctorqError):
 
 class LockBusy(DoctorqError):
     """Another run holds the lock for the same target."""
-
-
-class ArchivedObject(StorageError):
-    """The object sits in an archive tier and must be restored first."""

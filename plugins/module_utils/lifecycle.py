@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, error_code, s3_errors
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_errors
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import KIND_TAG, PART_TAG
 
 # The order S3 lets objects move in (the "waterfall"): a rule may only send
@@ -618,13 +618,9 @@ def strip_features(rules: list[dict[str, Any]], features: Iterable[str]) -> tupl
 
 def read_rules(client: Any, bucket: str, where: str) -> list[dict[str, Any]]:
     """The bucket's rules as the server spells them; [] when it has no lifecycle configuration."""
-    with s3_errors("GetBucketLifecycleConfiguration", where):
-        try:
-            return list(client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules") or [])
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            if error_code(exc) == "NoSuchLifecycleConfiguration":
-                return []
-            raise
+    with s3_errors("GetBucketLifecycleConfiguration", where, expected=("NoSuchLifecycleConfiguration",)):
+        return list(client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules") or [])
+    return []
 
 
 def write_rules(client: Any, bucket: str, rules: list[dict[str, Any]], where: str) -> None:
@@ -842,43 +838,28 @@ class BucketSpec:
         return out
 
 
-def _code_in(exc: BaseException, codes: Iterable[str]) -> bool:
-    return error_code(exc) in set(codes)
-
-
 def read_bucket(client: Any, bucket: str, spec: BucketSpec, where: str) -> dict[str, Any]:
     """The declared aspects only: a server that lacks an undeclared feature is never asked about it."""
-    with s3_errors("HeadBucket", where):
-        try:
-            client.head_bucket(Bucket=bucket)
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            if _code_in(exc, ("404", "NoSuchBucket", "NotFound")):
-                return {"exists": False}
-            raise
+    with s3_errors("HeadBucket", where, expected=("404", "NoSuchBucket", "NotFound")) as missing:
+        client.head_bucket(Bucket=bucket)
+    if missing:
+        return {"exists": False}
     state: dict[str, Any] = {"exists": True}
     if spec.wants_versioning is not None:
         with s3_errors("GetBucketVersioning", where):
             state["versioning"] = client.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
     if spec.encryption is not None:
-        with s3_errors("GetBucketEncryption", where):
-            try:
-                rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-                default = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault") or {}
-                state["encryption"] = default.get("SSEAlgorithm")
-                if spec.kms_key_id:
-                    state["kms_key_id"] = default.get("KMSMasterKeyID")
-            except Exception as exc:  # pylint: disable=broad-exception-caught
-                if not _code_in(exc, ("ServerSideEncryptionConfigurationNotFoundError",)):
-                    raise
-                state["encryption"] = None
+        state["encryption"] = None  # unless the bucket has a default encryption
+        with s3_errors("GetBucketEncryption", where, expected=("ServerSideEncryptionConfigurationNotFoundError",)):
+            rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+            default = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault") or {}
+            state["encryption"] = default.get("SSEAlgorithm")
+            if spec.kms_key_id:
+                state["kms_key_id"] = default.get("KMSMasterKeyID")
     if spec.object_lock is not None:
-        with s3_errors("GetObjectLockConfiguration", where):
-            try:
-                conf = client.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or {}
-            except Exception as exc:  # pylint: disable=broad-exception-caught
-                if not _code_in(exc, ("ObjectLockConfigurationNotFoundError",)):
-                    raise
-                conf = {}
+        conf: dict[str, Any] = {}  # unless the bucket has Object Lock
+        with s3_errors("GetObjectLockConfiguration", where, expected=("ObjectLockConfigurationNotFoundError",)):
+            conf = client.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or {}
         state["object_lock"] = conf.get("ObjectLockEnabled") == "Enabled"
         if spec.retention_mode is not None:
             found = (conf.get("Rule") or {}).get("DefaultRetention") or {}
@@ -957,12 +938,8 @@ def ensure_bucket(client: Any, cfg: S3Config, spec: BucketSpec, check_mode: bool
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": cfg.region}
         if spec.object_lock:
             kwargs["ObjectLockEnabledForBucket"] = True
-        with s3_errors("CreateBucket", where):
-            try:
-                client.create_bucket(**kwargs)
-            except Exception as exc:  # pylint: disable=broad-exception-caught
-                if not _code_in(exc, ("BucketAlreadyOwnedByYou",)):
-                    raise
+        with s3_errors("CreateBucket", where, expected=("BucketAlreadyOwnedByYou",)):
+            client.create_bucket(**kwargs)
     if "versioning" in actions:
         with s3_errors("PutBucketVersioning", where):
             client.put_bucket_versioning(Bucket=cfg.bucket, VersioningConfiguration={

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -209,10 +210,9 @@ class S3Sink:
             self._upload_id, self.full_object = resp["UploadId"], True
             return
         if resp is not None:  # created, but the server did not say it honours FULL_OBJECT: do not rely on it
-            try:
+            with contextlib.suppress(StorageError), s3util.s3_errors("abort multipart upload", self.where):
+                # empty; on failure the next run's leftover cleanup aborts it
                 self.client.abort_multipart_upload(Bucket=self.cfg.bucket, Key=self.key, UploadId=resp["UploadId"])
-            except Exception:  # pylint: disable=broad-except
-                pass  # empty; the next run's leftover cleanup aborts it
         with s3util.s3_errors("create multipart upload", self.where):
             resp = self.client.create_multipart_upload(ChecksumAlgorithm="SHA256", **args)
         self._upload_id, self.full_object = resp["UploadId"], False
@@ -308,10 +308,9 @@ class S3Sink:
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._upload_id:
-            try:
+            with contextlib.suppress(StorageError), s3util.s3_errors("abort multipart upload", self.where):
+                # on failure the next run aborts leftovers (storage.S3Store.leftovers)
                 self.client.abort_multipart_upload(Bucket=self.cfg.bucket, Key=self.key, UploadId=self._upload_id)
-            except Exception:  # pylint: disable=broad-except
-                pass  # the next run aborts leftovers (see storage.S3Store.clean_uploads)
             self._upload_id = None
         self._buf.clear()
 

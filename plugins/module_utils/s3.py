@@ -252,13 +252,22 @@ def error_code(exc: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def s3_errors(action: str, where: str) -> Iterator[None]:
-    """Turn botocore failures into one ``StorageError`` that says what to do."""
+def s3_errors(action: str, where: str, expected: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """Turn botocore failures into one ``StorageError`` that says what to do.
+
+    An answer whose code is in ``expected`` (a lifecycle the bucket does not
+    have, a bucket that does not exist yet) is no failure: it is put in the
+    list the ``with`` statement yields, and the block ends there.
+    """
     require_boto3()
+    answered: list[str] = []
     try:
-        yield
+        yield answered
     except botocore.exceptions.ClientError as exc:
         code = error_code(exc) or "unknown"
+        if code in expected:
+            answered.append(code)
+            return
         msg = exc.response.get("Error", {}).get("Message") or ""
         hint = _HINTS.get(code, "see the server's message")
         raise StorageError(f"S3 {action} failed for {where}: {code} {msg}".rstrip() + f"; {hint}.", code=code) from None

@@ -232,15 +232,12 @@ class Sources:
         bucket, key = split_s3_uri(src)
         key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
         store = self.s3_store(bucket)
-        with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX)):
-            try:
-                raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
-            except Exception as exc:  # pylint: disable=broad-except
-                if s3util.error_code(exc) in ("NoSuchKey", "404"):
-                    raise StorageError(f"{src} has no manifest ({key + MANIFEST_SUFFIX}): it is not a complete "
-                                       "backup written by doctorq.backup; refusing to restore it. List complete "
-                                       f"backups with {self.wording.lister}.") from None
-                raise
+        with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX),
+                              expected=("NoSuchKey", "404")) as missing:
+            raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
+        if missing:
+            raise StorageError(f"{src} has no manifest ({key + MANIFEST_SUFFIX}): it is not a complete backup written "
+                               f"by doctorq.backup; refusing to restore it. List complete backups with {self.wording.lister}.")
         return Source(self._checked(raw, "s3", key + MANIFEST_SUFFIX, os.path.basename(key), src), store)
 
     def _from_path(self, src: str) -> Source:

@@ -109,7 +109,7 @@ stage_pytest() {
   local rc=$?
   pytest_summary=$(pytest_counts tests/output/junit/pytest.xml)
   if [ "$rc" -eq 5 ]; then
-    # there are always tests (tests/unit/test_testbed.py at least): none
+    # there are always tests (tests/unit/test_engine_layout.py at least): none
     # collected means the selection or the collection is broken
     echo "test.sh: pytest collected no tests" >&2
   fi

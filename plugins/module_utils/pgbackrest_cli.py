@@ -9,9 +9,10 @@
 The config is JSON (0600, owned by the database OS user; it may hold the
 webhook URL): ``stanza``, ``pgbackrest_config``, ``backup_dir`` (run logs and
 the lock), the notification options, and for drills the connection options
-(``login_unix_socket``, ``login_port``, ``login_user``) and
-``pitr_scratch_dir``/``pitr_report_dir``/``pitr_max_rpo_seconds`` (the drill's
-flags override them). Log lines go to stdout (cron mails them), errors to
+(``login_unix_socket``, ``login_port``, ``login_user``) and pg_pitr_restore's
+``scratch_dir``/``scratch_port``/``report_dir``/``max_rpo_seconds``/``timeout``
+(the drill's flags override them; the ``pitr_*`` spellings of before are read
+until 1.0.0, with a warning). Log lines go to stdout (cron mails them), errors to
 stderr; exit status 0 ok, 1 failed, 2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest
 and writes the config; the ``drill`` role schedules the drill.
 """
@@ -31,7 +32,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
 
-DRILL_OPTIONS = ("pitr_scratch_dir", "pitr_scratch_port", "pitr_max_rpo_seconds", "pitr_report_dir", "pitr_timeout")
+DRILL_OPTIONS = ("scratch_dir", "scratch_port", "max_rpo_seconds", "report_dir", "timeout")
+# Read until 1.0.0: the drill's settings as pg_restore_safe spelled them.
+LEGACY_DRILL_OPTIONS = {f"pitr_{name}": name for name in DRILL_OPTIONS}
 
 
 def job_spec() -> dict[str, Any]:
@@ -41,12 +44,20 @@ def job_spec() -> dict[str, Any]:
                 **notify_argument_spec())
     pitr = pitr_argument_spec()
     spec.update({name: pitr[name] for name in DRILL_OPTIONS})
+    spec.update({old: dict(pitr[new], default=None) for old, new in LEGACY_DRILL_OPTIONS.items()})
     return spec
 
 
 def load_config(path: str) -> dict[str, Any]:
     """Read the 0600 config and validate it with the modules' own argument spec."""
-    return read_config(path, job_spec(), "pgbackrest job options")
+    params = read_config(path, job_spec(), "pgbackrest job options")
+    for old, new in LEGACY_DRILL_OPTIONS.items():
+        value = params.pop(old, None)
+        if value is not None:
+            sys.stderr.write(f"doctorq-pgbackrest: config {path}: {old} is deprecated and read until 1.0.0: "
+                             f"name it {new}\n")
+            params[new] = value
+    return params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,20 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     drill = sub.add_parser("drill", help="recover to now into a scratch cluster, verify, report RTO/RPO, clean up")
     for cmd in (backup, drill):
         cmd.add_argument("--config", default="/etc/doctorq-backup/pgbackrest.json")
-    # the drill role's schedule: these override the config's pitr_* values
-    drill.add_argument("--scratch-dir", dest="pitr_scratch_dir")
-    drill.add_argument("--scratch-port", dest="pitr_scratch_port", type=int)
-    drill.add_argument("--report-dir", dest="pitr_report_dir")
-    drill.add_argument("--max-rpo-seconds", dest="pitr_max_rpo_seconds", type=int)
+    # the drill role's schedule: these override the config's values
+    drill.add_argument("--scratch-dir", dest="scratch_dir")
+    drill.add_argument("--scratch-port", dest="scratch_port", type=int)
+    drill.add_argument("--report-dir", dest="report_dir")
+    drill.add_argument("--max-rpo-seconds", dest="max_rpo_seconds", type=int)
     args = parser.parse_args(argv)
     try:
         params = load_config(args.config)
-        params.update({name: value for name, value in vars(args).items() if name.startswith("pitr_") and value is not None})
+        params.update({name: value for name, value in vars(args).items() if name in DRILL_OPTIONS and value is not None})
         if args.command == "backup":
             job = PhysicalBackupJob.from_params({**params, "kind": args.kind})
             result = run_physical_backup(job, echo=sys.stdout)
         else:
-            job = PitrJob.from_params({**params, "pitr_target": "time", "pitr_into": "scratch", "pitr_drill": True})
+            job = PitrJob.from_params({**params, "target": "time", "into": "scratch", "drill": True})
             result = run_pitr(job, echo=sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"doctorq-pgbackrest: {exc}" + "\n")

@@ -1,6 +1,6 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Point-in-time recovery of a whole cluster with pgBackRest (``pg_restore_safe`` with ``pitr_target``).
+"""Point-in-time recovery of a whole cluster with pgBackRest (``pg_pitr_restore``).
 
 Order of a run, and why:
 1. check the options and the confirmation before any slow work;
@@ -62,24 +62,44 @@ UTC_TEXT = "YYYY-MM-DD\"T\"HH24:MI:SS.US"
 
 
 def pitr_argument_spec() -> dict[str, Any]:
-    """PITR options of pg_restore_safe (doc: plugins/modules/pg_restore_safe.py)."""
+    """The recovery options of pg_pitr_restore (doc: plugins/modules/pg_pitr_restore.py)."""
     return dict(
-        pitr_target=dict(type="str", choices=list(TARGETS)),
-        pitr_target_time=dict(type="str"),
-        pitr_target_name=dict(type="str"),
-        pitr_backup_set=dict(type="str"),
-        pitr_into=dict(type="str", default="scratch", choices=["scratch", "live"]),
-        pitr_data_dir=dict(type="path"),
-        pitr_service=dict(type="str"),
-        pitr_scratch_dir=dict(type="path"),
-        pitr_scratch_port=dict(type="int", default=0),
-        pitr_keep_scratch=dict(type="bool"),
-        pitr_drill=dict(type="bool", default=False),
-        pitr_max_rpo_seconds=dict(type="int", default=900),
-        pitr_report_dir=dict(type="path"),
-        pitr_safety_backup=dict(type="bool", default=True),
-        pitr_timeout=dict(type="int", default=3600),
+        target=dict(type="str", choices=list(TARGETS)),
+        target_time=dict(type="str"),
+        target_name=dict(type="str"),
+        backup_set=dict(type="str"),
+        into=dict(type="str", default="scratch", choices=["scratch", "live"]),
+        data_dir=dict(type="path"),
+        service=dict(type="str"),
+        scratch_dir=dict(type="path"),
+        scratch_port=dict(type="int", default=0),
+        keep_scratch=dict(type="bool"),
+        drill=dict(type="bool", default=False),
+        max_rpo_seconds=dict(type="int", default=900),
+        report_dir=dict(type="path"),
+        safety_backup=dict(type="bool", default=True),
+        timeout=dict(type="int", default=3600),
     )
+
+
+# pg_restore_safe's spellings of the same options before pg_pitr_restore (deprecated, removed in 1.0.0): old -> new.
+LEGACY_NAMES = {f"pitr_{name}": name for name in pitr_argument_spec()}
+
+
+def legacy_pitr_argument_spec() -> dict[str, Any]:
+    """pg_restore_safe's deprecated ``pitr_*`` options: the same options, prefixed."""
+    return {old: pitr_argument_spec()[new] for old, new in LEGACY_NAMES.items()}
+
+
+def from_legacy(params: dict[str, Any]) -> dict[str, Any]:
+    """pg_restore_safe's parameters with its ``pitr_*`` options under pg_pitr_restore's names (for PitrJob).
+
+    ``safety_backup`` is both a logical-restore option of pg_restore_safe and a
+    recovery option: here it takes ``pitr_safety_backup``'s value.
+    """
+    moved = {k: v for k, v in params.items() if k not in LEGACY_NAMES}
+    moved.update({new: params.get(old) for old, new in LEGACY_NAMES.items() if old in params})
+    return moved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,38 +129,38 @@ class PitrJob:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PitrJob":
-        target = params.get("pitr_target") or ("time" if params.get("pitr_drill") else None)
+        target = params.get("target") or ("time" if params.get("drill") else None)
         if target not in TARGETS:
-            raise ConfigError(f"pitr_target must be one of {', '.join(TARGETS)}.")
-        drill = bool(params.get("pitr_drill"))
-        into = params.get("pitr_into") or "scratch"
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}.")
+        drill = bool(params.get("drill"))
+        into = params.get("into") or "scratch"
         if drill and into != "scratch":
-            raise ConfigError("a PITR drill never touches the live cluster: use pitr_into=scratch with pitr_drill.")
-        when = params.get("pitr_target_time")
+            raise ConfigError("a PITR drill never touches the live cluster: use into=scratch with drill.")
+        when = params.get("target_time")
         if target == "time" and not when and not drill:
-            raise ConfigError("pitr_target=time needs pitr_target_time (ISO 8601, e.g. 2025-11-07T10:42:00Z).")
+            raise ConfigError("target=time needs target_time (ISO 8601, e.g. 2025-11-07T10:42:00Z).")
         if target != "time" and when:
-            raise ConfigError(f"pitr_target_time is only used with pitr_target=time (not {target}).")
-        if target == "name" and not params.get("pitr_target_name"):
-            raise ConfigError("pitr_target=name needs pitr_target_name (a restore point made with pg_create_restore_point).")
-        port = params.get("pitr_scratch_port") or 0
+            raise ConfigError(f"target_time is only used with target=time (not {target}).")
+        if target == "name" and not params.get("target_name"):
+            raise ConfigError("target=name needs target_name (a restore point made with pg_create_restore_point).")
+        port = params.get("scratch_port") or 0
         if port < 0 or port > 65535:
-            raise ConfigError("pitr_scratch_port must be a TCP port number (or 0 to pick a free one).")
-        if (params.get("pitr_timeout") or 3600) < 10:
-            raise ConfigError("pitr_timeout must be at least 10 seconds.")
-        keep = params.get("pitr_keep_scratch")
+            raise ConfigError("scratch_port must be a TCP port number (or 0 to pick a free one).")
+        if (params.get("timeout") or 3600) < 10:
+            raise ConfigError("timeout must be at least 10 seconds.")
+        keep = params.get("keep_scratch")
         return cls(
             conn=dataclasses.replace(PgConn.from_params(params), db=None), target=target,
             stanza=params.get("stanza") or "main", config=params.get("pgbackrest_config") or DEFAULT_CONFIG,
             user=params.get("pgbackrest_user") or DEFAULT_USER,
-            target_time=parse_time(when, "pitr_target_time") if when else None,
-            target_name=params.get("pitr_target_name"), backup_set=params.get("pitr_backup_set"), into=into,
-            data_dir=params.get("pitr_data_dir"), service=params.get("pitr_service"),
-            scratch_dir=params.get("pitr_scratch_dir"), scratch_port=port,
+            target_time=parse_time(when, "target_time") if when else None,
+            target_name=params.get("target_name"), backup_set=params.get("backup_set"), into=into,
+            data_dir=params.get("data_dir"), service=params.get("service"),
+            scratch_dir=params.get("scratch_dir"), scratch_port=port,
             keep_scratch=(not drill) if keep is None else bool(keep), drill=drill,
-            max_rpo_seconds=params.get("pitr_max_rpo_seconds") if params.get("pitr_max_rpo_seconds") is not None else 900,
-            report_dir=params.get("pitr_report_dir"), safety_backup=params.get("pitr_safety_backup", True) is not False,
-            timeout=params.get("pitr_timeout") or 3600, confirm=params.get("confirm") or "",
+            max_rpo_seconds=params.get("max_rpo_seconds") if params.get("max_rpo_seconds") is not None else 900,
+            report_dir=params.get("report_dir"), safety_backup=params.get("safety_backup", True) is not False,
+            timeout=params.get("timeout") or 3600, confirm=params.get("confirm") or "",
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql", notifier=Notifier.from_params(params),
         )
 
@@ -224,7 +244,7 @@ class _Pitr:
         for section in (self.job.stanza, "global"):
             if conf.has_option(section, "pg1-path"):
                 return conf.get(section, "pg1-path")
-        raise ConfigError(f"{self.job.config} sets no pg1-path for stanza {self.job.stanza!r}: set pitr_data_dir.")
+        raise ConfigError(f"{self.job.config} sets no pg1-path for stanza {self.job.stanza!r}: set data_dir.")
 
     # -- 1. what and where -----------------------------------------------------
     def check_confirmation(self) -> None:
@@ -239,16 +259,16 @@ class _Pitr:
         path = os.path.abspath(path)
         live = os.path.realpath(self.job.data_dir or self.stanza_path())
         if os.path.realpath(path) == live:
-            raise ConfigError(f"pitr_scratch_dir {path} is the live data directory: choose another directory.")
+            raise ConfigError(f"scratch_dir {path} is the live data directory: choose another directory.")
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-            raise ConfigError(f"pitr_scratch_dir {path} exists and is not empty: a scratch recovery needs an empty or "
+            raise ConfigError(f"scratch_dir {path} exists and is not empty: a scratch recovery needs an empty or "
                               f"new directory. A scratch cluster kept earlier is stopped with "
                               f"'pg_ctl -D {path} stop' and then removed. Nothing was touched.")
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
-            raise ConfigError(f"the parent of pitr_scratch_dir, {parent}, does not exist.")
+            raise ConfigError(f"the parent of scratch_dir, {parent}, does not exist.")
         if len(os.path.join(path, ".s.PGSQL.65535.lock")) > 107:
-            raise ConfigError(f"pitr_scratch_dir {path} is too long to hold the scratch server's unix socket "
+            raise ConfigError(f"scratch_dir {path} is too long to hold the scratch server's unix socket "
                               "(107 bytes at most): choose a shorter path.")
         return path
 
@@ -342,12 +362,12 @@ class _Pitr:
         when = job.target_time or window.end
         if when is None:
             raise ConfigError("the end of the recoverable window is unknown (no commit found in the newest archived WAL): "
-                              "use pitr_target=end or pitr_target=immediate. Nothing was touched.")
+                              "use target=end or target=immediate. Nothing was touched.")
         if not window.contains(when):
             side = "before the oldest backup finished" if when < window.start else "after the newest archived commit"
-            raise ConfigError(f"pitr_target_time {iso_us(when)} is outside the recoverable window {window.describe()} "
+            raise ConfigError(f"target_time {iso_us(when)} is outside the recoverable window {window.describe()} "
                               f"({side}): choose a time inside it"
-                              + (", or pitr_target=end for everything archived" if when > window.start else "")
+                              + (", or target=end for everything archived" if when > window.start else "")
                               + ". Nothing was touched.")
         return when
 
@@ -367,7 +387,7 @@ class _Pitr:
             if job.target != "immediate":
                 raise ConfigError(f"backup set {chosen.label} was taken on timeline {chosen.timeline} after the newest "
                                   f"timeline {line.latest} branched off it (a point-in-time recovery since): only "
-                                  "pitr_target=immediate restores it (its own state); omit pitr_backup_set to recover "
+                                  "target=immediate restores it (its own state); omit backup_set to recover "
                                   f"along timeline {line.latest}. Nothing was touched.")
             return chosen.label, True
         candidates = [b for b in info.usable() if line.on_it(b) and (when is None or b.consistent_from <= when)]
@@ -502,7 +522,7 @@ class _Pitr:
 
         Promotion is read from the data directory as the cluster's OS user,
         so a run whose login is refused fails at once, never after
-        pitr_timeout. Returns the way to query the recovered server.
+        timeout. Returns the way to query the recovered server.
         """
         started = time.monotonic()
         deadline = started + self.job.timeout
@@ -529,7 +549,7 @@ class _Pitr:
             elif time.monotonic() - started > 5 and self._server_died(data_dir):
                 raise PgError(f"PostgreSQL on {data_dir} stopped during recovery: {self._tail(server_log)}")
             time.sleep(0.5)
-        raise PgError(f"recovery on {data_dir} did not finish within pitr_timeout={self.job.timeout}s ({last}); "
+        raise PgError(f"recovery on {data_dir} did not finish within timeout={self.job.timeout}s ({last}); "
                       f"{self._tail(server_log)}")
 
     def _server_died(self, data_dir: str) -> bool:
@@ -641,7 +661,7 @@ class _Pitr:
         if job.into == "live" and not job.service and not os.path.exists(os.path.join(data_dir, "postgresql.conf")) \
                 and os.path.exists(os.path.join(data_dir, "PG_VERSION")):
             raise ConfigError(f"{data_dir} has no postgresql.conf (Debian keeps it in /etc/postgresql), so pg_ctl cannot "
-                              "start it: set pitr_service to the cluster's systemd unit, e.g. postgresql@15-main. "
+                              "start it: set service to the cluster's systemd unit, e.g. postgresql@15-main. "
                               "Nothing was touched.")
         if job.into == "live":
             up = self.running(data_dir)
@@ -694,7 +714,7 @@ class _Pitr:
             self.warnings.append(warning)
             log(f"WARNING: {warning}")
         elif up and not job.safety_backup:
-            log("No safety backup of the current state (pitr_safety_backup=false)")
+            log("No safety backup of the current state (safety_backup=false)")
         if up and job.safety_backup:
             started = time.monotonic()
             log("Safety backup of the current state before it is replaced (pgbackrest backup --type=incr)...")
@@ -703,7 +723,7 @@ class _Pitr:
             made = [b.label for b in self.pgbr.info().backups if b.label not in before]
             self.result["safety_backup"] = made[-1] if made else None
             log(f"Safety backup {self.result['safety_backup']} taken: the state before this recovery stays recoverable "
-                "(pitr_target=immediate with pitr_backup_set, or the old timeline's WAL)")
+                "(target=immediate with backup_set, or the old timeline's WAL)")
             self.timed("safety_backup", started)
         self.stop_live(data_dir, log)
         self.result["changed"] = True
@@ -764,7 +784,7 @@ class _Pitr:
                 status, error = "failure", "the drill recovered no transaction: the recovery point is unknown."
             elif status == "success" and job.max_rpo_seconds and rpo > job.max_rpo_seconds:
                 status, error = "failure", (f"the newest recoverable transaction is {rpo:.0f}s old, more than "
-                                            f"pitr_max_rpo_seconds={job.max_rpo_seconds}: check WAL archiving "
+                                            f"max_rpo_seconds={job.max_rpo_seconds}: check WAL archiving "
                                             "(pgbackrest check) and archive_timeout.")
             self.result.update(rto_s=rto, rpo_s=rpo)
             metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)

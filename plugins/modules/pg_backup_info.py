@@ -173,7 +173,7 @@ physical_backups:
   elements: dict
   contains:
     label:
-      description: "pgBackRest label (the O(doctorq.backup.pg_restore_safe#module:pitr_backup_set) value)."
+      description: "pgBackRest label (the O(doctorq.backup.pg_pitr_restore#module:backup_set) value)."
       type: str
       returned: always
     kind:

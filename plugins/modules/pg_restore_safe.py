@@ -31,12 +31,9 @@ description:
     a server-side lock, so another restore of it (from any host) is refused and never takes its database for a leftover.
   - Every step is logged with a timestamp in C(restore_<db>_<timestamp>.log), an audit record is appended to
     C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
-  - With O(pitr_target), it does a point-in-time recovery of the whole cluster from pgBackRest instead (see
-    C(docs/pitr.md)) - to a time, to the end of the archived WAL, to the end of a backup, or to a named restore
-    point; into a scratch data directory served on another port (the default, and O(pitr_drill)), or into the live
-    cluster (O(pitr_into=live), with O(confirm) equal to the stanza name). The target time must lie inside the
-    recoverable window or the run is refused before anything is touched. A live recovery takes a safety
-    incremental backup, stops the server, restores with C(--delta), starts it and verifies it.
+  - Point-in-time recovery of a whole cluster is M(doctorq.backup.pg_pitr_restore). The C(pitr_*) options below still
+    run one here until 1.0.0, with a deprecation warning; each is the option of M(doctorq.backup.pg_pitr_restore)
+    without the prefix.
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -60,7 +57,7 @@ options:
   db:
     description:
       - Database to restore into. Created if it does not exist (no confirmation needed then).
-      - Required unless O(pitr_target) is set (a point-in-time recovery restores the whole cluster).
+      - Required unless O(pitr_target) or O(pitr_drill) is set (deprecated, see M(doctorq.backup.pg_pitr_restore)).
   source:
     description:
       - V(latest) (the newest complete backup of O(source_db) on disk or in O(s3); the local copy is preferred when
@@ -82,7 +79,7 @@ options:
   confirm:
     description:
       - Must equal O(db) when O(db) exists and would be replaced; anything else fails and names what to type.
-      - With O(pitr_into=live), must equal O(stanza).
+      - With O(pitr_into=live) (deprecated), must equal O(stanza).
     type: str
     default: ''
   mode:
@@ -139,80 +136,91 @@ options:
     type: path
   pitr_target:
     description:
-      - Point-in-time recovery of the whole cluster with pgBackRest instead of a logical restore.
-      - V(time) recovers to O(pitr_target_time) (the last transaction committed at or before it is the last one kept).
-      - V(end) replays all archived WAL. V(immediate) stops as soon as the backup (O(pitr_backup_set), default the
-        newest) is consistent - the state of that named backup. V(name) stops at the restore point
-        O(pitr_target_name) (C(pg_create_restore_point)).
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
     choices: [time, immediate, end, name]
   pitr_target_time:
     description:
-      - The time to recover to (ISO 8601; UTC when no offset is given). Must lie inside the recoverable window
-        (O(doctorq.backup.pg_backup_info#module:stanza) shows it); otherwise the run fails and nothing is touched.
-      - With O(pitr_drill), defaults to the end of the window (the newest archived transaction).
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target_time) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
   pitr_target_name:
-    description: Restore point to recover to, with O(pitr_target=name).
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target_name) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
   pitr_backup_set:
-    description: Recover from this pgBackRest backup (label); by default pgBackRest picks the newest one before the target.
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:backup_set) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
   pitr_into:
     description:
-      - V(scratch) restores into O(pitr_scratch_dir) and starts a private server there on O(pitr_scratch_port), with a
-        unix socket in that directory only (no TCP), archiving off, and trust for local connections; the live cluster
-        is not touched.
-      - V(live) restores into the live data directory - needs O(confirm) equal to O(stanza).
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:into) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
     choices: [scratch, live]
     default: scratch
   pitr_data_dir:
-    description: The live data directory; defaults to the stanza's C(pg1-path) in O(pgbackrest_config).
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:data_dir) of
+        M(doctorq.backup.pg_pitr_restore).
     type: path
   pitr_service:
     description:
-      - systemd unit of the live cluster (Debian - C(postgresql@15-main)), used to stop and start it. Without it
-        C(pg_ctl -D <data dir>) is used, which needs C(postgresql.conf) in the data directory.
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:service) of
+        M(doctorq.backup.pg_pitr_restore).
     type: str
   pitr_scratch_dir:
     description:
-      - Scratch data directory; must be new or empty. Defaults to C(<live data directory>_pitr_scratch).
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:scratch_dir) of
+        M(doctorq.backup.pg_pitr_restore).
     type: path
   pitr_scratch_port:
-    description: Port of the scratch server (its socket name); V(0) picks a free port.
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:scratch_port) of
+        M(doctorq.backup.pg_pitr_restore).
     type: int
     default: 0
   pitr_keep_scratch:
-    description: Leave the scratch server running after verification. Default true, false for a drill.
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:keep_scratch) of
+        M(doctorq.backup.pg_pitr_restore).
     type: bool
   pitr_drill:
     description:
-      - A PITR drill - recover into a scratch cluster (to the end of the window unless O(pitr_target_time) says
-        otherwise), verify, measure RTO and RPO (age of the newest recovered transaction), write the report
-        (O(pitr_report_dir)) and C(doctorq_drill_pgbackrest_<stanza>.prom) metrics, then remove the scratch cluster.
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:drill) of
+        M(doctorq.backup.pg_pitr_restore).
     type: bool
     default: false
   pitr_max_rpo_seconds:
-    description: A drill fails when the newest recovered transaction is older than this; V(0) disables the check.
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:max_rpo_seconds) of
+        M(doctorq.backup.pg_pitr_restore).
     type: int
     default: 900
   pitr_report_dir:
-    description: Where a drill writes C(drill_pgbackrest-<stanza>.json).
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:report_dir) of
+        M(doctorq.backup.pg_pitr_restore).
     type: path
   pitr_safety_backup:
     description:
-      - Before a live recovery, take an incremental backup of the current state. A server that is down gets none (a
-        warning says so); a running server this run cannot query stops the recovery before anything is touched.
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:safety_backup) of
+        M(doctorq.backup.pg_pitr_restore).
     type: bool
     default: true
   pitr_timeout:
-    description: Seconds to allow for the restore and for recovery to reach its target.
+    description:
+      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:timeout) of
+        M(doctorq.backup.pg_pitr_restore).
     type: int
     default: 3600
 seealso:
   - module: doctorq.backup.pg_backup
   - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.pg_pitr_restore
 """
 
 EXAMPLES = r"""
@@ -240,28 +248,6 @@ EXAMPLES = r"""
     wait_timeout: 600
   register: restore
   until: not (restore.pending | default(false))
-
-- name: Look at the cluster as it was at 10:42 - in a scratch cluster on another port, the live one untouched
-  doctorq.backup.pg_restore_safe:
-    pitr_target: time
-    pitr_target_time: "2025-11-07T10:42:00Z"
-    pitr_scratch_dir: /var/lib/postgresql/15/pitr-1042
-  become: true
-
-- name: Put the whole live cluster back to 10:42 (stops and starts it)
-  doctorq.backup.pg_restore_safe:
-    pitr_target: time
-    pitr_target_time: "2025-11-07T10:42:00Z"
-    pitr_into: live
-    pitr_service: postgresql@15-main
-    confirm: main
-  become: true
-
-- name: PITR drill - recover to now into a scratch cluster, verify, report RTO/RPO, clean up
-  doctorq.backup.pg_restore_safe:
-    pitr_drill: true
-    pitr_report_dir: /var/lib/doctorq-backup/drills
-  become: true
 """
 
 RETURN = r"""
@@ -333,21 +319,19 @@ audit_file:
   returned: when not in check mode
   type: str
 pitr:
-  description: The point-in-time recovery done (target, target_time, target_name, into, data_dir, backup_set used).
-  returned: with O(pitr_target)
+  description: With the deprecated C(pitr_*) options, what M(doctorq.backup.pg_pitr_restore) returns as RV(doctorq.backup.pg_pitr_restore#module:pitr).
+  returned: with O(pitr_target) or O(pitr_drill)
   type: dict
 window:
-  description: The recoverable window when the run started (start, end, oldest_backup, newest_backup).
-  returned: with O(pitr_target)
+  description: With the deprecated C(pitr_*) options, the recoverable window (start, end, oldest_backup, newest_backup).
+  returned: with O(pitr_target) or O(pitr_drill)
   type: dict
 recovery:
-  description:
-    - The verification after recovery - in_recovery (false), recovery_point (the last transaction replayed, UTC),
-      timeline, server_version, databases (name to number of tables).
-  returned: with O(pitr_target), on success
+  description: With the deprecated C(pitr_*) options, the verification after recovery (see M(doctorq.backup.pg_pitr_restore)).
+  returned: with O(pitr_target) or O(pitr_drill), on success
   type: dict
 scratch:
-  description: The scratch cluster (data_dir, port, socket_dir, kept, connect, stop commands).
+  description: With the deprecated C(pitr_*) options, the scratch cluster (data_dir, port, socket_dir, kept, connect, stop).
   returned: with O(pitr_into=scratch)
   type: dict
 rto_s:
@@ -359,9 +343,7 @@ rpo_s:
   returned: with O(pitr_drill)
   type: float
 report:
-  description:
-    - The drill report (also written to O(pitr_report_dir)) - stanza, host, at, status, error, kind (V(pitr)),
-      backup_id (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, durations.
+  description: The drill report (see M(doctorq.backup.pg_pitr_restore)).
   returned: with O(pitr_drill)
   type: dict
 report_file:
@@ -375,7 +357,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr import (
+    LEGACY_NAMES, PitrJob, from_legacy, legacy_pitr_argument_spec, run_pitr,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
@@ -385,16 +369,21 @@ def main() -> None:
     spec.update(restore_argument_spec())
     spec["s3"] = s3_argument_spec()
     spec.update(pgbackrest_argument_spec())
-    spec.update(pitr_argument_spec())
+    spec.update(legacy_pitr_argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if module.params["pitr_target"] or module.params["pitr_drill"]:
+        given = [name for name in LEGACY_NAMES if module.params[name] != spec[name].get("default")]
+        module.deprecate("The pitr_* options of pg_restore_safe are deprecated: use doctorq.backup.pg_pitr_restore, "
+                         "whose options are the same without the prefix ("
+                         + ", ".join(f"{name} -> {LEGACY_NAMES[name]}" for name in given) + ").",
+                         version="1.0.0", collection_name="doctorq.backup")
         require_libs(module)
         with engine_errors(module):
-            result = run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode)
+            result = run_pitr(PitrJob.from_params(from_legacy(module.params)), check_mode=module.check_mode)
         exit_with(module, result)
         return
     if not module.params["db"]:
-        module.fail_json(msg="missing required arguments: db (or set pitr_target for a point-in-time recovery)")
+        module.fail_json(msg="missing required arguments: db (a point-in-time recovery is doctorq.backup.pg_pitr_restore)")
     source = module.params["source"] or ""
     require_libs(module, s3=bool(module.params["s3"]) or source.startswith("s3://"))
     with engine_errors(module):

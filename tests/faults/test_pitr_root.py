@@ -55,7 +55,7 @@ def socket_args(peer: dict[str, Any], **extra: Any) -> dict[str, Any]:
     server: PgServer = peer["server"]
     return {"login_unix_socket": server.socket_dir, "login_port": server.port, "login_user": "postgres",
             "stanza": STANZA, "pgbackrest_config": peer["config"], "backup_dir": peer["backup_dir"],
-            "pitr_into": "live", "confirm": STANZA, "pitr_timeout": PITR_TIMEOUT, **extra}
+            "into": "live", "confirm": STANZA, "timeout": PITR_TIMEOUT, **extra}
 
 
 def test_live_pitr_as_root_with_peer_authentication(peer_bed, base_backup, run_module, tmp_path):  # pylint: disable=redefined-outer-name
@@ -64,7 +64,7 @@ def test_live_pitr_as_root_with_peer_authentication(peer_bed, base_backup, run_m
     write_rows(server, table)  # rows 11-20 are in WAL not yet archived: only sealing the window recovers them
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     began = time.monotonic()
-    result = run_module("pg_restore_safe", socket_args(peer_bed, pitr_target="end"))
+    result = run_module("pg_pitr_restore", socket_args(peer_bed, target="end"))
     took = time.monotonic() - began
     assert not result.get("failed"), result.get("msg")
     assert any("The live server" in line and " is up" in line for line in result["log"]), result["log"]
@@ -74,12 +74,12 @@ def test_live_pitr_as_root_with_peer_authentication(peer_bed, base_backup, run_m
     assert server.query(f"SELECT count(*), max(id) FROM {table}") == [(20, 20)], "every row committed before the run"
     assert server.query("SELECT pg_postmaster_start_time()")[0][0] > started_before, "the server was restarted"
     assert result["recovery"]["in_recovery"] is False and result["recovery"]["databases"]["postgres"] >= 1
-    assert took < PITR_TIMEOUT + 60, f"the promotion was seen at once, not after pitr_timeout ({took:.0f}s)"
+    assert took < PITR_TIMEOUT + 60, f"the promotion was seen at once, not after timeout ({took:.0f}s)"
 
     # A server that runs but that no route reaches (a wrong socket directory) is refused, the cluster untouched.
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     wrong = str(tmp_path)
-    refused = run_module("pg_restore_safe", socket_args(peer_bed, pitr_target="end", login_unix_socket=wrong))
+    refused = run_module("pg_pitr_restore", socket_args(peer_bed, target="end", login_unix_socket=wrong))
     assert refused.get("failed"), refused.get("log")
     assert f"PostgreSQL runs on {server.data_dir}" in refused["msg"], refused["msg"]
     assert "login_unix_socket" in refused["msg"] and "Nothing was touched" in refused["msg"]

@@ -434,8 +434,8 @@ def test_pitr_between_t1_and_t2_into_scratch(bed, base_backup, run_module):
     server: PgServer = bed["server"]
     table = f"pitr_scratch_{secrets.token_hex(3)}"
     times = write_rows(server, table)
-    result = run_module("pg_restore_safe", pg_module_args(
-        bed, pitr_target="time", pitr_target_time=times["between"].isoformat(), pitr_keep_scratch=True))
+    result = run_module("pg_pitr_restore", pg_module_args(
+        bed, target="time", target_time=times["between"].isoformat(), keep_scratch=True))
     scratch = result.get("scratch") or {}
     try:
         assert not result.get("failed"), result.get("msg")
@@ -463,18 +463,18 @@ def test_target_outside_the_window_is_refused_untouched(bed, base_backup, run_mo
     scratch_dir = str(tmp_path / "never")
     up_since = server.query("SELECT pg_postmaster_start_time()")[0][0]
     before = dt.datetime.fromisoformat(base_backup["started_at"].replace("Z", "+00:00")) - dt.timedelta(hours=1)
-    early = run_module("pg_restore_safe", pg_module_args(
-        bed, pitr_target="time", pitr_target_time=before.isoformat(), pitr_scratch_dir=scratch_dir))
+    early = run_module("pg_pitr_restore", pg_module_args(
+        bed, target="time", target_time=before.isoformat(), scratch_dir=scratch_dir))
     assert early["failed"]
     assert "outside the recoverable window" in early["msg"] and "before the oldest backup" in early["msg"]
     assert "Nothing was touched" in early["msg"]
     assert not os.path.exists(scratch_dir)
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
-    late = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="time", pitr_target_time=future,
-                                                        pitr_into="live", confirm=STANZA))
+    late = run_module("pg_pitr_restore", pg_module_args(bed, target="time", target_time=future,
+                                                        into="live", confirm=STANZA))
     assert late["failed"] and "after the newest archived commit" in late["msg"], late["msg"]
     # live: a missing confirmation is refused before any work
-    unconfirmed = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_into="live"))
+    unconfirmed = run_module("pg_pitr_restore", pg_module_args(bed, target="end", into="live"))
     assert unconfirmed["failed"] and f"confirm={STANZA}" in unconfirmed["msg"]
     # the live server never stopped
     assert server.query("SELECT pg_postmaster_start_time()")[0][0] == up_since
@@ -487,7 +487,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     server.query(f"CREATE TABLE drill_marker_{secrets.token_hex(3)} AS SELECT 1 AS x")
     history_before = {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")}
     started = dt.datetime.now(dt.timezone.utc)
-    result = run_module("pg_restore_safe", pg_module_args(bed, pitr_drill=True, pitr_report_dir=reports,
+    result = run_module("pg_pitr_restore", pg_module_args(bed, drill=True, report_dir=reports,
                                                           metrics_dir=metrics))
     assert not result.get("failed"), result.get("msg")
     scratch = result["scratch"]
@@ -516,8 +516,8 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     times = write_rows(server, table)
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     timeline_before = int(server.query("SELECT timeline_id FROM pg_control_checkpoint()")[0][0])
-    result = run_module("pg_restore_safe", pg_module_args(
-        bed, pitr_target="time", pitr_target_time=times["between"].isoformat(), pitr_into="live", confirm=STANZA))
+    result = run_module("pg_pitr_restore", pg_module_args(
+        bed, target="time", target_time=times["between"].isoformat(), into="live", confirm=STANZA))
     assert not result.get("failed"), result.get("msg")
     assert result["changed"] and result["mode"] == "live"
     assert result["safety_backup"], "a safety backup of the replaced state"
@@ -535,10 +535,10 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     safety = next(b for b in listing["physical_backups"] if b["label"] == result["safety_backup"])
     assert safety["on_latest_timeline"] is False
-    refused = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_backup_set=safety["label"]))
-    assert refused["failed"] and "only pitr_target=immediate restores it" in refused["msg"]
-    back = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="immediate", pitr_backup_set=safety["label"],
-                                                        pitr_keep_scratch=True))
+    refused = run_module("pg_pitr_restore", pg_module_args(bed, target="end", backup_set=safety["label"]))
+    assert refused["failed"] and "only target=immediate restores it" in refused["msg"]
+    back = run_module("pg_pitr_restore", pg_module_args(bed, target="immediate", backup_set=safety["label"],
+                                                        keep_scratch=True))
     scratch = back.get("scratch") or {}
     try:
         assert not back.get("failed"), back.get("msg")
@@ -558,16 +558,30 @@ def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module,
     scratch_dir = str(tmp_path / "scratch")
     audit = os.path.join(bed["backup_dir"], "restore_audit.jsonl")
     audit_before = os.path.getsize(audit) if os.path.exists(audit) else 0
-    plan = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="time", pitr_target_time=target.isoformat(),
-                                                        pitr_scratch_dir=scratch_dir), check_mode=True)
+    plan = run_module("pg_pitr_restore", pg_module_args(bed, target="time", target_time=target.isoformat(),
+                                                        scratch_dir=scratch_dir), check_mode=True)
     assert not plan.get("failed"), plan.get("msg")
     assert plan["changed"] and plan["plan"]["scratch_dir"] == scratch_dir
     assert "--type=time" in plan["plan"]["restore_options"] and "--archive-mode=off" in plan["plan"]["restore_options"]
     assert not os.path.exists(scratch_dir)
-    live = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_into="live"), check_mode=True)
+    live = run_module("pg_pitr_restore", pg_module_args(bed, target="end", into="live"), check_mode=True)
     assert not live.get("failed"), live.get("msg")
     assert live["plan"]["confirmation_ok"] is False and "--delta" in live["plan"]["restore_options"]
     assert (os.path.getsize(audit) if os.path.exists(audit) else 0) == audit_before, "check mode writes no audit record"
+
+
+def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_backup, run_module, tmp_path):
+    """Until 1.0.0 the pitr_* spellings of pg_restore_safe run the same recovery, with a deprecation warning."""
+    scratch_dir = str(tmp_path / "scratch")
+    plan = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_scratch_dir=scratch_dir,
+                                                        pitr_timeout=600), check_mode=True)
+    assert not plan.get("failed"), plan.get("msg")
+    assert plan["plan"]["target"] == "end" and plan["plan"]["scratch_dir"] == scratch_dir
+    assert not os.path.exists(scratch_dir)
+    [deprecation] = plan["deprecations"]
+    assert deprecation["version"] == "1.0.0" and deprecation["collection_name"] == "doctorq.backup"
+    assert "doctorq.backup.pg_pitr_restore" in deprecation["msg"]
+    assert "pitr_target -> target" in deprecation["msg"] and "pitr_scratch_dir -> scratch_dir" in deprecation["msg"]
 
 
 def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module):
@@ -578,8 +592,8 @@ def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module
     server.query(f"INSERT INTO {table} SELECT generate_series(1, 10)")
     server.query("SELECT pg_create_restore_point(%s)", (point,))
     server.query(f"INSERT INTO {table} SELECT generate_series(11, 20)")
-    result = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="name", pitr_target_name=point,
-                                                          pitr_keep_scratch=True))
+    result = run_module("pg_pitr_restore", pg_module_args(bed, target="name", target_name=point,
+                                                          keep_scratch=True))
     scratch = result.get("scratch") or {}
     try:
         assert not result.get("failed"), result.get("msg")
@@ -614,7 +628,7 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     # the drill role's weekly PITR drill: the connection in the same 0600 config, the drill's settings as flags
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
-        "metrics_dir": metrics, "pitr_report_dir": str(tmp_path / "not-used"),
+        "metrics_dir": metrics, "report_dir": str(tmp_path / "not-used"),
         **{k: v for k, v in pg_module_args(bed).items() if k.startswith("login_")}}))
     scratch = bed["server"].data_dir + "_cli_drill"  # where the database OS user can write
     drill = _cli(config, "drill", "--report-dir", str(tmp_path / "drills"), "--max-rpo-seconds", "600",

@@ -253,7 +253,7 @@ def test_previous_segment():
 
 
 def pitr(**kw):
-    base = dict(pitr_target="time", pitr_target_time="2025-11-07T10:42:00Z", backup_dir="/b")
+    base = dict(target="time", target_time="2025-11-07T10:42:00Z", backup_dir="/b")
     base.update(kw)
     return PitrJob.from_params(base)
 
@@ -261,17 +261,17 @@ def pitr(**kw):
 def test_pitr_options():
     job = pitr()
     assert job.target_time == dt.datetime(2025, 11, 7, 10, 42, tzinfo=UTC) and job.into == "scratch" and job.keep_scratch
-    assert pitr(pitr_target_time="2025-11-07 12:42:00+02:00").target_time == job.target_time
-    assert pitr(pitr_target_time="2025-11-07T10:42:00").target_time == job.target_time  # UTC without an offset
-    drill = pitr(pitr_target=None, pitr_target_time=None, pitr_drill=True)
+    assert pitr(target_time="2025-11-07 12:42:00+02:00").target_time == job.target_time
+    assert pitr(target_time="2025-11-07T10:42:00").target_time == job.target_time  # UTC without an offset
+    drill = pitr(target=None, target_time=None, drill=True)
     assert drill.target == "time" and drill.target_time is None and not drill.keep_scratch
-    with pytest.raises(ConfigError, match="needs pitr_target_time"):
-        pitr(pitr_target_time=None)
+    with pytest.raises(ConfigError, match="needs target_time"):
+        pitr(target_time=None)
     with pytest.raises(ConfigError, match="not a date"):
-        pitr(pitr_target_time="yesterday")
-    with pytest.raises(ConfigError, match="only used with pitr_target=time"):
-        pitr(pitr_target="end")
-    with pytest.raises(ConfigError, match="pitr_target_name"):
-        pitr(pitr_target="name", pitr_target_time=None)
+        pitr(target_time="yesterday")
+    with pytest.raises(ConfigError, match="only used with target=time"):
+        pitr(target="end")
+    with pytest.raises(ConfigError, match="target_name"):
+        pitr(target="name", target_time=None)
     with pytest.raises(ConfigError, match="never touches the live"):
-        pitr(pitr_drill=True, pitr_into="live")
+        pitr(drill=True, into="live")

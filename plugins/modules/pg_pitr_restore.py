@@ -1,0 +1,262 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_pitr_restore
+short_description: Point-in-time recovery of a whole PostgreSQL cluster from pgBackRest, into a scratch copy or live
+version_added: 0.1.0
+description:
+  - Recovers the whole cluster of a pgBackRest stanza (see C(docs/pitr.md)) to a time, to the end of the archived WAL,
+    to the end of a backup, or to a named restore point.
+  - Into a scratch data directory served by a private server on another port (O(into=scratch), the default, and
+    O(drill)), the live cluster untouched; or into the live cluster (O(into=live), with O(confirm) equal to O(stanza)).
+  - When the live server answers, the run first seals the recoverable window (a commit and C(pgbackrest check)), so
+    any time up to the run is a valid target. A target outside the recoverable window is refused before anything is
+    touched.
+  - A live recovery takes a safety incremental backup, stops the server, restores with C(--delta), starts it, waits
+    for the promotion and verifies it. Every step is logged with a timestamp in
+    C(restore_pgbackrest-<stanza>_<timestamp>.log) and an audit record is appended to C(restore_audit.jsonl) in
+    O(backup_dir); a webhook is notified.
+  - With O(drill), it recovers to now into a scratch cluster, verifies it, measures RTO and RPO, writes a report and
+    metrics, and removes the scratch cluster.
+  - Replaces the C(pitr_*) options of M(doctorq.backup.pg_restore_safe), which still work there until 1.0.0 with a
+    deprecation warning (C(pitr_target) is O(target), and so on - the same option without the prefix).
+author:
+  - DoctorQ infrastructure team (@doctorq-infra)
+extends_documentation_fragment:
+  - doctorq.backup.postgres
+  - doctorq.backup.notify
+  - doctorq.backup.pgbackrest
+attributes:
+  check_mode:
+    support: full
+    description: Reads the repository, checks the target against the window and reports the plan; changes nothing.
+  diff_mode:
+    support: none
+    description: There is no before and after to show.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on the database host, as root (C(become=true)) or as O(pgbackrest_user).
+options:
+  db:
+    description:
+      - Not used - a recovery covers every database of the cluster (its few queries go to the C(postgres) database).
+  backup_dir:
+    description: Where the run log, the audit log and the lock go.
+    type: path
+    default: /var/backups/postgresql
+  confirm:
+    description: With O(into=live), must equal O(stanza); anything else fails before any slow work and names what to type.
+    type: str
+    default: ''
+  target:
+    description:
+      - What to recover to. Required unless O(drill) is set (a drill recovers to the end of the window).
+      - V(time) recovers to O(target_time) (the last transaction committed at or before it is the last one kept).
+      - V(end) replays all archived WAL. V(immediate) stops as soon as the backup (O(backup_set), default the
+        newest) is consistent - the state of that named backup. V(name) stops at the restore point O(target_name)
+        (C(pg_create_restore_point)).
+    type: str
+    choices: [time, immediate, end, name]
+  target_time:
+    description:
+      - The time to recover to (ISO 8601; UTC when no offset is given). Must lie inside the recoverable window
+        (O(doctorq.backup.pg_backup_info#module:stanza) shows it); otherwise the run fails and nothing is touched.
+      - With O(drill), defaults to the end of the window (the newest archived transaction).
+    type: str
+  target_name:
+    description: Restore point to recover to, with O(target=name).
+    type: str
+  backup_set:
+    description:
+      - Recover from this pgBackRest backup (label, as M(doctorq.backup.pg_backup_info) lists it); by default the
+        newest one that ended before the target on the newest timeline.
+    type: str
+  into:
+    description:
+      - V(scratch) restores into O(scratch_dir) and starts a private server there on O(scratch_port), with a unix
+        socket in that directory only (no TCP), archiving off, and trust for local connections; the live cluster is
+        not touched.
+      - V(live) restores into the live data directory - needs O(confirm) equal to O(stanza).
+    type: str
+    choices: [scratch, live]
+    default: scratch
+  data_dir:
+    description: The live data directory; defaults to the stanza's C(pg1-path) in O(pgbackrest_config).
+    type: path
+  service:
+    description:
+      - systemd unit of the live cluster (Debian - C(postgresql@15-main)), used to stop and start it. Without it
+        C(pg_ctl -D <data dir>) is used, which needs C(postgresql.conf) in the data directory.
+    type: str
+  scratch_dir:
+    description: Scratch data directory; must be new or empty. Defaults to C(<live data directory>_pitr_scratch).
+    type: path
+  scratch_port:
+    description: Port of the scratch server (its socket name); V(0) picks a free port.
+    type: int
+    default: 0
+  keep_scratch:
+    description: Leave the scratch server running after verification. Default true, false for a drill.
+    type: bool
+  drill:
+    description:
+      - A PITR drill - recover into a scratch cluster (to the end of the window unless O(target_time) says otherwise),
+        verify, measure RTO and RPO (age of the newest recovered transaction), write the report (O(report_dir)) and
+        C(doctorq_drill_pgbackrest_<stanza>.prom) metrics, then remove the scratch cluster.
+    type: bool
+    default: false
+  max_rpo_seconds:
+    description: A drill fails when the newest recovered transaction is older than this; V(0) disables the check.
+    type: int
+    default: 900
+  report_dir:
+    description: Where a drill writes C(drill_pgbackrest-<stanza>.json).
+    type: path
+  safety_backup:
+    description:
+      - Before a live recovery, take an incremental backup of the current state. A server that is down gets none (a
+        warning says so); a running server this run cannot query stops the recovery before anything is touched.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to allow for the restore and for recovery to reach its target.
+    type: int
+    default: 3600
+seealso:
+  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.pg_backup
+  - module: doctorq.backup.pg_restore_safe
+"""
+
+EXAMPLES = r"""
+- name: Look at the cluster as it was at 10:42 - in a scratch cluster on another port, the live one untouched
+  doctorq.backup.pg_pitr_restore:
+    target: time
+    target_time: "2025-11-07T10:42:00Z"
+    scratch_dir: /var/lib/postgresql/15/pitr-1042
+  become: true
+
+- name: Put the whole live cluster back to 10:42 (stops and starts it)
+  doctorq.backup.pg_pitr_restore:
+    target: time
+    target_time: "2025-11-07T10:42:00Z"
+    into: live
+    service: postgresql@15-main
+    confirm: main
+  become: true
+
+- name: Recover to a restore point made before a migration, into a scratch cluster
+  doctorq.backup.pg_pitr_restore:
+    target: name
+    target_name: before_migration
+  become: true
+
+- name: PITR drill - recover to now into a scratch cluster, verify, report RTO/RPO, clean up
+  doctorq.backup.pg_pitr_restore:
+    drill: true
+    report_dir: /var/lib/doctorq-backup/drills
+    metrics_dir: /var/lib/node_exporter
+  become: true
+"""
+
+RETURN = r"""
+stanza:
+  description: The stanza recovered.
+  returned: always
+  type: str
+mode:
+  description: V(scratch), V(live) or V(drill).
+  returned: always
+  type: str
+plan:
+  description: In check mode, what would be done (target, backup_set, window, directories, restore_options).
+  returned: check mode
+  type: dict
+pitr:
+  description: The point-in-time recovery done (target, target_time, target_name, into, data_dir, backup_set used).
+  returned: when the target was checked against the window
+  type: dict
+window:
+  description: The recoverable window when the run started (start, end, oldest_backup, newest_backup).
+  returned: when the repository was read
+  type: dict
+safety_backup:
+  description: Label of the safety backup taken before a live recovery.
+  returned: with O(into=live), when the server was up and O(safety_backup) is true
+  type: str
+recovery:
+  description:
+    - The verification after recovery - in_recovery (false), recovery_point (the last transaction replayed, UTC),
+      timeline, server_version, databases (name to number of tables).
+  returned: success
+  type: dict
+scratch:
+  description: The scratch cluster (data_dir, port, socket_dir, kept, connect, stop commands).
+  returned: with O(into=scratch)
+  type: dict
+durations:
+  description: Seconds per phase (seal, window, safety_backup, stop, restore, start, recovery, verify, cleanup).
+  returned: always
+  type: dict
+duration_s:
+  description: Seconds the whole run took.
+  returned: always
+  type: float
+rto_s:
+  description: Seconds from the start of the drill to a verified cluster.
+  returned: with O(drill)
+  type: float
+rpo_s:
+  description: Age of the newest recovered transaction at the start of the drill, in seconds.
+  returned: with O(drill)
+  type: float
+report:
+  description:
+    - The drill report (also written to O(report_dir)) - stanza, host, at, status, error, kind (V(pitr)), backup_id
+      (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, durations.
+  returned: with O(drill)
+  type: dict
+report_file:
+  description: The drill report written.
+  returned: with O(drill) and O(report_dir)
+  type: str
+log:
+  description: Timestamped log lines of every step.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: Path of the run log.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
+
+
+def main() -> None:
+    spec = postgres_argument_spec()
+    spec.update(pgbackrest_argument_spec())
+    spec.update(notify_argument_spec())
+    spec.update(backup_dir=dict(type="path", default="/var/backups/postgresql"), confirm=dict(type="str", default=""))
+    spec.update(pitr_argument_spec())
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    require_libs(module)
+    with engine_errors(module):
+        result = run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode)
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 
-ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "..", "roles", "pgbackrest")
+ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "pgbackrest")
 UTC = dt.timezone.utc
 
 

@@ -4,7 +4,7 @@
 
 Builds pgbench databases (`pgbench -i -s N`; -s 100 is about 1.5 GB) in a
 throwaway PostgreSQL 15 cluster and starts a SeaweedFS, both from
-tests/testbed.py, on 127.0.0.1. Then, for each scale, N rounds, alternating
+scripts/testbed.py, on 127.0.0.1. Then, for each scale, N rounds, alternating
 which pipeline goes first:
 
 - seed:  `pg_dump -Fc -Z9 -f FILE`, then `md5sum FILE`, then an upload of

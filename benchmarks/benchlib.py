@@ -1,7 +1,7 @@
 """What backup_bench.py and restore_bench.py share: the servers, results.json, the command line.
 
 Both run on demand against a throwaway PostgreSQL 15 and SeaweedFS from
-tests/testbed.py, write every number to ``<output>/results.json`` whatever
+scripts/testbed.py, write every number to ``<output>/results.json`` whatever
 happens, and can print the tables of an earlier run again (``--report``).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import testbed  # noqa: E402  pylint: disable=wrong-import-position
 

@@ -4,7 +4,7 @@
 
 Builds a pgbench database (`pgbench -i -s N`; -s 100 is about 1.5 GB) in a
 throwaway PostgreSQL 15 cluster and starts a SeaweedFS, both from
-tests/testbed.py, on 127.0.0.1. Makes one backup of it with the engine
+scripts/testbed.py, on 127.0.0.1. Makes one backup of it with the engine
 (pg_backup's job) to SeaweedFS, and one plain `pg_dump -Fc -f FILE`. Then N
 rounds, rotating which side goes first:
 

@@ -11,11 +11,11 @@ DOCTORQ_WITH_CONTAINERS=0 bash scripts/setup.sh
 bash scripts/collection-path.sh >/dev/null
 
 bed=$PWD/.build/demo
-if [ -f "$bed/testbed.json" ]; then .venv/bin/python tests/testbed.py down --dir "$bed" || true; fi
+if [ -f "$bed/testbed.json" ]; then .venv/bin/python scripts/testbed.py down --dir "$bed" || true; fi
 rm -rf "$bed/backups"
 echo "demo: starting PostgreSQL 15 and SeaweedFS on 127.0.0.1"
-.venv/bin/python tests/testbed.py up --dir "$bed" --only pg --only seaweed >/dev/null
-trap '.venv/bin/python tests/testbed.py down --dir "$bed" >/dev/null 2>&1 || true' EXIT
+.venv/bin/python scripts/testbed.py up --dir "$bed" --only pg --only seaweed >/dev/null
+trap '.venv/bin/python scripts/testbed.py down --dir "$bed" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "$bed/testbed.env"
 

@@ -15,7 +15,7 @@
 # - a wheelhouse of the host-side Python packages (the client role's list), so
 #   the scenario installs them the way a host without index access does;
 # - the collection artifact the scenarios install on their hosts (a snapshot);
-# - an S3 server on 127.0.0.1 (SeaweedFS from tests/testbed.py, unless
+# - an S3 server on 127.0.0.1 (SeaweedFS from scripts/testbed.py, unless
 #   DOCTORQ_SEAWEED_ENDPOINT/_ACCESS_KEY/_SECRET_KEY name one) and a bucket.
 # Exits non-zero when any scenario fails.
 set -euo pipefail
@@ -123,9 +123,9 @@ export DOCTORQ_MOLECULE_COLLECTION_ARTIFACT
 #    bed), else a SeaweedFS of this run's own, stopped on exit.
 if [ -z "${DOCTORQ_SEAWEED_ENDPOINT:-}" ]; then
   bed=$(mktemp -d "$here/.build/molecule/testbed.XXXXXX")
-  log "starting SeaweedFS for the scenarios (tests/testbed.py up --dir $bed --only seaweed)"
-  cleanup+=("'$py' tests/testbed.py down --dir '$bed' >/dev/null 2>&1 || true; rm -rf '$bed'")
-  "$py" tests/testbed.py up --dir "$bed" --only seaweed >/dev/null
+  log "starting SeaweedFS for the scenarios (scripts/testbed.py up --dir $bed --only seaweed)"
+  cleanup+=("'$py' scripts/testbed.py down --dir '$bed' >/dev/null 2>&1 || true; rm -rf '$bed'")
+  "$py" scripts/testbed.py up --dir "$bed" --only seaweed >/dev/null
   # shellcheck disable=SC1091
   . "$bed/testbed.env"
 fi

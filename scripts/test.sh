@@ -6,7 +6,7 @@
 #
 # Stages:
 #   pytest     tests/unit + tests/integration + tests/faults, every marker except `molecule`
-#              (real PostgreSQL 15, SeaweedFS and moto started by tests/testbed.py)
+#              (real PostgreSQL 15, SeaweedFS and moto started by scripts/testbed.py)
 #   lint       ansible-lint --offline --profile production
 #   sanity     ansible-test sanity --venv --python 3.11 (scripts/sanity.sh)
 #   changelog  antsibull-changelog lint

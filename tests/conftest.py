@@ -13,7 +13,7 @@ Fixtures (see tests/README.md for examples):
 
 Servers start on first use, once per session (per xdist worker), and stop at
 the end of the session. With DOCTORQ_TESTBED_DIR set to a bed started by
-`python tests/testbed.py up --dir DIR`, the fixtures use that bed instead.
+`python scripts/testbed.py up --dir DIR`, the fixtures use that bed instead.
 """
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ def _ensure_collection_path() -> None:
 
 
 _ensure_collection_path()
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)  # `import testbed` from any test (importlib import mode)
+for _path in (TESTS_DIR, os.path.join(REPO_ROOT, "scripts")):  # backup_support, and the test bed (scripts/testbed.py)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import testbed  # noqa: E402  pylint: disable=wrong-import-position
 from testbed import PgServer, S3Server, Testbed, drop_database, empty_bucket  # noqa: E402  pylint: disable=wrong-import-position

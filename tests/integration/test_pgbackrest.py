@@ -74,7 +74,7 @@ def _make_ca(directory: str) -> tuple[str, str, str]:
 
 
 class TlsSeaweed:
-    """`weed mini` as in tests/testbed.py, plus its S3 HTTPS listener (what pgBackRest needs)."""
+    """`weed mini` as in scripts/testbed.py, plus its S3 HTTPS listener (what pgBackRest needs)."""
 
     def __init__(self, root: str, cert: str, key: str) -> None:
         self.root = root

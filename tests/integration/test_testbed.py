@@ -279,7 +279,7 @@ def test_ansible_playbook_runs(ansible_playbook, tmp_path):
 
 def test_cli_up_and_down(tmp_path):
     bed_dir = tmp_path / "bed"
-    script = os.path.join(os.path.dirname(__file__), "..", "testbed.py")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "testbed.py")
     up = subprocess.run([sys.executable, script, "up", "--dir", str(bed_dir), "--only", "pg", "--only", "moto"],
                         capture_output=True, text=True, timeout=300, check=False)
     try:

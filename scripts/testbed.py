@@ -8,8 +8,8 @@ Used two ways:
 - by tests/conftest.py, in-process: servers start on first use and stop at
   the end of the session (and at interpreter exit, even after a failure);
 - as a CLI, for poking at things by hand or for benchmarks:
-      python tests/testbed.py up --dir DIR     # start all, write DIR/testbed.env
-      python tests/testbed.py down --dir DIR   # stop all, remove DIR
+      python scripts/testbed.py up --dir DIR     # start all, write DIR/testbed.env
+      python scripts/testbed.py down --dir DIR   # stop all, remove DIR
   `export DOCTORQ_TESTBED_DIR=DIR` makes pytest reuse that running bed instead
   of starting its own.
 
@@ -345,7 +345,7 @@ class Postgres:
         }
         body = "".join(f"{key} = '{value}'\n" for key, value in settings.items())
         with open(conf, "w", encoding="utf-8") as handle:
-            handle.write("# written by tests/testbed.py\n" + body)
+            handle.write("# written by scripts/testbed.py\n" + body)
         self._chown(conf)
 
     def stop(self) -> None:
@@ -654,7 +654,7 @@ class Testbed:
             with open(path, encoding="utf-8") as handle:
                 state = _State(**json.load(handle))
         except (OSError, ValueError, TypeError) as exc:
-            raise TestbedError(f"no test bed at {base_dir} ({exc}); start one with `tests/testbed.py up --dir {base_dir}`") from exc
+            raise TestbedError(f"no test bed at {base_dir} ({exc}); start one with `scripts/testbed.py up --dir {base_dir}`") from exc
         bed = cls.__new__(cls)
         bed.dir = state.dir
         bed.detached = True

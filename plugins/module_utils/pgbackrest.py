@@ -43,7 +43,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Con
 
 DEFAULT_CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 DEFAULT_USER = "postgres"
-# pg_backup's physical kinds and pgBackRest's backup types.
+# pgbackrest_backup's kinds and pgBackRest's backup types.
 KINDS = {"physical_full": "full", "differential": "diff", "incremental": "incr"}
 TYPE_NAMES = {"full": "physical_full", "diff": "differential", "incr": "incremental"}
 # How far back to look for the newest commit in the archived WAL (segments).
@@ -746,7 +746,7 @@ def parse_time(text: str, option: str) -> dt.datetime:
 
 
 # --------------------------------------------------------------------------
-# physical backups (pg_backup kind: physical_full | differential | incremental)
+# physical backups (pgbackrest_backup kind: physical_full | differential | incremental)
 
 
 def metrics_label(stanza: str, kind: str | None = None) -> str:

@@ -2,6 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """``doctorq-pgbackrest``: cron's entry point into the same pgBackRest engine as the modules.
 
+``backup`` is the job of the ``pgbackrest_backup`` module, ``drill`` that of
+``pg_pitr_restore drill=true``.
+
     doctorq-pgbackrest backup --kind physical_full|differential|incremental [--config FILE]
     doctorq-pgbackrest drill [--config FILE] [--scratch-dir DIR] [--scratch-port N] [--report-dir DIR]
                              [--max-rpo-seconds N]

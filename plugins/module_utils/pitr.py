@@ -355,8 +355,8 @@ class _Pitr:
     def check_target(self, window: Window) -> dt.datetime | None:
         job = self.job
         if window.start is None:
-            raise ConfigError(f"stanza {job.stanza!r} has no usable backup: take one (pg_backup kind=physical_full) first. "
-                              "Nothing was touched.")
+            raise ConfigError(f"stanza {job.stanza!r} has no usable backup: take one "
+                              "(pgbackrest_backup kind=physical_full) first. Nothing was touched.")
         if job.target != "time":
             return None
         when = job.target_time or window.end
@@ -734,7 +734,7 @@ class _Pitr:
         log("=" * 41)
         log("POINT-IN-TIME RECOVERY COMPLETED SUCCESSFULLY")
         log("=" * 41)
-        log("Take a full backup soon (pg_backup kind=physical_full): the cluster is on a new timeline")
+        log("Take a full backup soon (pgbackrest_backup kind=physical_full): the cluster is on a new timeline")
 
     def _scratch(self, data_dir: str, when: dt.datetime | None, chosen: tuple[str, bool], log: RunLog) -> None:
         job = self.job

@@ -35,9 +35,8 @@ description:
   - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
     Prometheus textfile for node_exporter.
   - The scheduled job on the host (C(doctorq-backup backup)) runs the same code; see the README.
-  - With O(kind) V(physical_full), V(differential) or V(incremental) it takes a physical backup of the whole cluster
-    with pgBackRest instead (configured by the C(doctorq.backup.pgbackrest) role), with the same run log, lock, webhook
-    and metrics; pgBackRest applies its own retention (the recoverable window). See C(docs/pitr.md).
+  - Physical backups of a whole cluster with pgBackRest are M(doctorq.backup.pgbackrest_backup). O(kind)
+    V(physical_full), V(differential) and V(incremental) still take one here until 1.0.0, with a deprecation warning.
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -61,11 +60,10 @@ options:
   kind:
     description:
       - V(logical) is the C(pg_dump) backup of O(db) described above.
-      - V(physical_full), V(differential) and V(incremental) drive pgBackRest (C(backup --type=full|diff|incr)) for the
-        whole cluster of O(stanza); O(db), the compression, weekly and retention options and O(s3) do not apply (the
-        repository is the one in O(pgbackrest_config)). A differential or incremental backup without a full one
-        before it becomes a full one.
-      - Physical backups need the module to run as root (C(become)) or as O(pgbackrest_user).
+      - V(physical_full), V(differential) and V(incremental) are deprecated, removed in 1.0.0 - use
+        O(doctorq.backup.pgbackrest_backup#module:kind) of M(doctorq.backup.pgbackrest_backup), which takes the same
+        values. Until then they still take that physical backup of the whole cluster of O(stanza) here (O(db), the
+        compression, weekly and retention options and O(s3) do not apply).
     type: str
     choices: [logical, physical_full, differential, incremental]
     default: logical
@@ -89,6 +87,7 @@ notes:
 seealso:
   - module: doctorq.backup.pg_backup_info
   - module: doctorq.backup.pg_restore_safe
+  - module: doctorq.backup.pgbackrest_backup
   - module: doctorq.backup.s3_lifecycle
 """
 
@@ -119,13 +118,6 @@ EXAMPLES = r"""
   doctorq.backup.pg_backup:
     db: doctorq
   check_mode: true
-
-- name: Incremental physical backup of the cluster with pgBackRest (stanza main)
-  doctorq.backup.pg_backup:
-    kind: incremental
-    stanza: main
-    backup_dir: /var/lib/doctorq-backup/pgbackrest
-  become: true
 """
 
 RETURN = r"""
@@ -135,7 +127,7 @@ backup:
   type: dict
   contains:
     id:
-      description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for physical kinds.
+      description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for the deprecated physical kinds.
       type: str
       returned: always
     path:
@@ -188,31 +180,10 @@ backup:
       type: str
       returned: when weekly
     kind:
-      description: Physical kind made - V(physical_full), V(differential) or V(incremental).
-      type: str
-      returned: physical kinds
-    label:
-      description: pgBackRest backup label.
-      type: str
-      returned: physical kinds
-    prior:
-      description: Label of the backup this one is based on (null for a full).
-      type: str
-      returned: physical kinds
-    database_size:
-      description: Bytes of the cluster.
-      type: int
-      returned: physical kinds
-    repo_delta:
-      description: Bytes this backup added to the repository (also RV(backup.size)).
-      type: int
-      returned: physical kinds
-    wal_start:
-      description: First WAL segment the backup needs.
-      type: str
-      returned: physical kinds
-    wal_stop:
-      description: Last WAL segment the backup needs.
+      description:
+        - With the deprecated physical kinds, the kind made and the other facts that
+          RV(doctorq.backup.pgbackrest_backup#module:backup) of M(doctorq.backup.pgbackrest_backup) returns (C(label),
+          C(prior), C(database_size), C(repo_delta), C(wal_start), C(wal_stop), ...).
       type: str
       returned: physical kinds
   sample:
@@ -222,7 +193,7 @@ backup:
     sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     s3_uri: s3://doctorq-backups/doctorq/db1/doctorq/2025-11-07/doctorq_full_20251107_020000.dump.zst
 deleted:
-  description: Backups removed by retention (for physical kinds, the labels pgBackRest expired).
+  description: Backups removed by retention (for the deprecated physical kinds, the labels pgBackRest expired).
   returned: success
   type: list
   elements: dict
@@ -282,6 +253,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_if=[("kind", "logical", ["db"])])
     if module.params["kind"] != "logical":
+        module.deprecate(f"pg_backup kind={module.params['kind']} is deprecated: use doctorq.backup.pgbackrest_backup "
+                         f"(kind: {module.params['kind']}), which takes the same stanza, pgbackrest_config, "
+                         "pgbackrest_user, backup_dir, log_dir and notification options.",
+                         version="1.0.0", collection_name="doctorq.backup")
         with engine_errors(module):
             result = run_physical_backup(PhysicalBackupJob.from_params(module.params), check_mode=module.check_mode)
         exit_with(module, result)

@@ -8,7 +8,8 @@ the certificate) instead of the shared plain-HTTP one; the buckets are made
 through its HTTP port. Everything pgBackRest runs as the postgres OS user.
 
 Covered: archiving proven by ``check``; a full then an incremental backup
-through pg_backup, listed with the recoverable window by pg_backup_info;
+through pgbackrest_backup, listed with the recoverable window by
+pg_backup_info, and pg_backup's deprecated physical kinds;
 rows written at t1 and t2 and a recovery to a time between them showing
 exactly the t1 rows (scratch and live); targets outside the window refused
 with nothing touched; the PITR drill into a scratch cluster on another port;
@@ -221,6 +222,11 @@ def pg_module_args(bed: dict[str, Any], **extra: Any) -> dict[str, Any]:
             "backup_dir": bed["backup_dir"], **extra}
 
 
+def backup_module_args(bed: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """pgbackrest_backup's options: no connection options (pgBackRest reaches the cluster through its config)."""
+    return {"stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": bed["backup_dir"], **extra}
+
+
 def s3_keys(bed: dict[str, Any], prefix: str) -> list[str]:
     client = bed["weed"].http.client()
     keys = []
@@ -366,26 +372,27 @@ def test_secrets_through_environment_not_the_file(bed):
     assert not [argv for argv in watch.seen if bed["repo"].secret_key in argv or bed["cipher"] in argv]
 
 
-def test_full_then_incremental_through_pg_backup(bed, base_backup, run_module, tmp_path):
+def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_module, tmp_path):
     hook = Webhook()
     metrics = str(tmp_path / "metrics")
     os.makedirs(metrics)
     try:
-        args = pg_module_args(bed, webhook_url=hook.url, webhook_format="json", metrics_dir=metrics)
-        plan = run_module("pg_backup", {**args, "kind": "incremental"}, check_mode=True)
+        args = backup_module_args(bed, webhook_url=hook.url, webhook_format="json", metrics_dir=metrics)
+        plan = run_module("pgbackrest_backup", {**args, "kind": "incremental"}, check_mode=True)
         assert not plan.get("failed"), plan.get("msg")
         newest = bed["engine"].info().usable()[-1].label
         assert plan["plan"]["type"] == "incr" and plan["plan"]["prior"] == newest
         with ArgvWatch() as watch:
-            full = run_module("pg_backup", {**args, "kind": "physical_full"})
+            full = run_module("pgbackrest_backup", {**args, "kind": "physical_full"})
             marker_at = bed["server"].query("SELECT now()")[0][0]
             bed["server"].query("CREATE TABLE incr_marker AS SELECT generate_series(1, 1000) AS i")
-            incr = run_module("pg_backup", {**args, "kind": "incremental"})
+            incr = run_module("pgbackrest_backup", {**args, "kind": "incremental"})
     finally:
         hook.close()
     assert not full.get("failed"), full.get("msg")
     assert not incr.get("failed"), incr.get("msg")
     assert full["changed"] and incr["changed"]
+    assert not [r.get("deprecations") for r in (plan, full, incr) if r.get("deprecations")]
     assert full["backup"]["kind"] == "physical_full" and full["backup"]["type"] == "full"
     assert incr["backup"]["kind"] == "incremental" and incr["backup"]["type"] == "incr"
     assert incr["backup"]["prior"] == full["backup"]["label"] == full["backup"]["id"]
@@ -584,6 +591,19 @@ def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_ba
     assert "pitr_target -> target" in deprecation["msg"] and "pitr_scratch_dir -> scratch_dir" in deprecation["msg"]
 
 
+def test_pg_backup_physical_kinds_still_work_and_are_deprecated(bed, base_backup, run_module):
+    """Until 1.0.0 pg_backup kind=<physical kind> takes the same backup as pgbackrest_backup, with a deprecation warning."""
+    before = {b.label for b in bed["engine"].info().backups}
+    result = run_module("pg_backup", pg_module_args(bed, kind="incremental"))
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] and result["backup"]["kind"] == "incremental" and result["backup"]["type"] == "incr"
+    assert result["backup"]["label"] not in before
+    assert result["backup"]["label"] in {b.label for b in bed["engine"].info().backups}
+    [deprecation] = result["deprecations"]
+    assert deprecation["version"] == "1.0.0" and deprecation["collection_name"] == "doctorq.backup"
+    assert "doctorq.backup.pgbackrest_backup" in deprecation["msg"] and "kind=incremental" in deprecation["msg"]
+
+
 def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module):
     server: PgServer = bed["server"]
     table = f"pitr_named_{secrets.token_hex(3)}"
@@ -647,9 +667,9 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
 def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
     hook = Webhook()
     try:
-        result = run_module("pg_backup", pg_module_args(bed, kind="incremental", webhook_url=hook.url,
-                                                        webhook_format="json",
-                                                        pgbackrest_config=str(tmp_path / "missing.conf")))
+        result = run_module("pgbackrest_backup", backup_module_args(bed, kind="incremental", webhook_url=hook.url,
+                                                                    webhook_format="json",
+                                                                    pgbackrest_config=str(tmp_path / "missing.conf")))
     finally:
         hook.close()
     assert result["failed"] and "pgbackrest" in result["msg"]

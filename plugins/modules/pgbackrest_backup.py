@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pgbackrest_backup
+short_description: Physical backup of a whole PostgreSQL cluster with pgBackRest - full, differential or incremental
+version_added: 0.1.0
+description:
+  - Takes one physical backup of the whole cluster of a pgBackRest stanza (C(pgbackrest backup --type=full|diff|incr)),
+    as configured by the C(doctorq.backup.pgbackrest) role, into the repository of O(pgbackrest_config) (see
+    C(docs/pitr.md)).
+  - The same run frame as the logical backups - a timestamped run log in O(log_dir), a lock so two backups of one
+    stanza never overlap, a webhook and a Prometheus textfile (C(doctorq_backup_pgbackrest_<stanza>_<kind>.prom)).
+  - A differential or incremental backup without a full one before it becomes a full one (pgBackRest's rule); the
+    log says so and RV(backup.kind) is what was made.
+  - pgBackRest applies its own retention after the backup (the recoverable window); what it expired is RV(deleted).
+  - The scheduled job on the host (C(doctorq-pgbackrest backup --kind ...)) runs the same code.
+  - Replaces the physical kinds of M(doctorq.backup.pg_backup) (C(kind=physical_full|differential|incremental)),
+    which still work there until 1.0.0 with a deprecation warning.
+author:
+  - DoctorQ infrastructure team (@doctorq-infra)
+extends_documentation_fragment:
+  - doctorq.backup.notify
+  - doctorq.backup.pgbackrest
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Checks that the stanza is healthy and reports which backup would be made on top of which; writes nothing.
+  diff_mode:
+    support: none
+    description: There is no before and after to show.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on the database host, as root (C(become=true)) or as O(pgbackrest_user).
+options:
+  kind:
+    description:
+      - V(physical_full), V(differential) or V(incremental) - pgBackRest's C(full), C(diff) and C(incr).
+    type: str
+    choices: [physical_full, differential, incremental]
+    default: incremental
+  backup_dir:
+    description:
+      - Directory of the lock and, unless O(log_dir) is set, the run logs. Created (0700) if missing. The backup
+        itself goes to pgBackRest's repository.
+    type: path
+    default: /var/backups/postgresql
+  log_dir:
+    description: Directory of the run logs (C(backup_pgbackrest-<stanza>_<timestamp>.log)); defaults to O(backup_dir).
+    type: path
+seealso:
+  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.pg_pitr_restore
+  - module: doctorq.backup.pg_backup
+"""
+
+EXAMPLES = r"""
+- name: Incremental physical backup of the cluster with pgBackRest (stanza main)
+  doctorq.backup.pgbackrest_backup:
+    kind: incremental
+    stanza: main
+    backup_dir: /var/lib/doctorq-backup/pgbackrest
+  become: true
+
+- name: Weekly full backup, notified to Slack, with node_exporter metrics
+  doctorq.backup.pgbackrest_backup:
+    kind: physical_full
+    backup_dir: /var/lib/doctorq-backup/pgbackrest
+    webhook_url: "{{ vault_slack_webhook }}"
+    metrics_dir: /var/lib/node_exporter/textfile_collector
+  become: true
+
+- name: See which backup would be made on top of which
+  doctorq.backup.pgbackrest_backup:
+    kind: differential
+  become: true
+  check_mode: true
+"""
+
+RETURN = r"""
+backup:
+  description: Facts of the backup made.
+  returned: success
+  type: dict
+  contains:
+    id:
+      description: The pgBackRest backup label (also RV(backup.label)).
+      type: str
+      returned: always
+    label:
+      description: pgBackRest backup label.
+      type: str
+      returned: always
+    kind:
+      description: Kind made - V(physical_full), V(differential) or V(incremental).
+      type: str
+      returned: always
+    requested_kind:
+      description: O(kind) as asked; differs from RV(backup.kind) when there was no full backup to build on.
+      type: str
+      returned: always
+    type:
+      description: pgBackRest's type of the backup made - V(full), V(diff) or V(incr).
+      type: str
+      returned: always
+    stanza:
+      description: The stanza backed up.
+      type: str
+      returned: always
+    prior:
+      description: Label of the backup this one is based on (null for a full).
+      type: str
+      returned: always
+    started_at:
+      description: When the backup started (ISO 8601, UTC).
+      type: str
+      returned: always
+    finished_at:
+      description: When the backup ended (ISO 8601, UTC); the cluster is recoverable from one second after it.
+      type: str
+      returned: always
+    duration_s:
+      description: Seconds the backup took, as pgBackRest recorded it.
+      type: float
+      returned: always
+    size:
+      description: Bytes this backup added to the repository (RV(backup.repo_delta)).
+      type: int
+      returned: always
+    database_size:
+      description: Bytes of the cluster.
+      type: int
+      returned: always
+    delta:
+      description: Bytes of the cluster this backup copied.
+      type: int
+      returned: always
+    repo_size:
+      description: Bytes of this backup in the repository, with the files it shares with earlier ones.
+      type: int
+      returned: always
+    repo_delta:
+      description: Bytes this backup added to the repository.
+      type: int
+      returned: always
+    wal_start:
+      description: First WAL segment the backup needs.
+      type: str
+      returned: always
+    wal_stop:
+      description: Last WAL segment the backup needs.
+      type: str
+      returned: always
+    lsn_start:
+      description: LSN at the start of the backup.
+      type: str
+      returned: always
+    lsn_stop:
+      description: LSN at the end of the backup.
+      type: str
+      returned: always
+    s3_uri:
+      description: URI of the backup in the repository, null when the repository is not in S3.
+      type: str
+      returned: always
+  sample:
+    id: 20251107-010002F_20251107-070001I
+    label: 20251107-010002F_20251107-070001I
+    kind: incremental
+    type: incr
+    prior: 20251107-010002F
+    size: 18231040
+    s3_uri: s3://doctorq-backups/pgbackrest/db1/backup/main/20251107-010002F_20251107-070001I
+deleted:
+  description: Backups pgBackRest expired by retention after this one (C(id) the label, C(kind) V(physical), C(location)).
+  returned: success
+  type: list
+  elements: dict
+plan:
+  description:
+    - In check mode, what a run would do - C(stanza), C(kind), C(type) (the pgBackRest type it would run, V(full)
+      when there is no full backup yet), C(prior) (the newest usable backup), C(repository) and C(backups) (how many
+      usable ones there are).
+  returned: check mode
+  type: dict
+log:
+  description: The run's log lines.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: Path of the run log.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
+    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
+)
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        kind=dict(type="str", default="incremental", choices=list(KINDS)),
+        backup_dir=dict(type="path", default="/var/backups/postgresql"),
+        log_dir=dict(type="path"),
+    )
+    spec.update(pgbackrest_argument_spec())
+    spec.update(notify_argument_spec())
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    with engine_errors(module):
+        result = run_physical_backup(PhysicalBackupJob.from_params(module.params), check_mode=module.check_mode)
+    exit_with(module, result)
+
+
+if __name__ == "__main__":
+    main()

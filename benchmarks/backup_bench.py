@@ -47,7 +47,7 @@ TARGETS = {"wall": 1 / 3, "size": 1.15, "peak_mb": 200}
 # Python) to ru_maxrss, which would make every child look as big as its parent.
 OURS_RUNNER = textwrap.dedent("""
     import json, os, re, resource, sys
-    from ansible_collections.doctorq.backup.plugins.module_utils.cli import main
+    from ansible_collections.doctorq.backup.cli.backup import main
     rc = main(sys.argv[1:])
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open("/proc/self/status") as status:

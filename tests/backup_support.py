@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 COLLECTIONS_DIR = os.path.join(REPO_ROOT, ".build", "collections")
-CLI_MODULE = "ansible_collections.doctorq.backup.plugins.module_utils.cli"
+CLI_MODULE = "ansible_collections.doctorq.backup.cli.backup"
 LOG_LINE = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] "
 
 

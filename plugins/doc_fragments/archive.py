@@ -1,6 +1,6 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Docs of the archive-tier options of every restore; edit together with module_utils/sources.py:archive_argument_spec."""
+"""Docs of the archive-tier options of every restore; edit together with module_utils/restore_source.py:archive_argument_spec."""
 
 from __future__ import annotations
 

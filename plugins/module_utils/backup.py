@@ -6,7 +6,7 @@ One run: lock, clean crash leftovers, dump|compress|hash into the local
 directory and S3 at once, write checksum files, write the manifest last,
 copy to the weekly set when due, upload what an earlier run could not,
 apply retention, notify. When S3 fails (at the start or mid-run) the backup
-is still made and kept on disk, and the run fails at its end (jobsteps).
+is still made and kept on disk, and the run fails at its end (backup_steps).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
-from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
@@ -88,7 +88,7 @@ class _Run:
                              warnings=self.warnings)
         self.echo = echo
 
-    # -- pieces (the steps every backup job shares live in jobsteps.Stores) ----
+    # -- pieces (the steps every backup job shares live in backup_steps.Stores) ----
     def clean_leftovers(self, log: RunLog) -> list[str]:
         return self.stores.clean_leftovers(log)
 

@@ -14,7 +14,7 @@ makes it a failure.
 
 Restore (``files_restore``): the backup found, brought back from an archive
 tier and its checksums verified first, by the same engine as database
-restores (sources.py); every member of the archive checked before anything
+restores (restore_source.py); every member of the archive checked before anything
 is extracted (no absolute names, no ``..``, no hard link out of the archive,
 nothing under a symlink of the archive, no device); confirmation needed to
 replace a non-empty directory; a safety backup of it; extraction into a
@@ -54,12 +54,12 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import private_dir
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
     FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
@@ -834,7 +834,7 @@ class _FilesRestore(RestoreRun):
     def confirmed(self, target: str) -> bool:
         return bool(self.job.confirm) and norm(self.job.confirm) == target
 
-    # -- fetch (archive tiers, checksums): self.sources (sources.py) -------------------
+    # -- fetch (archive tiers, checksums): self.sources (restore_source.py) -------------------
     def inspect(self, path: str, m: Manifest, log: RunLog) -> Member:
         started = time.monotonic()
         counts = inspect_archive(path, m.compression)

@@ -40,7 +40,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
     DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
@@ -231,7 +231,7 @@ class _Restore(RestoreRun):
                               + ("What an interrupted restore left was put right first (see the log); nothing else "
                                  "was touched." if self.result.get("interrupted_restore") else "Nothing was touched."))
 
-    # -- 3. archive tiers, 4. fetch and verify: self.sources (sources.py) -----------------
+    # -- 3. archive tiers, 4. fetch and verify: self.sources (restore_source.py) -----------------
     def work_dir(self) -> str:
         return self.sources.work_dir()
 

@@ -226,7 +226,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.doctorq.backup.plugins.module_utils.info import (
+from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest, physical_listing

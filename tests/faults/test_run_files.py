@@ -89,7 +89,7 @@ def as_postgres(*args: str) -> subprocess.CompletedProcess:
     """The CLI as the postgres OS user, as cron runs it (Debian's python3 with the venv's libraries)."""
     env = {**cli_env(), "PYTHONPATH": os.pathsep.join([COLLECTIONS_DIR, *VENV_SITE]), "HOME": "/var/lib/postgresql"}
     return subprocess.run(["runuser", "-u", "postgres", "--", "/usr/bin/python3", "-m",
-                           "ansible_collections.doctorq.backup.plugins.module_utils.cli", *args],
+                           "ansible_collections.doctorq.backup.cli.backup", *args],
                           env=env, cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180,
                           check=False)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.doctorq.backup.plugins.module_utils import cli
+from ansible_collections.doctorq.backup.cli import backup as cli
 from backup_support import read_json, run_cli, tmpfs, tree, write_private
 
 pytestmark = pytest.mark.faults

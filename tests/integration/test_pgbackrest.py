@@ -628,7 +628,7 @@ def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module
 def _cli(config: str, *args: str) -> subprocess.CompletedProcess:
     from conftest import COLLECTIONS_DIR  # pylint: disable=import-outside-toplevel
 
-    return subprocess.run([sys.executable, "-m", "ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_cli",
+    return subprocess.run([sys.executable, "-m", "ansible_collections.doctorq.backup.cli.pgbackrest",
                            *args, "--config", config], env={**os.environ, "PYTHONPATH": COLLECTIONS_DIR},
                           capture_output=True, text=True, timeout=600, check=False)
 

@@ -156,7 +156,7 @@ def test_virtualenv(host):
 def test_collection_installed(host):
     manifest = json.loads(host.file(f"{COLLECTION}/MANIFEST.json").content_string)
     assert (manifest["collection_info"]["namespace"], manifest["collection_info"]["name"]) == ("doctorq", "backup")
-    assert host.file(f"{COLLECTION}/plugins/module_utils/cli.py").is_file
+    assert host.file(f"{COLLECTION}/cli/backup.py").is_file
 
 
 def test_wrapper(host):

@@ -6,7 +6,7 @@
 
 - an artifact given: used as is;
 - a collection directory (a source checkout with galaxy.yml, or an installed
-  collection with MANIFEST.json): what the scheduled job runs (plugins/ and
+  collection with MANIFEST.json): what the scheduled job runs (plugins/, cli/ and
   meta/) is staged in DIR and built with ``ansible-galaxy collection build``.
   Roles, playbooks, tests and docs stay out: hosts do not need them, and a
   change there must not reinstall the collection on every host.
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tarfile
 
-RUNTIME_DIRS = ("plugins", "meta")
+RUNTIME_DIRS = ("plugins", "cli", "meta")
 README = "# doctorq.backup (runtime copy)\n\nThe modules and engine of doctorq.backup, installed for the scheduled job.\n"
 
 

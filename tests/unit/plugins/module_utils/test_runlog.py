@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ansible_collections.doctorq.backup.plugins.module_utils.jobsteps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 
 NOW = dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.timezone.utc)

@@ -168,7 +168,7 @@ def test_upload_file_refuses_a_file_that_no_longer_matches(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# a file-set backup when S3 is down: the same steps (jobsteps.Stores) as pg_backup
+# a file-set backup when S3 is down: the same steps (backup_steps.Stores) as pg_backup
 
 
 def test_files_backup_goes_on_locally_when_s3_is_down(tmp_path):

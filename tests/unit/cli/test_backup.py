@@ -1,7 +1,7 @@
 """The files config of doctorq-backup: its argument spec (no server needed)."""
 from __future__ import annotations
 
-from ansible_collections.doctorq.backup.plugins.module_utils.cli import files_job_spec
+from ansible_collections.doctorq.backup.cli.backup import files_job_spec
 
 
 def test_files_config_spec_shares_options_and_leaves_set_options_without_defaults():

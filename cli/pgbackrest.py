@@ -27,7 +27,7 @@ import sys
 from typing import Any, Sequence
 
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.cli import read_config
+from ansible_collections.doctorq.backup.cli.backup import read_config
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (

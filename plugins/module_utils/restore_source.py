@@ -37,7 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANI
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
     ConfigError, DoctorqError, IntegrityError, StorageError,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import ignored, list_reachable, s3_unavailable
+from ansible_collections.doctorq.backup.plugins.module_utils.listing import ignored, list_reachable, s3_unavailable
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog

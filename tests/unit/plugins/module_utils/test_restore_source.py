@@ -1,4 +1,4 @@
-"""One source engine for database and file restores (sources.py): finding, wording, archive options, verified reads."""
+"""One source engine for database and file restores (restore_source.py): finding, wording, archive options, verified reads."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Confi
 from ansible_collections.doctorq.backup.plugins.module_utils.files import files_restore_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import restore_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
-from ansible_collections.doctorq.backup.plugins.module_utils.sources import (
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
     DATABASE, FILES, ArchiveOptions, Sources, archive_argument_spec,
 )
 

@@ -46,7 +46,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Confi
 from ansible_collections.doctorq.backup.plugins.module_utils.files import (
     TYPE as FILES_TYPE, FilesJob, check_set_name, files_backup_argument_spec, run_files_backup,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.info import (
+from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import check_policy

@@ -59,8 +59,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.retention import DE
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import private_dir
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import RestoreRun
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
-    FILES, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
+    FILES, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 

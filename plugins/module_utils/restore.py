@@ -40,8 +40,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import RestoreRun
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
-    DATABASE, ArchiveOptions, RestoreRun, Source, archive_argument_spec, check_source, parse_when,
+    DATABASE, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 

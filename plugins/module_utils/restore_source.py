@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Finding a backup through its manifest and reading it back verified: one engine for every restore.
 
-Database restores (restore.py), file-set restores (files.py) and the drills
+Database restores (restore.py), file-set restores (files_restore_job.py) and the drills
 that run them find and fetch their backup here, so the rules are the same for
 both kinds:
 
@@ -17,9 +17,8 @@ both kinds:
   no download behind.
 
 Only the words differ (a database vs. a file set, which option names it,
-what stays untouched): a ``Wording`` carries them. ``RestoreRun`` is the
-frame both restores run in: their own run log, the safety backup, one line
-in the audit log and the notification, whatever the outcome.
+what stays untouched): a ``Wording`` carries them. The frame both restores
+run in is ``restore_run.RestoreRun``.
 """
 
 from __future__ import annotations
@@ -28,18 +27,17 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from typing import IO, Any, Callable
+from typing import Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
-from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANIFEST_SUFFIX, STAMP, Manifest, iso, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import MANIFEST_SUFFIX, Manifest, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
-    ConfigError, DoctorqError, IntegrityError, StorageError,
+    ConfigError, IntegrityError, StorageError,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.listing import ignored, list_reachable, s3_unavailable
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
@@ -366,78 +364,3 @@ class Sources:
         log(f"Checksums verified (SHA-256 and MD5) for {name}")
         return path
 
-
-class RestoreRun:
-    """One restore run: what every restore keeps, and the frame it runs in.
-
-    A subclass names its run (``log_name``, ``title``), does the work
-    (``work``: the result, the durations and the warnings are filled in on
-    the way; ``pending`` in the result when an archived object is not back
-    yet) and says what its audit line and notification hold
-    (``audit_record``, ``event``). The job needs ``backup_dir``, ``s3``,
-    ``archive``, ``work_dir``, ``safety_dir`` and ``notifier``.
-    """
-
-    def __init__(self, job: Any, echo: IO[str] | None, wording: Wording, result: dict[str, Any]) -> None:
-        self.job = job
-        self.echo = echo
-        self.now = utcnow()
-        self.stamp = self.now.strftime(STAMP)
-        self.durations: dict[str, float] = {}
-        self.warnings: list[str] = []
-        self.result = result
-        self.sources = Sources(wording, job.backup_dir, job.s3, archive=job.archive, work_dir=job.work_dir,
-                               result=self.result, durations=self.durations, warnings=self.warnings)
-        self.local = self.sources.local
-
-    # -- what a restore says about itself -----------------------------------------------
-    def log_name(self) -> str:
-        """The run log's file name in backup_dir (a real run only)."""
-        raise NotImplementedError
-
-    def title(self) -> str:
-        raise NotImplementedError
-
-    def work(self, log: RunLog, check_mode: bool) -> None:
-        raise NotImplementedError
-
-    def audit_record(self) -> dict[str, Any]:
-        """What this restore's audit line holds besides the source, outcome, safety backup and durations."""
-        raise NotImplementedError
-
-    def event(self, status: str, error: str | None) -> dict[str, Any]:
-        """The webhook's event for this run's outcome."""
-        raise NotImplementedError
-
-    # -- the frame ----------------------------------------------------------------------
-    def timed(self, phase: str, started: float) -> None:
-        add_duration(self.durations, phase, started)
-
-    def run(self, check_mode: bool) -> dict[str, Any]:
-        """Run ``work`` in the run frame with its own log; a real run, even a failed one, is audited and notified."""
-        frame = Frame(title=self.title() + (" (check mode: nothing is changed)" if check_mode else ""),
-                      notifier=self.job.notifier, echo=self.echo,
-                      log_path=None if check_mode else os.path.join(self.job.backup_dir, self.log_name()),
-                      own_log_file=True, audit_dir=None if check_mode else self.job.backup_dir,
-                      prepare=None if check_mode else self.local.ensure_writable, result=self.result,
-                      warnings=self.warnings)
-
-        def conclude(status: str, error: str | None) -> Conclusion:
-            self.result.update(durations=self.durations, duration_s=frame.duration, log_file=self.result.get("log_file"))
-            return Conclusion(event=self.event(status, error), audit={
-                "at": iso(self.now), "finished_at": iso(utcnow()), "source": self.result.get("source"), "error": error,
-                "safety_backup": self.result.get("safety_backup"), "durations": self.durations, **self.audit_record()})
-
-        return frame.run(lambda log: self.work(log, check_mode), conclude, notify=not check_mode)
-
-    def safety_backup(self, what: str, backup: Callable[[str], dict[str, Any]], log: RunLog) -> dict[str, Any]:
-        """``backup(safety_dir)``: back up ``what`` the restore replaces, through the backup engine; a failure stops here."""
-        started = time.monotonic()
-        safety_dir = self.job.safety_dir or os.path.join(self.job.backup_dir, "safety")
-        log(f"Creating a safety backup of {what} before the restore: {safety_dir}")
-        outcome = backup(safety_dir)
-        if outcome.get("failed"):
-            raise DoctorqError(f"the safety backup of {what} failed, so nothing was restored: {outcome['msg']}")
-        self.timed("safety_backup", started)
-        log(f"Safety backup written: {outcome['backup']['path']} ({human(outcome['backup']['size'])})")
-        return outcome

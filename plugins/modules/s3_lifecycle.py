@@ -410,6 +410,7 @@ bucket:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.doctorq.backup.plugins.module_utils import lifecycle
+from ansible_collections.doctorq.backup.plugins.module_utils import lifecycle_bucket
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import (
     BOTO3_IMPORT_ERROR, HAS_BOTO3, S3Config, s3_argument_spec, s3_client,
@@ -467,13 +468,13 @@ def main() -> None:
     try:
         cfg = S3Config.from_params(params["s3"])
         declared = lifecycle.declared_rules(params["rules"], params["preset"], cfg)
-        spec = lifecycle.BucketSpec.from_params(params["ensure_bucket"], cfg.kms_key_id)
+        spec = lifecycle_bucket.BucketSpec.from_params(params["ensure_bucket"], cfg.kms_key_id)
         client = s3_client(cfg)
         bucket_exists = True
         before: dict = {}
         after: dict = {}
         if spec is not None:
-            bucket = lifecycle.ensure_bucket(client, cfg, spec, check_mode=module.check_mode)
+            bucket = lifecycle_bucket.ensure_bucket(client, cfg, spec, check_mode=module.check_mode)
             bucket_exists = bucket.after["exists"] and not (module.check_mode and bucket.created)
             result["bucket"] = dict(created=bucket.created, actions=bucket.actions, state=bucket.after)
             result["changed"] = bucket.changed

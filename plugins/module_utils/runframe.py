@@ -38,13 +38,42 @@ def lock_path(directory: str, name: str, job: str = "") -> str:
     return os.path.join(directory, f".{encode_name(name)}{'.' + job if job else ''}.lock")
 
 
-def samples(status: str, duration: float, **on_success: float) -> dict[str, float]:
-    """Every job's metrics, one vocabulary: the run's status and time; on success its duration and facts."""
+# Every metric a job writes, one vocabulary: ``doctorq_<job>_<name>{database="<label>"}`` in
+# ``<metrics_dir>/doctorq_<job>_<label>.prom`` (notify.write_metrics), one file per job and database or file
+# set. monitoring/'s alerts and dashboard use these names only (tests/unit/test_monitoring.py).
+METRIC_JOBS = ("backup", "files_backup", "drill", "files_drill")
+METRICS = {
+    "last_run_status": "1 when the last run succeeded, 0 when it failed",
+    "last_run_timestamp_seconds": "when the last run ended (Unix time)",
+    "last_success_timestamp_seconds": "when the last successful run ended (Unix time)",
+    "last_duration_seconds": "how long the last successful run took",
+    "last_size_bytes": "backups: the size of the last successful backup",
+    "last_changed_files": "file-set backups: files that changed while tar read them",
+    "last_file_count": "file-set backups: members of the last backup",
+    "s3_pending_uploads": "backups with S3: complete local backups S3 lacks, uploaded by the next run that reaches it",
+    "rto_seconds": "drills: time to a verified restore",
+    "rpo_seconds": "drills: age of the newest restorable backup (PITR: of the recovery point), also when it failed the drill",
+    "rpo_limit_seconds": "drills: the RPO over which the drill fails (max_rpo_hours, max_rpo_seconds)",
+    "archive_lag_seconds": "PITR drills: age of the newest commit in the archived WAL before the drill sealed the window",
+}
+
+
+def samples(status: str, duration: float, facts: dict[str, float] | None = None, **on_success: float) -> dict[str, float]:
+    """Every job's metrics in the vocabulary of ``METRICS``: the run's status and time; on success its duration.
+
+    ``on_success``: facts of a successful run only (a failed run keeps the
+    previous values); ``facts``: what the run measured whatever its outcome
+    (a drill's RPO that failed it, its limit, uploads S3 still lacks).
+    """
     now = time.time()
     out = {"last_run_status": 1.0 if status == "success" else 0.0, "last_run_timestamp_seconds": now}
+    out.update({k: float(v) for k, v in (facts or {}).items()})
     if status == "success":
         out.update(last_success_timestamp_seconds=now, last_duration_seconds=duration,
                    **{k: float(v) for k, v in on_success.items()})
+    unknown = sorted(set(out) - set(METRICS))
+    if unknown:
+        raise ValueError(f"metrics {unknown} are not in runframe.METRICS: add them there (and to monitoring/ if alerted on)")
     return out
 
 

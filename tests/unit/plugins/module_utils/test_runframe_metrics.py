@@ -1,0 +1,55 @@
+"""The metrics every job writes: one vocabulary, facts of a failed run kept or written as the run says."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import write_metrics
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import METRICS, samples
+
+
+def _read(path):
+    values = {}
+    for line in open(path, encoding="utf-8"):
+        if not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_success_writes_duration_and_facts():
+    out = samples("success", 12.5, {"s3_pending_uploads": 0}, last_size_bytes=2048)
+    assert out["last_run_status"] == 1.0
+    assert out["last_success_timestamp_seconds"] == out["last_run_timestamp_seconds"]
+    assert out["last_duration_seconds"] == 12.5
+    assert out["last_size_bytes"] == 2048.0
+    assert out["s3_pending_uploads"] == 0.0
+
+
+def test_failure_writes_only_what_the_run_measured():
+    out = samples("failure", 3.0, {"rpo_seconds": 100000, "rpo_limit_seconds": 93600}, rto_seconds=3.0)
+    assert out["last_run_status"] == 0.0
+    assert out["rpo_seconds"] == 100000.0  # the RPO that failed the drill is what the alert needs
+    assert out["rpo_limit_seconds"] == 93600.0
+    assert "rto_seconds" not in out and "last_success_timestamp_seconds" not in out
+    assert "last_duration_seconds" not in out
+
+
+def test_a_name_outside_the_vocabulary_is_refused():
+    with pytest.raises(ValueError, match="last_status"):
+        samples("success", 1.0, last_status=1)
+    with pytest.raises(ValueError, match="s3_missing"):
+        samples("failure", 1.0, {"s3_missing": 2})
+
+
+def test_a_failed_run_keeps_the_last_success_and_updates_measured_facts(tmp_path):
+    write_metrics(str(tmp_path), "drill", "shop", samples("success", 4.0, {"rpo_seconds": 60, "rpo_limit_seconds": 600},
+                                                             rto_seconds=4.0))
+    path = write_metrics(str(tmp_path), "drill", "shop", samples("failure", 9.0, {"rpo_seconds": 900,
+                                                                                  "rpo_limit_seconds": 600}))
+    got = _read(path)
+    assert got['doctorq_drill_last_run_status{database="shop"}'] == 0.0
+    assert got['doctorq_drill_rpo_seconds{database="shop"}'] == 900.0
+    assert got['doctorq_drill_rto_seconds{database="shop"}'] == 4.0  # the last verified restore's RTO stays
+    assert got['doctorq_drill_last_duration_seconds{database="shop"}'] == 4.0
+    assert set(METRICS) >= {name.split("{")[0][len("doctorq_drill_"):] for name in got}

@@ -1,4 +1,4 @@
-"""Helpers shared by the pg_backup / pg_backup_info / CLI integration tests.
+"""Helpers shared by the pg_backup / backup_info / CLI integration tests.
 
 Nothing here is mocked: these are small real things the tests need around
 the real servers of the test bed.

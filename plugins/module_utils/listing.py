@@ -1,6 +1,6 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Listing and re-verifying complete backups (``pg_backup_info``, ``doctorq-backup list``)."""
+"""Listing and re-verifying complete backups (``backup_info``, ``doctorq-backup list``)."""
 
 from __future__ import annotations
 

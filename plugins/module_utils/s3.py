@@ -235,7 +235,7 @@ _HINTS = {
     "AccessDenied": "the credentials lack permission for this action: check the bucket policy / IAM",
     "Forbidden": "the credentials lack permission or are wrong: check s3.access_key / s3.secret_key",
     "403": "the credentials lack permission or are wrong: check s3.access_key / s3.secret_key",
-    "NoSuchKey": "the object does not exist: list backups with pg_backup_info",
+    "NoSuchKey": "the object does not exist: list backups with backup_info",
     "404": "the object or bucket does not exist",
     "InvalidObjectState": "the object is in an archive tier (GLACIER/DEEP_ARCHIVE): restore it first",
     "BadDigest": "the bytes received by the server do not match their checksum: retry the run",

@@ -110,7 +110,7 @@ notes:
 seealso:
   - module: doctorq.backup.files_restore
   - module: doctorq.backup.pg_backup
-  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.backup_info
 """
 
 EXAMPLES = r"""

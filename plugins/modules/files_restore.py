@@ -98,7 +98,7 @@ options:
     type: path
 seealso:
   - module: doctorq.backup.files_backup
-  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.backup_info
 """
 
 EXAMPLES = r"""

@@ -85,7 +85,7 @@ notes:
   - Restore without this collection, with stock tools, in one line -
     C(zstd -dc FILE.dump.zst | pg_restore --dbname=NEWDB --no-owner).
 seealso:
-  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.backup_info
   - module: doctorq.backup.pg_restore_safe
   - module: doctorq.backup.pgbackrest_backup
   - module: doctorq.backup.s3_lifecycle

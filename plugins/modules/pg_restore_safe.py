@@ -219,7 +219,7 @@ options:
     default: 3600
 seealso:
   - module: doctorq.backup.pg_backup
-  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.backup_info
   - module: doctorq.backup.pg_pitr_restore
 """
 

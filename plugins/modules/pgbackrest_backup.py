@@ -54,7 +54,7 @@ options:
     description: Directory of the run logs (C(backup_pgbackrest-<stanza>_<timestamp>.log)); defaults to O(backup_dir).
     type: path
 seealso:
-  - module: doctorq.backup.pg_backup_info
+  - module: doctorq.backup.backup_info
   - module: doctorq.backup.pg_pitr_restore
   - module: doctorq.backup.pg_backup
 """

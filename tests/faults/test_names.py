@@ -4,7 +4,7 @@
 
 Databases named with non-ASCII letters (``clínica``), a ``/``, quotes,
 spaces and a leading ``-``, holding a schema and a table with such names too,
-go through pg_backup (disk + SeaweedFS, weekly copy), pg_backup_info and
+go through pg_backup (disk + SeaweedFS, weekly copy), backup_info and
 pg_restore_safe; a file set with such a name through files_backup,
 files_restore and its drill. File names and S3 keys carry the name encoded
 (ASCII, one path segment, never starting with ``-`` or ``.``); the manifests,
@@ -104,7 +104,7 @@ def test_awkward_database_names_back_up_list_and_restore_from_s3(stem, make_db, 
     s3_manifest = json.loads(client.get_object(Bucket=s3_bucket["bucket"], Key=data_key + ".manifest.json")["Body"].read())
     assert s3_manifest["database"] == name
 
-    listed = ok(run_module("pg_backup_info", {"db": name, "backup_dir": backup_dir, "s3": s3_bucket}))["backups"]
+    listed = ok(run_module("backup_info", {"db": name, "backup_dir": backup_dir, "s3": s3_bucket}))["backups"]
     assert {(b["id"], b["database"], b["kind"], b["location"]) for b in listed} == {
         (made["id"], name, kind, where) for kind in ("daily", "weekly") for where in ("local", "s3")}
 
@@ -131,7 +131,7 @@ def test_long_non_ascii_name_restores_in_place_and_drills(make_db, pg_server, tm
     assert table_digest(pg_server, name) == before == table_digest(pg_server, previous)
     assert os.path.isfile(restored["safety_backup"])
 
-    report = ok(run_module("pg_restore_drill", {**pg_server.params(), "db": name, "backup_dir": backup_dir,
+    report = ok(run_module("restore_drill", {**pg_server.params(), "db": name, "backup_dir": backup_dir,
                                                 "report_dir": str(tmp_path / "reports")}))["report"]
     assert report["status"] == "success" and report["database"] == name
     assert len(report["scratch_database"].encode()) <= 63
@@ -149,7 +149,7 @@ def test_file_set_with_an_awkward_name_backs_up_restores_and_drills(s3_bucket, t
                                           "s3": s3_bucket, "weekly": "never"}))["backup"]
     assert made["s3_uri"] and os.path.dirname(made["path"]) == backup_dir and plain(os.path.basename(made["path"]))
     assert read_json(made["path"] + ".manifest.json")["database"] == name
-    listed = ok(run_module("pg_backup_info", {"db": name, "type": "files", "backup_dir": backup_dir,
+    listed = ok(run_module("backup_info", {"db": name, "type": "files", "backup_dir": backup_dir,
                                               "s3": s3_bucket}))["backups"]
     assert {(b["database"], b["location"]) for b in listed} == {(name, "local"), (name, "s3")}
     target = tmp_path / "restored"
@@ -157,7 +157,7 @@ def test_file_set_with_an_awkward_name_backs_up_restores_and_drills(s3_bucket, t
                                                "s3": s3_bucket, "target": str(target)}))
     assert restored["source"]["location"] == "s3" and restored["source"]["name"] == name
     assert (target / "é.txt").read_text() == "ñandú\n"
-    report = ok(run_module("pg_restore_drill", {"file_set": name, "backup_dir": backup_dir,
+    report = ok(run_module("restore_drill", {"file_set": name, "backup_dir": backup_dir,
                                                 "report_dir": str(tmp_path / "reports")}))["report"]
     assert report["status"] == "success" and report["file_set"] == name
     assert os.path.dirname(report["report_file"]) == str(tmp_path / "reports")
@@ -205,7 +205,7 @@ def test_backups_named_as_before_0_2_stay_listed_and_restorable(stem, make_db, p
     old_path = as_written_before_0_2(made, name)
     assert os.path.basename(old_path).startswith(name)
 
-    listed = ok(run_module("pg_backup_info", {"db": name, "backup_dir": backup_dir, "verify": True}))
+    listed = ok(run_module("backup_info", {"db": name, "backup_dir": backup_dir, "verify": True}))
     assert [(b["file"], b["location"]) for b in listed["backups"]] == [(os.path.basename(old_path), "local")]
     assert not [w for w in listed.get("warnings") or [] if "ignored" in w], listed["warnings"]
 

@@ -51,12 +51,12 @@ def made(pg_server, pg_db, s3_bucket, backup_dir, run_module) -> dict[str, Any]:
 
 def test_listing_shows_local_backups_and_says_s3_is_unavailable(made, pg_db, s3_bucket, backup_dir, run_module):
     down = unreachable(s3_bucket)
-    result = ok(run_module("pg_backup_info", {"db": pg_db, "backup_dir": backup_dir, "s3": down}))
+    result = ok(run_module("backup_info", {"db": pg_db, "backup_dir": backup_dir, "s3": down}))
     assert [(b["id"], b["location"]) for b in result["backups"]] == [(made["id"], "local")]
     assert "S3 listing failed" in result["s3_error"] and S3_DOWN in result["s3_error"]
     warned_about_s3(result)
     # without a local directory there is nothing to fall back to: that still fails, naming S3
-    msg = run_module("pg_backup_info", {"db": pg_db, "s3": down})
+    msg = run_module("backup_info", {"db": pg_db, "s3": down})
     assert msg.get("failed") and S3_DOWN in msg["msg"], msg
 
 
@@ -83,7 +83,7 @@ def test_restore_latest_with_no_local_copy_names_the_s3_problem(pg_server, pg_db
 
 def test_database_drill_runs_from_the_local_copy_when_s3_is_down(made, pg_server, pg_db, s3_bucket, backup_dir,
                                                                  run_module):
-    result = ok(run_module("pg_restore_drill", {**pg_server.params(), "db": pg_db, "backup_dir": backup_dir,
+    result = ok(run_module("restore_drill", {**pg_server.params(), "db": pg_db, "backup_dir": backup_dir,
                                                 "s3": unreachable(s3_bucket)}))
     report = result["report"]
     assert report["status"] == "success" and report["backup_id"] == made["id"] and report["backup_location"] == "local"
@@ -110,7 +110,7 @@ def test_file_set_restore_and_drill_use_the_local_copy_when_s3_is_down(s3_bucket
     assert (target / "docs" / "a.txt").read_text() == "one\n"
     assert (target / "b.bin").read_bytes() == (app / "b.bin").read_bytes()
 
-    drill = ok(run_module("pg_restore_drill", {"file_set": "app", "backup_dir": backup_dir, "s3": down}))
+    drill = ok(run_module("restore_drill", {"file_set": "app", "backup_dir": backup_dir, "s3": down}))
     assert drill["report"]["status"] == "success" and drill["report"]["backup_location"] == "local"
     assert S3_DOWN in drill["report"]["s3_error"]
     warned_about_s3(drill)

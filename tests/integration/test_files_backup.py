@@ -10,7 +10,7 @@ written outside the target. The tests run as root (CI does) so owners can be
 set and restored.
 
 Archive tiers (GLACIER) are tested on moto, the only local store with their
-semantics; drills (pg_restore_drill with file_set) on SeaweedFS.
+semantics; drills (restore_drill with file_set) on SeaweedFS.
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def test_file_modified_during_the_backup_is_reported(app, backup_dir, tmp_path, 
     # fail: nothing kept, nothing left behind
     msg = failed(failing, "changed while they were read", "./growing.log", "nothing was kept")
     assert "on_change" in msg
-    listed = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "type": "files"}))["backups"]
+    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "type": "files"}))["backups"]
     assert [b["id"] for b in listed] == [result["backup"]["id"]]
     assert not [n for n in os.listdir(backup_dir) if n.endswith(".partial")]
 
@@ -367,7 +367,7 @@ def test_corrupted_archive_is_refused_and_the_target_untouched(app, backup_dir, 
     assert snapshot(app) == current
     assert stray_dirs(os.path.dirname(app), "app") == []
     assert not os.path.exists(os.path.join(backup_dir, "safety"))  # the safety backup comes after verification
-    info = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "verify": True}))
+    info = ok(run_module("backup_info", {"backup_dir": backup_dir, "verify": True}))
     assert info["corrupt"] == [made["id"]] and info["backups"][0]["type"] == "files"
 
 
@@ -539,7 +539,7 @@ def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_modu
     expected = {(ids[x], "daily", where) for x in "ABC" for where in ("local", "s3")} | \
         {(ids["A"], "weekly", where) for where in ("local", "s3")}
     assert gone == expected
-    listed = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "s3": s3_bucket, "type": "files"}))["backups"]
+    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "s3": s3_bucket, "type": "files"}))["backups"]
     assert {(b["id"], b["kind"], b["location"]) for b in listed} == \
         {(i, k, where) for i, k in ((ids["D"], "daily"), (final["backup"]["id"], "daily"), (ids["B"], "weekly"))
          for where in ("local", "s3")}
@@ -547,8 +547,8 @@ def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_modu
     keys = s3_keys(s3_bucket)
     assert not [k for k in keys if ids["A"] in k or ids["C"] in k]
     assert os.path.exists(db_file) and os.path.exists(db_file + ".manifest.json")
-    # pg_backup_info lists both kinds side by side, each with its type
-    both = ok(run_module("pg_backup_info", {"backup_dir": backup_dir, "db": "app"}))["backups"]
+    # backup_info lists both kinds side by side, each with its type
+    both = ok(run_module("backup_info", {"backup_dir": backup_dir, "db": "app"}))["backups"]
     assert {b["type"] for b in both} == {"database", "files"}
     assert [b["id"] for b in both if b["type"] == "database"] == [db_bid]
 
@@ -720,7 +720,7 @@ def read_audit(backup_dir: str) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------
-# drills (pg_restore_drill with file_set)
+# drills (restore_drill with file_set)
 
 
 def drill_leftovers(directory: str) -> list[str]:
@@ -740,7 +740,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     metrics.mkdir()
     hook = Webhook()
     try:
-        result = ok(run_module("pg_restore_drill", {"file_set": "app", "backup_dir": str(drill_host), "s3": s3_bucket,
+        result = ok(run_module("restore_drill", {"file_set": "app", "backup_dir": str(drill_host), "s3": s3_bucket,
                                                     "report_dir": str(reports), "metrics_dir": str(metrics),
                                                     "webhook_url": hook.url(), "webhook_format": "json"}))
     finally:
@@ -775,7 +775,7 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     metrics.mkdir()
     hook = Webhook()
     try:
-        result = run_module("pg_restore_drill", {"file_set": "forged", "backup_dir": backup_dir,
+        result = run_module("restore_drill", {"file_set": "forged", "backup_dir": backup_dir,
                                                  "metrics_dir": str(metrics), "report_dir": str(tmp_path / "reports"),
                                                  "webhook_url": hook.url(), "webhook_format": "json"})
     finally:
@@ -792,7 +792,7 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
 
     # a damaged archive: the restore refuses it, the drill fails and still leaves nothing behind
     flip_byte(path)
-    result = run_module("pg_restore_drill", {"file_set": "forged", "backup_dir": backup_dir})
+    result = run_module("restore_drill", {"file_set": "forged", "backup_dir": backup_dir})
     failed(result, "checksum mismatch")
     assert not os.path.exists(result["report"]["scratch_dir"]) and drill_leftovers(backup_dir) == []
 
@@ -803,4 +803,4 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     ({"file_set": "weekly"}, "not a usable file-set name"),
 ])
 def test_drill_options(args, needle, run_module, backup_dir):
-    failed(run_module("pg_restore_drill", {"backup_dir": backup_dir, **args}), needle)
+    failed(run_module("restore_drill", {"backup_dir": backup_dir, **args}), needle)

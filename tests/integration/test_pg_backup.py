@@ -108,7 +108,7 @@ def listing(run_module, backup_dir, s3: dict[str, Any] | None, db: str, **extra:
     args: dict[str, Any] = {"backup_dir": str(backup_dir), "db": db, **extra}
     if s3:
         args["s3"] = s3
-    return ok(run_module("pg_backup_info", args))["backups"]
+    return ok(run_module("backup_info", args))["backups"]
 
 
 def run_log(backup_dir) -> str:

@@ -9,7 +9,7 @@ through its HTTP port. Everything pgBackRest runs as the postgres OS user.
 
 Covered: archiving proven by ``check``; a full then an incremental backup
 through pgbackrest_backup, listed with the recoverable window by
-pg_backup_info, and pg_backup's deprecated physical kinds;
+backup_info, and pg_backup's deprecated physical kinds;
 rows written at t1 and t2 and a recovery to a time between them showing
 exactly the t1 rows (scratch and live); targets outside the window refused
 with nothing touched; the PITR drill into a scratch cluster on another port;
@@ -18,7 +18,6 @@ secrets never in argv, logs or results.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import glob
 import http.server
@@ -38,11 +37,10 @@ from typing import Any, Iterator
 import pytest
 
 import testbed
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    PgBackRest, PgBackRestError, PhysicalBackupJob, Repo, Stanza, archive_command, render_conf, run_physical_backup,
-    secret_env, write_conf,
-)
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import PgBackRestError
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import PgBackRest
+from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
+from role_support import render_role_template
 from testbed import LOCALHOST, PgServer, S3Server, empty_bucket
 
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ")
@@ -148,12 +146,21 @@ class ArchivingPostgres(testbed.Postgres):
         super()._configure(port)
         with open(os.path.join(self.data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
             handle.write(f"wal_level = 'replica'\narchive_mode = 'on'\n"
-                         f"archive_command = '{archive_command(self.config, STANZA)}'\n")
+                         f"archive_command = 'pgbackrest --config={self.config} --stanza={STANZA} archive-push %p'\n")
 
 
 def _chown(path: str) -> None:
     entry = pwd.getpwnam("postgres")
     os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def write_conf(path: str, variables: dict[str, Any]) -> None:
+    """pgbackrest.conf as the pgbackrest role writes it (its template), 0640, owned by postgres."""
+    text = render_role_template("pgbackrest", "pgbackrest.conf.j2", {"ansible_managed": "test", **variables})
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o640)
+    _chown(path)
 
 
 @pytest.fixture(scope="module")
@@ -173,26 +180,31 @@ def bed() -> Iterator[dict[str, Any]]:
         _chown(os.path.join(pgbr_dir, sub))
     config = os.path.join(pgbr_dir, "pgbackrest.conf")
     cipher = secrets.token_urlsafe(24)
-    s3cfg = S3Config(bucket=bucket, prefix="doctorq/db1", endpoint_url=weed.endpoint, region="us-east-1",
-                     access_key=weed.http.access_key, secret_key=weed.http.secret_key, encryption="none")
-    repo = Repo.from_s3(s3cfg, "pgbackrest/db1", ca_file=ca, cipher_pass=cipher)
     pg = ArchivingPostgres(root, config)
-    stanza = Stanza(name=STANZA, pg_data=pg.data_dir, pg_port=5432, pg_socket_path=pg.socket_dir,
-                    spool_path=os.path.join(pgbr_dir, "spool"), log_path=os.path.join(pgbr_dir, "log"),
-                    lock_path=os.path.join(pgbr_dir, "lock"), process_max=4, retention_days=7)
+    # the role's variables: the repository in the bucket under its own path, the cluster, pgBackRest's directories
+    role_vars = {"pgbackrest_s3": {"bucket": bucket, "endpoint_url": weed.endpoint, "region": "us-east-1",
+                                   "access_key": weed.http.access_key, "secret_key": weed.http.secret_key,
+                                   "encryption": "none"},
+                 "pgbackrest_repo_path": "pgbackrest/db1", "pgbackrest_ca_file": ca, "pgbackrest_cipher_pass": cipher,
+                 "pgbackrest_stanza": STANZA, "pgbackrest_pg_data": pg.data_dir, "pgbackrest_pg_port": 5432,
+                 "pgbackrest_pg_socket_path": pg.socket_dir, "pgbackrest_spool_path": os.path.join(pgbr_dir, "spool"),
+                 "pgbackrest_log_path": os.path.join(pgbr_dir, "log"),
+                 "pgbackrest_lock_path": os.path.join(pgbr_dir, "lock"), "pgbackrest_process_max": 4,
+                 "pgbackrest_retention_days": 7}
     confs = os.path.join(root, "confs")  # other configurations tests write (postgres must reach them)
     os.makedirs(confs, mode=0o755)
     try:
-        write_conf(config, render_conf(stanza, repo))  # archive_command needs it from the first start
+        write_conf(config, role_vars)  # archive_command needs it from the first start
         server = pg.start()
-        stanza = dataclasses.replace(stanza, pg_port=server.port)
-        write_conf(config, render_conf(stanza, repo))
+        role_vars["pgbackrest_pg_port"] = server.port
+        write_conf(config, role_vars)
         engine = PgBackRest(config, STANZA)
-        engine.stanza_create()
+        engine.run("stanza-create", timeout=600)  # as the role does
         backup_dir = os.path.join(root, "backups")
         os.makedirs(backup_dir, mode=0o700)
-        yield {"root": root, "weed": weed, "bucket": bucket, "repo": repo, "stanza": stanza, "config": config,
+        yield {"root": root, "weed": weed, "bucket": bucket, "role_vars": role_vars, "config": config,
                "pg": pg, "server": server, "engine": engine, "backup_dir": backup_dir, "ca": ca, "cipher": cipher,
+               "secret_key": weed.http.secret_key,
                "pgbr_dir": pgbr_dir, "confs": confs}
     finally:
         for data in glob.glob(os.path.join(root, "*_pitr*")) + glob.glob(os.path.join(root, "pg", "*_pitr*")):
@@ -343,33 +355,15 @@ def test_check_proves_archiving_into_seaweedfs(bed):
 
 def test_wrong_secret_is_refused_clearly_and_never_echoed(bed):
     wrong = "WRONG" + secrets.token_hex(12)
-    repo = dataclasses.replace(bed["repo"], secret_key=wrong)
     config = os.path.join(bed["confs"], "wrong.conf")
-    write_conf(config, render_conf(bed["stanza"], repo))
+    s3 = {**bed["role_vars"]["pgbackrest_s3"], "secret_key": wrong}
+    write_conf(config, {**bed["role_vars"], "pgbackrest_s3": s3})
     assert os.stat(config).st_mode & 0o777 == 0o640
     with pytest.raises(PgBackRestError) as err:
         PgBackRest(config, STANZA).info()
     message = str(err.value)
     assert "403" in message or "credentials" in message, message
     assert wrong not in message
-
-
-def test_secrets_through_environment_not_the_file(bed):
-    """A configuration without the secrets works when they come through pgBackRest's environment variables."""
-    config = os.path.join(bed["confs"], "nosecret.conf")
-    write_conf(config, render_conf(bed["stanza"], bed["repo"], secrets=False))
-    with open(config, encoding="utf-8") as handle:
-        text = handle.read()
-    assert bed["repo"].secret_key not in text and bed["cipher"] not in text
-    with pytest.raises(PgBackRestError):
-        PgBackRest(config, STANZA).info()
-    engine = PgBackRest(config, STANZA, env=secret_env(bed["repo"]))
-    with ArgvWatch() as watch:
-        info = engine.info()
-    system_id = bed["server"].query("SELECT system_identifier FROM pg_control_system()")[0][0]
-    assert info.ok and info.cipher == "aes-256-cbc" and info.system_id == system_id and info.pg_version == "15"
-    assert watch.seen, "the watcher saw no pgbackrest process"
-    assert not [argv for argv in watch.seen if bed["repo"].secret_key in argv or bed["cipher"] in argv]
 
 
 def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_module, tmp_path):
@@ -411,7 +405,7 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
         prom = handle.read()
     assert 'doctorq_backup_last_run_status{database="pgbackrest/main/incremental"} 1' in prom
     # listed, newest first, with the recoverable window
-    listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
+    listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     assert not listing.get("failed"), listing.get("msg")
     labels = [b["label"] for b in listing["physical_backups"]]
     assert labels[:2] == [incr["backup"]["label"], full["backup"]["label"]]
@@ -425,7 +419,7 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
     assert marker_at <= end
     # secrets: never in argv, results or logs
     everything = json.dumps([full, incr, listing, hook.events])
-    for secret in (bed["repo"].secret_key, bed["cipher"]):
+    for secret in (bed["secret_key"], bed["cipher"]):
         assert secret not in everything
         assert not [argv for argv in watch.seen if secret in argv]
         for path in glob.glob(os.path.join(bed["pgbr_dir"], "log", "*")) + [incr["log_file"]]:
@@ -539,7 +533,7 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     assert audit[-1]["mode"] == "pitr_live" and audit[-1]["status"] == "success"
     # The replaced state is not lost: the safety backup (on the abandoned timeline) restores it, on its own timeline;
     # it can no longer start a recovery along the new timeline, and nothing picks it for one.
-    listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
+    listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     safety = next(b for b in listing["physical_backups"] if b["label"] == result["safety_backup"])
     assert safety["on_latest_timeline"] is False
     refused = run_module("pg_pitr_restore", pg_module_args(bed, target="end", backup_set=safety["label"]))
@@ -558,7 +552,7 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
 
 
 def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module, tmp_path):
-    listing = run_module("pg_backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
+    listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     start = dt.datetime.fromisoformat(listing["recoverable_window"]["start"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(listing["recoverable_window"]["end"].replace("Z", "+00:00"))
     target = start + (end - start) / 2

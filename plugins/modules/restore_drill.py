@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: pg_restore_drill
+module: restore_drill
 short_description: Prove that the newest backup of a PostgreSQL database or a file set restores, and measure RTO and RPO
 version_added: 0.1.0
 description:
@@ -83,7 +83,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Drill the newest backup of doctorq
-  doctorq.backup.pg_restore_drill:
+  doctorq.backup.restore_drill:
     db: doctorq
     backup_dir: /var/backups/doctorq/database
     report_dir: /var/lib/doctorq-backup/drills
@@ -95,7 +95,7 @@ EXAMPLES = r"""
     msg: "{{ drill.report.rto_s }} s to restore; the backup was {{ drill.report.rpo_s }} s old"
 
 - name: Drill the newest backup of the uploads (restored into a scratch directory, compared, removed)
-  doctorq.backup.pg_restore_drill:
+  doctorq.backup.restore_drill:
     file_set: uploads
     backup_dir: /var/backups/doctorq/files
     report_dir: /var/lib/doctorq-backup/drills

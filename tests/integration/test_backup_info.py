@@ -1,4 +1,4 @@
-"""pg_backup_info against real backups on disk and in SeaweedFS: listing, filters, verification."""
+"""backup_info against real backups on disk and in SeaweedFS: listing, filters, verification."""
 from __future__ import annotations
 
 import datetime as dt
@@ -24,7 +24,7 @@ def engine_run(params, now):
 
 
 def info(run_module, **args):
-    result = run_module("pg_backup_info", {k: (str(v) if k == "backup_dir" else v) for k, v in args.items()})
+    result = run_module("backup_info", {k: (str(v) if k == "backup_dir" else v) for k, v in args.items()})
     assert not result.get("failed"), result.get("msg")
     assert result["changed"] is False
     return result

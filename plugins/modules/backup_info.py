@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: pg_backup_info
+module: backup_info
 short_description: List complete PostgreSQL and file backups on disk and in S3, and re-verify them
 version_added: 0.1.0
 description:
@@ -77,7 +77,7 @@ options:
 
 EXAMPLES = r"""
 - name: Newest backups of doctorq, on disk and in S3
-  doctorq.backup.pg_backup_info:
+  doctorq.backup.backup_info:
     db: doctorq
     backup_dir: /var/backups/doctorq/database
     s3:
@@ -87,13 +87,13 @@ EXAMPLES = r"""
   register: backups
 
 - name: Physical backups and the point-in-time recovery window of stanza main
-  doctorq.backup.pg_backup_info:
+  doctorq.backup.backup_info:
     stanza: main
   become: true
   register: physical
 
 - name: Re-verify every local backup
-  doctorq.backup.pg_backup_info:
+  doctorq.backup.backup_info:
     backup_dir: /var/backups/doctorq/database
     verify: true
   register: verified

@@ -1,0 +1,54 @@
+"""Old spellings keep working until 1.0.0, through a real ansible-playbook run, and say what to use instead.
+
+Module names: meta/runtime.yml redirects them (and the action group still
+covers them). Options: the action plugins translate them (plugins/action/).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+
+def play(tmp_path, tasks: list[dict[str, Any]], defaults: dict[str, Any]) -> str:
+    """A playbook of ``tasks`` with ``defaults`` for the collection's action group; results land in out.json."""
+    out = tmp_path / "out.json"
+    tasks = tasks + [{"ansible.builtin.copy": {"content": "{{ results | to_json }}", "dest": str(out), "mode": "0600"}}]
+    book = [{"hosts": "localhost", "gather_facts": False,
+             "module_defaults": {"group/doctorq.backup.backup": defaults}, "tasks": tasks}]
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump(book, sort_keys=False))
+    return str(path)
+
+
+def register(name: str) -> dict[str, Any]:
+    return {"ansible.builtin.set_fact": {"results": f"{{{{ (results | default({{}})) | combine({{'{name}': {name}}}) }}}}"}}
+
+
+def deprecations(stdout: str) -> str:
+    """The deprecation warnings of a run, on one line each (ansible wraps long ones)."""
+    return " ".join(stdout.split())
+
+
+def test_old_module_names_redirect_warn_and_keep_the_group_defaults(ansible_playbook, pg_server, pg_db, tmp_path) -> None:
+    backups = tmp_path / "backups"
+    conn = {name: f"{{{{ conn.{name} }}}}" for name in pg_server.params(pg_db)}
+    tasks = [
+        {"doctorq.backup.pg_backup": conn},
+        {"doctorq.backup.pg_backup_info": {}, "register": "listed"}, register("listed"),
+        {"doctorq.backup.pg_restore_drill": conn, "register": "drilled"}, register("drilled"),
+    ]
+    run = ansible_playbook(play(tmp_path, tasks, {"backup_dir": str(backups)}), {"conn": pg_server.params(pg_db)})
+    assert run.returncode == 0, run.stdout[-4000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    # backup_dir came from the group's module_defaults: the old names resolve to modules of the group
+    assert [b["database"] for b in results["listed"]["backups"]] == [pg_db]
+    assert results["drilled"]["report"]["status"] == "success"
+    assert results["drilled"]["report"]["backup_id"] == results["listed"]["backups"][0]["id"]
+    text = deprecations(run.stdout + run.stderr)
+    for old, new in (("pg_backup_info", "backup_info"), ("pg_restore_drill", "restore_drill")):
+        assert re.search(rf"{old} was renamed to doctorq\.backup\.{new} .*use that name\. This feature will be removed "
+                         r"from collection 'doctorq\.backup' version 1\.0\.0", text), text[-3000:]

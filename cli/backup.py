@@ -43,9 +43,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, FilesDrillJob, run_drill, run_files_drill
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
-from ansible_collections.doctorq.backup.plugins.module_utils.files import (
-    TYPE as FILES_TYPE, FilesJob, check_set_name, files_backup_argument_spec, run_files_backup,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.fileset import TYPE as FILES_TYPE, check_set_name
 from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )

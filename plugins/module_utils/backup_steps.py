@@ -16,7 +16,7 @@ the run goes on with the local copy, weekly link and local retention, skips
 the S3 work that is left, and fails at the end with ``Stores.raise_for_s3``'s
 message, which says what is safe where and what to do.
 
-``backup.py`` (databases) and ``files.py`` (file sets) both run their jobs
+``backup.py`` (databases) and ``files_backup_job.py`` (file sets) both run their jobs
 from these steps.
 """
 

@@ -23,7 +23,7 @@ MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = ("daily", "weekly")
 # What a backup set holds: a database (the default; older manifests carry no
-# type) or a set of files and directories (files.py), named <set>_files_<stamp>.tar[.zst|.gz].
+# type) or a set of files and directories (fileset.py), named <set>_files_<stamp>.tar[.zst|.gz].
 TYPES = ("database", "files")
 WHATS = {"database": ("full", "globals"), "files": ("files",)}
 STAMP = "%Y%m%d_%H%M%S"
@@ -128,7 +128,7 @@ class Manifest:
     globals: dict[str, Any] | None = None
     s3: dict[str, Any] | None = None
     # "files": ``database`` names the file set, ``fileset`` says what it holds
-    # (count, bytes, root, paths, changed_during_backup; see files.py).
+    # (count, bytes, root, paths, changed_during_backup; see files_backup_job.py).
     type: str = "database"
     fileset: dict[str, Any] | None = None
     tool: str = TOOL

@@ -38,13 +38,13 @@ from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, encode_name, iso, parse_iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, LockBusy
-from ansible_collections.doctorq.backup.plugins.module_utils.files import (
-    FilesRestoreJob, check_sample, check_set_name, run_files_restore, tree_counts,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import FilesRestoreJob, run_files_restore
+from ansible_collections.doctorq.backup.plugins.module_utils.fileset import check_set_name
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, derived_db_name, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
+from ansible_collections.doctorq.backup.plugins.module_utils.tarstream import check_sample, tree_counts
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,7 +59,7 @@ def policy_argument_spec() -> dict[str, Any]:
 class JobPolicy:
     """What the policy options (``policy_argument_spec``) mean, for every backup job that has them.
 
-    Mixed into BackupJob and files.FilesJob. Each of those dataclasses
+    Mixed into BackupJob and files_backup_job.FilesJob. Each of those dataclasses
     declares the fields itself: a dataclass base would put them, with their
     defaults, before the jobs' own required fields.
     """

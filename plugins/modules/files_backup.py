@@ -202,7 +202,7 @@ log_file:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
-from ansible_collections.doctorq.backup.plugins.module_utils.files import FilesJob, files_backup_argument_spec, run_files_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 

@@ -205,7 +205,7 @@ audit_file:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
-from ansible_collections.doctorq.backup.plugins.module_utils.files import (
+from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import (
     FilesRestoreJob, files_restore_argument_spec, run_files_restore,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec

@@ -33,11 +33,10 @@ import pytest
 from integration.restore_helpers import GlacierObject, moto_restores  # noqa: F401  # pylint: disable=unused-import
 from backup_support import Webhook, next_second
 
-from ansible_collections.doctorq.backup.plugins.module_utils import files as filesmod
+from ansible_collections.doctorq.backup.plugins.module_utils import files_restore_job
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, checksum_line, iso, utcnow
-from ansible_collections.doctorq.backup.plugins.module_utils.files import (
-    FilesJob, FilesRestoreJob, run_files_backup, run_files_restore,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, run_files_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import FilesRestoreJob, run_files_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import Hasher
 
 DAY = dt.timedelta(days=1)
@@ -483,7 +482,7 @@ def test_swap_failure_rolls_back_and_leaves_the_old_directory_intact(atomic, app
     with open(os.path.join(app, "run.sh"), "wb") as handle:
         handle.write(b"#!/bin/sh\necho live\n")
     before = snapshot(app)
-    real_rename = filesmod._rename  # pylint: disable=protected-access
+    real_rename = files_restore_job._rename  # pylint: disable=protected-access
     calls = []
 
     def failing_rename(src: str, dst: str) -> None:
@@ -492,11 +491,11 @@ def test_swap_failure_rolls_back_and_leaves_the_old_directory_intact(atomic, app
             raise OSError(5, "Input/output error (injected)", dst)
         real_rename(src, dst)
 
-    monkeypatch.setattr(filesmod, "_rename", failing_rename)
+    monkeypatch.setattr(files_restore_job, "_rename", failing_rename)
     if not atomic:
-        monkeypatch.setattr(filesmod, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(files_restore_job, "_exchange", lambda a, b: False)
     else:
-        assert filesmod._exchange.__name__ == "_exchange"  # pylint: disable=protected-access
+        assert files_restore_job._exchange.__name__ == "_exchange"  # pylint: disable=protected-access
     job = FilesRestoreJob.from_params({"name": "app", "backup_dir": backup_dir, "confirm": app})
     result = run_files_restore(job)
     assert result["failed"] and "injected" in result["msg"]

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, backup_id, iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, IntegrityError, StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.files import files_restore_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import files_restore_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import restore_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (

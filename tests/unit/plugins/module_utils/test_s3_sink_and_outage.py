@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.files import FilesJob, run_files_backup
+from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, run_files_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore
 from backup_support import closed_port

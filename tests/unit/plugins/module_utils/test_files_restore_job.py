@@ -1,0 +1,17 @@
+"""The file-set restore job's options without a server: target and set name checked before any work."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
+from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import FilesRestoreJob
+
+
+def test_target_and_set_name():
+    with pytest.raises(ConfigError, match="target / cannot"):
+        FilesRestoreJob.from_params({"name": "app", "target": "/"})
+    with pytest.raises(ConfigError, match="file-set name"):
+        FilesRestoreJob.from_params({"name": "weekly"})
+    with pytest.raises(ConfigError, match="too long for a file-set name"):
+        FilesRestoreJob.from_params({"name": "é" * 32})  # 192 characters once encoded
+    assert FilesRestoreJob.from_params({"name": "../x"}).name == "../x"  # any name: encoded in file names and keys

@@ -30,9 +30,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.notify import notif
 from ansible_collections.doctorq.backup.cli.backup import read_config
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
+from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
 
 DRILL_OPTIONS = ("scratch_dir", "scratch_port", "max_rpo_seconds", "report_dir", "timeout")

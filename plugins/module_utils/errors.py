@@ -35,3 +35,11 @@ class IntegrityError(DoctorqError):
 
 class LockBusy(DoctorqError):
     """Another run holds the lock for the same target."""
+
+
+class PgBackRestError(DoctorqError):
+    """pgBackRest refused or failed; the message carries its ERROR lines and what to check."""
+
+    def __init__(self, msg: str, code: int | None = None) -> None:
+        super().__init__(msg)
+        self.code = code

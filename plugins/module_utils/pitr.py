@@ -42,11 +42,12 @@ from typing import IO, Any
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, iso, utcnow
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, PgBackRestError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    DEFAULT_CONFIG, DEFAULT_USER, Lineage, PgBackRest, PgBackRestError, StanzaInfo, Window, iso_us,
-    last_archived_commit, lineage, metrics_label, parse_time, pg_bin, pg_time, read_conf, tool_env, window_of,
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, DEFAULT_USER, PgBackRest, metrics_label, read_conf, tool_env
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import Lineage, StanzaInfo
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import (
+    Window, iso_us, last_archived_commit, lineage, parse_time, pg_bin, pg_time, window_of,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned

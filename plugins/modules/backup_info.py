@@ -229,7 +229,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Confi
 from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest, physical_listing
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_CONFIG, PgBackRest
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import physical_listing
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
 

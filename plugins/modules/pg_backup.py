@@ -234,9 +234,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
+from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 

@@ -203,9 +203,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    KINDS, PhysicalBackupJob, pgbackrest_argument_spec, run_physical_backup,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
+from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 
 
 def argument_spec() -> dict:

@@ -1,0 +1,165 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pgBackRest's catalog: ``pgbackrest info --output=json`` parsed, and the timeline lineage of its archive.
+
+Pure parsing, no I/O: the runner (``pgbackrest.py``) fetches the JSON and
+the history files, this file reads them. ``KINDS`` is the vocabulary of
+physical backups (pgbackrest_backup's kinds and pgBackRest's types).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import iso
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import PgBackRestError
+
+# pgbackrest_backup's kinds and pgBackRest's backup types.
+KINDS = {"physical_full": "full", "differential": "diff", "incremental": "incr"}
+TYPE_NAMES = {"full": "physical_full", "diff": "differential", "incr": "incremental"}
+
+
+def _ts(epoch: Any) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalBackup:
+    label: str
+    type: str
+    prior: str | None
+    started: dt.datetime
+    stopped: dt.datetime
+    wal_start: str | None
+    wal_stop: str | None
+    lsn_start: str | None
+    lsn_stop: str | None
+    database_size: int
+    delta: int
+    repo_size: int
+    repo_delta: int
+    error: bool = False
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> "PhysicalBackup":
+        info = raw.get("info") or {}
+        repo = info.get("repository") or {}
+        archive = raw.get("archive") or {}
+        lsn = raw.get("lsn") or {}
+        stamp = raw.get("timestamp") or {}
+        return cls(label=raw["label"], type=raw["type"], prior=raw.get("prior"), started=_ts(stamp.get("start")),
+                   stopped=_ts(stamp.get("stop")), wal_start=archive.get("start"), wal_stop=archive.get("stop"),
+                   lsn_start=lsn.get("start"), lsn_stop=lsn.get("stop"), database_size=int(info.get("size") or 0),
+                   delta=int(info.get("delta") or 0), repo_size=int(repo.get("size") or 0),
+                   repo_delta=int(repo.get("delta") or 0), error=bool(raw.get("error")))
+
+    @property
+    def kind(self) -> str:
+        return TYPE_NAMES.get(self.type, self.type)
+
+    @property
+    def timeline(self) -> int | None:
+        return int(self.wal_start[:8], 16) if self.wal_start and re.match(r"^[0-9A-F]{8}", self.wal_start) else None
+
+    @property
+    def consistent_from(self) -> dt.datetime:
+        """Earliest recovery target this backup can serve: after its stop (pgBackRest keeps whole seconds)."""
+        return self.stopped + dt.timedelta(seconds=1)
+
+    def summary(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "type": self.type, "prior": self.prior,
+                "started_at": iso(self.started), "finished_at": iso(self.stopped),
+                "duration_s": (self.stopped - self.started).total_seconds(),
+                "database_size": self.database_size, "delta": self.delta, "repo_size": self.repo_size,
+                "repo_delta": self.repo_delta, "wal_start": self.wal_start, "wal_stop": self.wal_stop,
+                "lsn_start": self.lsn_start, "lsn_stop": self.lsn_stop, "error": self.error}
+
+
+@dataclasses.dataclass(frozen=True)
+class StanzaInfo:
+    name: str
+    status_code: int
+    status: str
+    backups: tuple[PhysicalBackup, ...]
+    archive_min: str | None
+    archive_max: str | None
+    pg_version: str | None
+    system_id: int | None
+    cipher: str | None
+    repo_error: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any, stanza: str) -> "StanzaInfo":
+        entry = next((s for s in data if isinstance(s, dict) and s.get("name") == stanza), None) if isinstance(data, list) else None
+        if entry is None:
+            raise PgBackRestError(f"pgbackrest info does not list stanza {stanza!r}: check the stanza name.")
+        dbs = entry.get("db") or []
+        current = dbs[-1] if dbs else {}
+        # WAL of the current cluster (after an upgrade, older db ids hold the old cluster's WAL)
+        archives = [a for a in entry.get("archive") or [] if (a.get("database") or {}).get("id") == current.get("id")]
+        archive = archives[-1] if archives else {}
+        backups = tuple(sorted((PhysicalBackup.parse(b) for b in entry.get("backup") or []
+                                if (b.get("database") or {}).get("id") == current.get("id")),
+                               key=lambda b: (b.stopped, b.label)))
+        status = entry.get("status") or {}
+        repo_errors = [r["status"]["message"] for r in entry.get("repo") or []
+                       if (r.get("status") or {}).get("code") not in (0, 2, None) and r["status"].get("message")]
+        return cls(name=stanza, status_code=int(status.get("code", -1)), status=status.get("message") or "",
+                   backups=backups, archive_min=archive.get("min"), archive_max=archive.get("max"),
+                   pg_version=current.get("version"), system_id=current.get("system-id"), cipher=entry.get("cipher"),
+                   repo_error=repo_errors[0] if repo_errors else None)
+
+    @property
+    def ok(self) -> bool:
+        """The repository answers and the stanza exists (2 = no backup yet is fine)."""
+        return self.status_code in (0, 2)
+
+    def usable(self) -> list[PhysicalBackup]:
+        return [b for b in self.backups if not b.error]
+
+    def find(self, label: str) -> PhysicalBackup | None:
+        return next((b for b in self.backups if b.label == label), None)
+
+
+
+def parse_lsn(text: str) -> int:
+    high, low = text.split("/", 1)
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def parse_history(text: str) -> dict[int, int]:
+    """A timeline history file: ``{parent timeline: LSN where it was left}``."""
+    ends = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit() and "/" in fields[1]:
+            ends[int(fields[0])] = parse_lsn(fields[1])
+    return ends
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """The newest timeline in the archive and where its ancestors were left.
+
+    A recovery follows the newest timeline (PostgreSQL's default). A backup
+    can start it only if it was taken on that timeline, or on an ancestor and
+    finished before the fork: after a point-in-time recovery, the backups of
+    the abandoned branch (such as its safety backup) cannot.
+    """
+
+    latest: int
+    ends: dict[int, int]
+
+    def on_it(self, backup: "PhysicalBackup") -> bool:
+        if not backup.wal_start or not re.match(r"^[0-9A-F]{8}", backup.wal_start):
+            return True
+        tli = int(backup.wal_start[:8], 16)
+        if tli == self.latest:
+            return True
+        if tli not in self.ends:
+            return False
+        return backup.lsn_stop is None or parse_lsn(backup.lsn_stop) <= self.ends[tli]
+

@@ -1,0 +1,145 @@
+# Copyright (c) doctorq.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The physical backup job (``pgbackrest_backup``, ``doctorq-pgbackrest backup``).
+
+One ``pgbackrest backup`` in the run frame of the logical backups: the same
+run log, lock, webhook and metrics; what pgBackRest made and expired is read
+back from its catalog.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from typing import IO, Any
+
+from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, utcnow
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgBackRestError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
+    DEFAULT_CONFIG, DEFAULT_USER, PgBackRest, metrics_label, repo_location,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
+from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
+from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
+from ansible_collections.doctorq.backup.plugins.module_utils.units import human
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalBackupJob:
+    kind: str
+    stanza: str = "main"
+    config: str = DEFAULT_CONFIG
+    user: str = DEFAULT_USER
+    backup_dir: str = "/var/backups/postgresql"
+    log_dir: str | None = None
+    notifier: Notifier = Notifier()
+    timeout: float = 24 * 3600
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "PhysicalBackupJob":
+        kind = params.get("kind") or "incremental"
+        if kind not in KINDS:
+            raise ConfigError(f"kind {kind!r} is not a physical backup kind ({', '.join(KINDS)}).")
+        return cls(kind=kind, stanza=params.get("stanza") or "main",
+                   config=params.get("pgbackrest_config") or DEFAULT_CONFIG,
+                   user=params.get("pgbackrest_user") or DEFAULT_USER,
+                   backup_dir=params.get("backup_dir") or "/var/backups/postgresql", log_dir=params.get("log_dir"),
+                   notifier=Notifier.from_params(params))
+
+    def engine(self) -> PgBackRest:
+        return PgBackRest(self.config, self.stanza, self.user)
+
+
+def _ensure_dir(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror}.") from None
+
+
+def run_physical_backup(job: PhysicalBackupJob, *, check_mode: bool = False, echo: IO[str] | None = None) -> dict[str, Any]:
+    """One pgBackRest backup in the run frame of the logical backups: log, lock, webhook and metrics."""
+    pgtype = KINDS[job.kind]
+    if check_mode:
+        return _plan_physical(job, job.engine(), echo)
+    started = utcnow()
+    log_dir = job.log_dir or job.backup_dir
+    facts: dict[str, Any] = {}
+
+    def prepare() -> None:
+        _ensure_dir(job.backup_dir)
+        _ensure_dir(log_dir)
+
+    frame = Frame(title=f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})", notifier=job.notifier,
+                  echo=echo, log_path=os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"),
+                  lock_path=lock_path(job.backup_dir, f"pgbackrest-{job.stanza}"),
+                  lock_what=f"the physical backup of stanza {job.stanza!r}", prepare=prepare, result={"changed": False})
+
+    def work(log: RunLog) -> None:
+        pgbr = job.engine()
+        before = pgbr.info()
+        prior = before.usable()[-1].label if before.usable() else None
+        log(f"Repository {repo_location(job.config, job.stanza) or job.config}: {len(before.usable())} backup(s)"
+            + (f", newest {prior}" if prior else ""))
+        if pgtype != "full" and not any(b.type == "full" for b in before.usable()):
+            log(f"No full backup yet: pgBackRest makes this {job.kind} backup a full one")
+        log(f"Starting {job.kind.upper()} backup (pgbackrest backup --type={pgtype})...")
+        proc = pgbr.run("backup", f"--type={pgtype}", timeout=job.timeout)
+        for line in pgbr.progress(proc):
+            log(f"pgbackrest: {line}")
+        after = pgbr.info()
+        known = {b.label for b in before.backups}
+        new = [b for b in after.backups if b.label not in known]
+        if not new:
+            raise PgBackRestError(f"pgbackrest backup of stanza {job.stanza!r} reported success but info lists no new "
+                                  "backup: check pgBackRest's log.")
+        made = new[-1]
+        expired = sorted(known - {b.label for b in after.backups})
+        for label in expired:
+            log(f"Expired by retention: {label}")
+        repo = repo_location(job.config, job.stanza) or ""
+        facts.update({**made.summary(), "id": made.label, "stanza": job.stanza, "size": made.repo_delta,
+                      "s3_uri": f"{repo}/backup/{job.stanza}/{made.label}" if repo.startswith("s3://") else None,
+                      "path": None, "sha256": None, "md5": None, "table_count": None, "weekly": False,
+                      "requested_kind": job.kind})
+        if made.kind != job.kind:
+            log(f"WARNING: asked for {job.kind}, pgBackRest made a {made.kind} backup (no usable prior full backup)")
+        log(f"{made.kind.upper()} backup {made.label} finished: {human(made.repo_delta)} stored in the repository "
+            f"({human(made.delta)} of {human(made.database_size)} changed), WAL {made.wal_start}..{made.wal_stop}")
+        frame.result.update(changed=True, backup=facts,
+                            deleted=[{"id": label, "kind": "physical", "location": "s3"} for label in expired])
+        log("Backup completed successfully")
+
+    def conclude(status: str, error: str | None) -> Conclusion:
+        host, duration = socket.gethostname(), frame.duration
+        summary = (f"Backup of stanza {job.stanza} ({job.kind}) on {host} succeeded: {human(facts.get('size', 0))} in "
+                   f"{duration:.1f}s" if status == "success" else f"Backup of stanza {job.stanza} ({job.kind}) on {host} FAILED: {error}")
+        return Conclusion(
+            event={"event": "backup", "status": status, "database": metrics_label(job.stanza), "kind": job.kind,
+                   "host": host, "summary": summary, "duration_s": duration, "backup": facts or None, "error": error},
+            metrics=samples(status, duration, last_size_bytes=facts.get("size", 0)), metrics_job="backup",
+            metrics_label=metrics_label(job.stanza, job.kind))
+
+    return frame.run(work, conclude)
+
+
+def _plan_physical(job: PhysicalBackupJob, pgbr: PgBackRest, echo: IO[str] | None) -> dict[str, Any]:
+    """Check mode: the repository answers, the stanza exists; say what would run. Writes nothing."""
+    log = RunLog(echo=echo)
+    log.banner(f"Backup of stanza {job.stanza} - kind: {job.kind} - check mode, nothing is written")
+    info = pgbr.info()
+    if not info.ok:
+        raise PgBackRestError(f"stanza {job.stanza!r} is not healthy: {info.status} (code {info.status_code}). "
+                              "Run pgbackrest check, or stanza-create if it is new.")
+    pgtype = KINDS[job.kind]
+    has_full = any(b.type == "full" for b in info.usable())
+    effective = pgtype if pgtype == "full" or has_full else "full"
+    log(f"Would run pgbackrest backup --type={effective} for stanza {job.stanza}"
+        + ("" if effective == pgtype else f" (asked {pgtype}: no full backup yet)"))
+    plan = {"stanza": job.stanza, "kind": job.kind, "type": effective,
+            "prior": info.usable()[-1].label if info.usable() else None,
+            "repository": repo_location(job.config, job.stanza), "backups": len(info.usable())}
+    return {"changed": True, "plan": plan, "log": log.lines, "warnings": []}
+

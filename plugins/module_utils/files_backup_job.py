@@ -295,4 +295,3 @@ def run_files_backup(job: FilesJob, *, check_mode: bool = False, now: dt.datetim
     """Back up one file set. Returns the result; ``failed``/``msg`` are set on failure."""
     run = _FilesRun(job, now, echo)
     return run.plan() if check_mode else run.run()
-

@@ -7,7 +7,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck faketime)
+# prometheus: for promtool only (tests/unit/test_monitoring.py checks and tests monitoring/'s rules).
+apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck faketime prometheus)
 [ "${DOCTORQ_WITH_CONTAINERS:-1}" = 1 ] && apt_pkgs+=(podman debootstrap uidmap slirp4netns fuse-overlayfs)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -24,6 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
       pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
     done
+  fi
+  # Likewise the Prometheus server the package starts: only its promtool is used.
+  if command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
 

@@ -373,7 +373,7 @@ def _follow(state: _Run, watch: inotify.CloseWatch, pid: int, deadline: float | 
                 state.closed(name)
             state.collect()
             if deadline is not None and time.monotonic() > deadline:
-                raise procs.ProcessFailed(f"pg_dump did not finish within {timeout:.0f} s and was stopped.",
+                raise procs.ProcessFailed(f"pg_dump did not finish within {timeout:g} s and was stopped.",
                                           name="pg_dump")
     finally:
         if pidfd is not None:

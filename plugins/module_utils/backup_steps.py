@@ -139,15 +139,17 @@ class Stores:
             removed = []
         if self.s3:
             try:
-                stray, uploads = self.s3.leftovers(self.owner, self.of_type)
-                self.s3.remove_leftovers(stray, uploads)
+                stray = self.s3.leftovers(self.owner, self.of_type)
+                uploads = self.s3.unfinished_uploads(self.owner, self.of_type)
+                self.s3.abort_uploads(uploads)
+                self.s3.remove(stray)
             except RefusedDelete as exc:
                 self.warn(str(exc), log)
             except StorageError as exc:
                 self.s3_failed(str(exc), log)
             else:
-                removed += [self.s3.cfg.uri(k) for k in stray] + [self.s3.cfg.uri(u["Key"]) + " (unfinished upload)"
-                                                                  for u in uploads]
+                removed += [self.s3.describe(k) for k in stray] + [self.s3.describe(u["Key"]) + " (unfinished upload)"
+                                                                   for u in uploads]
         if removed:
             log(f"Removed {len(removed)} leftover(s) of interrupted runs: {', '.join(os.path.basename(r) for r in removed)}")
         self.report_invalid(log)
@@ -260,7 +262,7 @@ class Stores:
         """``<name>.md5`` and ``<name>.sha256`` on disk, as md5sum/sha256sum write them."""
         for suffix, hexdigest in ((".md5", digest.md5), (".sha256", digest.sha256)):
             self._uncommitted.append(("local", self.local.path("daily", name + suffix)))
-            self.local.put("daily", name + suffix, checksum_line(hexdigest, name))
+            self.local.put(self.local.path("daily", name + suffix), checksum_line(hexdigest, name), "daily")
         log("MD5 and SHA-256 checksum files written")
 
     @contextlib.contextmanager
@@ -298,9 +300,9 @@ class Stores:
             log(f"WARNING: {exc}")
         if keys and self.s3:
             try:
-                self.s3.remove_leftovers(keys, [])
+                self.s3.remove(keys)
             except StorageError as exc:
-                left += [self.s3.cfg.uri(k) for k in keys]
+                left += [self.s3.describe(k) for k in keys]
                 log(f"WARNING: {exc}")
         elif keys:
             left += [f"s3 key {k}" for k in keys]  # S3 failed earlier in the run: its leftovers wait for the next one

@@ -45,12 +45,12 @@ def list_reachable(candidates: list[LocalStore | S3Store], db: str | None = None
     """
     found: list[Manifest] = []
     problem = None
-    fallback = any(isinstance(s, LocalStore) for s in candidates)
+    fallback = any(not s.remote for s in candidates)
     for store in candidates:
         try:
             found.extend(store.list(db, of_type))
         except StorageError as exc:
-            if not fallback or not isinstance(store, S3Store):
+            if not fallback or not store.remote:
                 raise
             problem = problem or str(exc)
     return newest_first(found), problem

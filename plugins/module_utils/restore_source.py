@@ -137,9 +137,7 @@ class Source:
 
     @property
     def ref(self) -> str:
-        if isinstance(self.store, S3Store):
-            return self.store.cfg.uri(self.store.data_key(self.manifest))
-        return self.store.data_path(self.manifest)
+        return self.store.describe(self.store.sibling(self.manifest, self.manifest.file))
 
     def expected(self, name: str) -> tuple[int, str, str]:
         """Size, SHA-256 and MD5 the manifest records for ``name`` (the data file or the globals file)."""
@@ -230,25 +228,19 @@ class Sources:
         bucket, key = split_s3_uri(src)
         key = key[:-len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else key
         store = self.s3_store(bucket)
-        with s3util.s3_errors("reading the manifest", store.cfg.uri(key + MANIFEST_SUFFIX),
-                              expected=("NoSuchKey", "404")) as missing:
-            raw = store.client.get_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)["Body"].read()
-        if missing:
+        raw = store.read_manifest(key + MANIFEST_SUFFIX)
+        if raw is None:
             raise StorageError(f"{src} has no manifest ({key + MANIFEST_SUFFIX}): it is not a complete backup written "
                                f"by doctorq.backup; refusing to restore it. List complete backups with {self.wording.lister}.")
         return Source(self._checked(raw, "s3", key + MANIFEST_SUFFIX, os.path.basename(key), src), store)
 
     def _from_path(self, src: str) -> Source:
         path = os.path.abspath(src[:-len(MANIFEST_SUFFIX)] if src.endswith(MANIFEST_SUFFIX) else src)
-        try:
-            with open(path + MANIFEST_SUFFIX, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
+        raw = self.local.read_manifest(path + MANIFEST_SUFFIX)
+        if raw is None:
             raise StorageError(f"{path} has no manifest ({path + MANIFEST_SUFFIX}): it is not a complete backup "
                                "written by doctorq.backup (an interrupted run leaves no manifest); refusing to "
-                               f"restore it. List complete backups with {self.wording.lister}.") from None
-        except OSError as exc:
-            raise StorageError(f"cannot read {path + MANIFEST_SUFFIX}: {exc.strerror}.") from None
+                               f"restore it. List complete backups with {self.wording.lister}.")
         return Source(self._checked(raw, "local", path + MANIFEST_SUFFIX, os.path.basename(path), src), self.local)
 
     def _checked(self, raw: bytes, location: str, origin: str, name: str, src: str) -> Manifest:
@@ -263,42 +255,22 @@ class Sources:
     # -- archive tiers ----------------------------------------------------------------
     def archive_state(self, source: Source, names: list[str], *, request: bool) -> str:
         """``available`` or ``pending``; with ``request``, asks for the restore of objects still in a cold tier."""
-        if not isinstance(source.store, S3Store):
-            return "available"
         store = source.store
         pending = []
         for name in names:
-            key = store.sibling(source.manifest, name)
-            with s3util.s3_errors("HEAD", store.cfg.uri(key)):
-                head = store.client.head_object(Bucket=store.cfg.bucket, Key=key)
-            storage_class = head.get("StorageClass", "STANDARD")
-            if storage_class not in s3util.ARCHIVE_CLASSES:
+            archived = store.archived(source.manifest, name)
+            if archived is None:
                 continue
-            restore = head.get("Restore") or ""
-            if 'ongoing-request="false"' in restore:
-                continue
+            storage_class, restore = archived
             state = self.result.setdefault("archive", {})
             state[name] = {"storage_class": storage_class, "restore": "in progress" if restore else "not requested"}
             if not restore and request:
-                self._request_restore(store, key)
+                store.request_restore(store.sibling(source.manifest, name), self.archive.days, self.archive.tier)
                 state[name]["restore"] = "requested"
                 self.requested = True
                 self.result["changed"] = True
             pending.append(name)
         return "pending" if pending else "available"
-
-    def _request_restore(self, store: S3Store, key: str) -> None:
-        try:
-            with s3util.s3_errors("archive restore request", store.cfg.uri(key)):
-                store.client.restore_object(Bucket=store.cfg.bucket, Key=key, RestoreRequest={
-                    "Days": self.archive.days, "GlacierJobParameters": {"Tier": self.archive.tier}})
-        except StorageError as exc:
-            if exc.code == "RestoreAlreadyInProgress":
-                return
-            if exc.code in ("MethodNotAllowed", "NotImplemented"):
-                raise StorageError(f"{store.cfg.where} does not support restoring archived objects ({exc.code}): "
-                                   "restore the object to a readable storage class with the store's own tools.") from None
-            raise
 
     def wait_for_archive(self, source: Source, names: list[str], log: RunLog) -> str:
         """Request what is archived, poll up to ``wait_timeout``; ``pending`` (with ``msg`` set) if still not back."""
@@ -324,8 +296,8 @@ class Sources:
         size, sha256, md5 = source.expected(name)
         started = time.monotonic()
         partial = None
-        if isinstance(source.store, LocalStore):
-            path = source.store.sibling(source.manifest, name)
+        path = source.store.local_path(source.manifest, name)
+        if path is not None:
             try:
                 with open(path, "rb") as handle:
                     digest = pipeline.copy_hashed(handle)
@@ -339,7 +311,7 @@ class Sources:
             try:
                 out = open(partial, "wb") if partial else None  # pylint: disable=consider-using-with
                 try:
-                    with s3util.s3_errors("download", source.store.cfg.uri(source.store.sibling(source.manifest, name))):
+                    with s3util.s3_errors("download", source.store.describe(source.store.sibling(source.manifest, name))):
                         digest = pipeline.copy_hashed(body, out)
                 finally:
                     if out:

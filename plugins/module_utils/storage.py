@@ -6,6 +6,15 @@ A backup set is a data file, its ``.md5`` and ``.sha256`` files, an optional
 globals file, and the manifest, written last. Deletion goes the other way
 round (manifest first), so an interrupted deletion leaves an incomplete set,
 never one that looks complete.
+
+Both stores answer the same calls, so callers treat them alike: a file of a
+store is a *ref* (a path on disk, a key in S3) that ``describe`` turns into
+what messages show; ``list``, ``open``, ``read_manifest``, ``put``, ``delete``,
+``remove``, ``leftovers``, ``commit_manifest``. What only S3 has is asked
+through calls the local store answers trivially: ``remote`` (read through a
+download, and off-site: its failure falls back to the local copies),
+``local_path`` (None: download it), ``archived``/``request_restore`` (archive
+tiers), ``unfinished_uploads``/``abort_uploads`` (multipart uploads).
 """
 
 from __future__ import annotations
@@ -66,10 +75,20 @@ class LocalStore:
     """``<root>/`` holds dailies, ``<root>/weekly/`` weekly copies (hard links)."""
 
     location = "local"
+    remote = False
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.invalid: dict[str, str] = {}  # manifests of ours that do not hold together: path -> why (never acted on)
+
+    @property
+    def where(self) -> str:
+        return self.root
+
+    @staticmethod
+    def describe(ref: str) -> str:
+        """A file of this store as messages show it: its path."""
+        return ref
 
     def dir(self, kind: str) -> str:
         return os.path.join(self.root, "weekly") if kind == "weekly" else self.root
@@ -128,16 +147,32 @@ class LocalStore:
     def sibling(self, manifest: Manifest, name: str) -> str:
         return os.path.join(os.path.dirname(manifest.origin), name)
 
+    def local_path(self, manifest: Manifest, name: str | None = None) -> str | None:
+        """Where ``name`` (default: the data file) of the set can be read on this host: in place."""
+        return self.sibling(manifest, name or manifest.file)
+
     def open(self, manifest: Manifest, name: str | None = None) -> IO[bytes]:
         return open(self.sibling(manifest, name or manifest.file), "rb")  # pylint: disable=consider-using-with
 
-    def put(self, kind: str, name: str, data: bytes) -> str:
-        path = self.path(kind, name)
-        write_file_atomic(path, data)
-        return path
+    @staticmethod
+    def read_manifest(ref: str) -> bytes | None:
+        """A manifest's bytes; None when it does not exist."""
+        try:
+            with open(ref, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {ref}: {exc.strerror}.") from None
+
+    @staticmethod
+    def put(ref: str, data: bytes, kind: str) -> str:  # pylint: disable=unused-argument  # kind: S3's object tag
+        """Write a small metadata file (checksum file, manifest) atomically; its ref."""
+        write_file_atomic(ref, data)
+        return ref
 
     def commit_manifest(self, manifest: Manifest) -> Manifest:
-        path = self.put(manifest.kind, manifest.manifest_name, manifest.to_json())
+        path = self.put(self.path(manifest.kind, manifest.manifest_name), manifest.to_json(), manifest.kind)
         fsync_dir(os.path.dirname(path))
         return dataclasses.replace(manifest, location=self.location, origin=path)
 
@@ -160,6 +195,24 @@ class LocalStore:
                                 "directory (a manifest naming it is not this tool's); nothing of that set was deleted.")
         for path in paths:
             remove_quietly(path)
+
+    @staticmethod
+    def archived(manifest: Manifest, name: str) -> tuple[str, str] | None:  # pylint: disable=unused-argument
+        """On disk nothing is in an archive tier."""
+        return None
+
+    @staticmethod
+    def request_restore(ref: str, days: int, tier: str) -> None:  # pylint: disable=unused-argument
+        """Nothing to bring back from an archive tier on disk."""
+
+    @staticmethod
+    def unfinished_uploads(db: str, of_type: str = "database") -> list[dict[str, str]]:  # pylint: disable=unused-argument
+        """Files on disk are written whole or left as partial files (``leftovers``): no uploads to abort."""
+        return []
+
+    @staticmethod
+    def abort_uploads(uploads: list[dict[str, str]]) -> None:  # pylint: disable=unused-argument
+        """No multipart uploads on disk."""
 
     def leftovers(self, db: str, of_type: str = "database") -> list[str]:
         """Files of ``db`` in our naming that belong to no complete set: partials, crash remains.
@@ -191,11 +244,20 @@ class S3Store:
     """Dailies under ``<prefix>/<db>/<YYYY-MM-DD>/``, weeklies under ``<prefix>/weekly/<db>/<YYYY-MM-DD>/``."""
 
     location = "s3"
+    remote = True
 
     def __init__(self, cfg: s3util.S3Config, client: Any = None) -> None:
         self.cfg = cfg
         self.client = client or s3util.s3_client(cfg)
         self.invalid: dict[str, str] = {}  # manifests of ours that do not hold together: key -> why (never acted on)
+
+    @property
+    def where(self) -> str:
+        return self.cfg.where
+
+    def describe(self, ref: str) -> str:
+        """An object of this store as messages show it: its s3:// URI."""
+        return self.cfg.uri(ref)
 
     def dir_key(self, kind: str, db: str, date: str) -> str:
         """The folder of one day's sets of ``db`` (its name encoded: one ASCII key segment, see encode_name)."""
@@ -244,12 +306,24 @@ class S3Store:
     def data_key(self, manifest: Manifest) -> str:
         return self.sibling(manifest, manifest.file)
 
-    def put(self, key: str, data: bytes, kind: str) -> None:
-        """Upload a small metadata object (checksum file, manifest) in one verified PUT."""
+    @staticmethod
+    def local_path(manifest: Manifest, name: str | None = None) -> str | None:  # pylint: disable=unused-argument
+        """Nothing of S3 is readable in place: download it (``open``)."""
+        return None
+
+    def read_manifest(self, ref: str) -> bytes | None:
+        """A manifest's bytes; None when it does not exist."""
+        with s3util.s3_errors("reading the manifest", self.cfg.uri(ref), expected=("NoSuchKey", "404")):
+            return self.client.get_object(Bucket=self.cfg.bucket, Key=ref)["Body"].read()
+        return None
+
+    def put(self, ref: str, data: bytes, kind: str) -> str:
+        """Upload a small metadata object (checksum file, manifest) in one verified PUT, tagged with ``kind``; its ref."""
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        with s3util.s3_errors("upload", self.cfg.uri(key)):
-            self.client.put_object(Bucket=self.cfg.bucket, Key=key, Body=data, ChecksumSHA256=checksum,
+        with s3util.s3_errors("upload", self.cfg.uri(ref)):
+            self.client.put_object(Bucket=self.cfg.bucket, Key=ref, Body=data, ChecksumSHA256=checksum,
                                    Tagging=urlencode(object_tags(kind, data=False)), **self.cfg.write_args(data=False))
+        return ref
 
     def delete(self, manifest: Manifest) -> None:
         keys = [self.sibling(manifest, name) for name in reversed(manifest.files())]
@@ -271,14 +345,17 @@ class S3Store:
                                 f"{', '.join(self.cfg.uri(p) for p in prefixes)} (a manifest naming it is not this "
                                 "tool's); nothing of that set was deleted.")
 
-    def leftovers(self, db: str, of_type: str = "database") -> tuple[list[str], list[dict[str, str]]]:
-        """Objects of ``db`` in our naming that no manifest covers, and unfinished multipart uploads."""
+    def leftovers(self, db: str, of_type: str = "database") -> list[str]:
+        """Objects of ``db`` in our naming that no manifest covers (see ``unfinished_uploads`` for the rest)."""
         complete: set[str] = set()
         for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
-        stray = [o["Key"] for o in self._objects(db)
-                 if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete
-                 and not beside_invalid(o["Key"], self.invalid) and self.inside(o["Key"], self._db_prefixes(db))]
+        return [o["Key"] for o in self._objects(db)
+                if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete
+                and not beside_invalid(o["Key"], self.invalid) and self.inside(o["Key"], self._db_prefixes(db))]
+
+    def unfinished_uploads(self, db: str, of_type: str = "database") -> list[dict[str, str]]:
+        """Multipart uploads of ``db`` a killed run never completed: invisible in listings, billed until aborted."""
         uploads: list[dict[str, str]] = []
         for prefix in self._db_prefixes(db):
             with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
@@ -286,20 +363,47 @@ class S3Store:
             uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
                            if belongs_to(posixpath.basename(u["Key"]), db, of_type)
                            and self.inside(u["Key"], self._db_prefixes(db)))
-        return stray, uploads
+        return uploads
 
     @staticmethod
     def inside(key: str, prefixes: list[str]) -> bool:
         return any(key.startswith(p) for p in prefixes) and not any(part in ("", ".", "..") for part in key.split("/"))
 
-    def remove_leftovers(self, stray: list[str], uploads: list[dict[str, str]]) -> None:
-        self.check_keys(stray + [u["Key"] for u in uploads], None)
+    def abort_uploads(self, uploads: list[dict[str, str]]) -> None:
+        self.check_keys([u["Key"] for u in uploads], None)
         for upload in uploads:
             with s3util.s3_errors("abort of an unfinished upload", self.cfg.uri(upload["Key"])):
                 self.client.abort_multipart_upload(Bucket=self.cfg.bucket, **upload)
-        for key in stray:
+
+    def remove(self, keys: list[str]) -> None:
+        """Delete objects of backup sets, refusing them all if one is not under the job's prefix (``check_keys``)."""
+        self.check_keys(keys, None)
+        for key in keys:
             with s3util.s3_errors("delete", self.cfg.uri(key)):
                 self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
+
+    def archived(self, manifest: Manifest, name: str) -> tuple[str, str] | None:
+        """(storage class, S3's ``Restore`` answer) of a file of the set not readable yet; None when it is readable."""
+        key = self.sibling(manifest, name)
+        with s3util.s3_errors("HEAD", self.cfg.uri(key)):
+            head = self.client.head_object(Bucket=self.cfg.bucket, Key=key)
+        storage_class = head.get("StorageClass", "STANDARD")
+        restore = head.get("Restore") or ""
+        if storage_class not in s3util.ARCHIVE_CLASSES or 'ongoing-request="false"' in restore:
+            return None
+        return storage_class, restore
+
+    def request_restore(self, ref: str, days: int, tier: str) -> None:
+        """Ask S3 to bring an archived object back for ``days`` (one already asked for is no error)."""
+        try:
+            with s3util.s3_errors("archive restore request", self.cfg.uri(ref), expected=("RestoreAlreadyInProgress",)):
+                self.client.restore_object(Bucket=self.cfg.bucket, Key=ref, RestoreRequest={
+                    "Days": days, "GlacierJobParameters": {"Tier": tier}})
+        except StorageError as exc:
+            if exc.code in ("MethodNotAllowed", "NotImplemented"):
+                raise StorageError(f"{self.cfg.where} does not support restoring archived objects ({exc.code}): "
+                                   "restore the object to a readable storage class with the store's own tools.") from None
+            raise
 
     def add_weekly(self, manifest: Manifest) -> Manifest:
         """Server-side copy of a daily set to the weekly prefix (no re-upload), manifest last."""
@@ -335,7 +439,7 @@ def invalid_notes(store: LocalStore | S3Store) -> list[tuple[str, str]]:
     """(where, warning) for each manifest ``store``'s listings so far ignored as invalid (``parse_manifest``)."""
     notes = []
     for origin, why in sorted(store.invalid.items()):
-        where = store.cfg.uri(origin) if isinstance(store, S3Store) else origin
+        where = store.describe(origin)
         notes.append((where, f"manifest {where} ignored (never listed, followed or deleted): {why}. This tool did not "
                              "write it for that file: find out who put it there, then move or delete it by hand."))
     return notes

@@ -41,7 +41,6 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import 
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
     FILES, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import S3Store
 from ansible_collections.doctorq.backup.plugins.module_utils.tarstream import (
     Member, check_sample, find_tar, inspect_archive, tar_features, tool_env, tree_counts,
 )
@@ -300,7 +299,7 @@ class _FilesRestore(RestoreRun):
                     return
                 self._restore(path, m, counts, target, replaces, previous, log)
             finally:
-                if path and isinstance(source.store, S3Store):
+                if path and source.store.remote:  # a download of the backup, not the backup itself
                     pipeline.remove_quietly(path)
 
     def _restore(self, path: str, m: Manifest, counts: Member, target: str, replaces: bool, previous: str,

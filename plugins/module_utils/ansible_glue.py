@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -38,3 +38,11 @@ def exit_with(module: AnsibleModule, result: dict) -> None:
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)
+
+
+def run_engine(module: AnsibleModule, job: Callable[[], dict[str, Any]], *, postgres: bool = True, s3: bool = False) -> None:
+    """Every module's tail: the libraries it needs, the engine's job, its result or its error."""
+    require_libs(module, postgres=postgres, s3=s3)
+    with engine_errors(module):
+        result = job()
+    exit_with(module, result)

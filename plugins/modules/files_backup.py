@@ -201,7 +201,7 @@ log_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
@@ -210,11 +210,8 @@ def main() -> None:
     spec = files_backup_argument_spec()
     spec["s3"] = s3_argument_spec()
     module = AnsibleModule(argument_spec=spec, required_one_of=[("paths", "preset")], supports_check_mode=True)
-    require_libs(module, postgres=False, s3=bool(module.params["s3"]))
-    with engine_errors(module):
-        job = FilesJob.from_params(module.params)
-        result = run_files_backup(job, check_mode=module.check_mode)
-    exit_with(module, result)
+    run_engine(module, lambda: run_files_backup(FilesJob.from_params(module.params), check_mode=module.check_mode),
+               postgres=False, s3=bool(module.params["s3"]))
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ audit_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import (
     FilesRestoreJob, files_restore_argument_spec, run_files_restore,
 )
@@ -215,11 +215,8 @@ def main() -> None:
     spec = files_restore_argument_spec()
     spec["s3"] = s3_argument_spec()
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    source = module.params["source"] or ""
-    require_libs(module, postgres=False, s3=bool(module.params["s3"]) or source.startswith("s3://"))
-    with engine_errors(module):
-        result = run_files_restore(FilesRestoreJob.from_params(module.params), check_mode=module.check_mode)
-    exit_with(module, result)
+    run_engine(module, lambda: run_files_restore(FilesRestoreJob.from_params(module.params), check_mode=module.check_mode),
+               postgres=False, s3=bool(module.params["s3"]) or (module.params["source"] or "").startswith("s3://"))
 
 
 if __name__ == "__main__":

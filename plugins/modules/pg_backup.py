@@ -35,8 +35,10 @@ description:
   - Writes a timestamped run log in the backup directory, notifies a webhook (Slack or generic JSON) and can write a
     Prometheus textfile for node_exporter.
   - The scheduled job on the host (C(doctorq-backup backup)) runs the same code; see the README.
-  - Physical backups of a whole cluster with pgBackRest are M(doctorq.backup.pgbackrest_backup). O(kind)
-    V(physical_full), V(differential) and V(incremental) still take one here until 1.0.0, with a deprecation warning.
+  - Physical backups of a whole cluster with pgBackRest are M(doctorq.backup.pgbackrest_backup). Until 1.0.0 the
+    module's action plugin still hands a task with the old C(kind=physical_full|differential|incremental) to it, with
+    a deprecation warning; the old C(kind=logical), C(stanza), C(pgbackrest_config) and C(pgbackrest_user) are
+    ignored otherwise.
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -44,7 +46,6 @@ extends_documentation_fragment:
   - doctorq.backup.s3
   - doctorq.backup.policy
   - doctorq.backup.notify
-  - doctorq.backup.pgbackrest
 attributes:
   check_mode:
     support: full
@@ -57,18 +58,9 @@ attributes:
     platforms: posix
     description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
-  kind:
-    description:
-      - V(logical) is the C(pg_dump) backup of O(db) described above.
-      - V(physical_full), V(differential) and V(incremental) are deprecated, removed in 1.0.0 - use
-        O(doctorq.backup.pgbackrest_backup#module:kind) of M(doctorq.backup.pgbackrest_backup), which takes the same
-        values. Until then they still take that physical backup of the whole cluster of O(stanza) here (O(db), the
-        compression, weekly and retention options and O(s3) do not apply).
-    type: str
-    choices: [logical, physical_full, differential, incremental]
-    default: logical
   db:
-    description: Database to back up. Required for O(kind=logical).
+    description: Database to back up.
+    required: true
   backup_dir:
     description:
       - Local directory of the backups; weekly copies go to its C(weekly/) subdirectory. Created (0700) if missing.
@@ -127,11 +119,11 @@ backup:
   type: dict
   contains:
     id:
-      description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC); the pgBackRest label for the deprecated physical kinds.
+      description: Backup id (C(<db>_full_<YYYYmmdd_HHMMSS>), UTC).
       type: str
       returned: always
     path:
-      description: Local path of the backup file (null for physical kinds).
+      description: Local path of the backup file.
       type: str
       returned: always
     size:
@@ -157,7 +149,7 @@ backup:
           C(x-amz-meta-sha256)); V(CRC32) V(FULL_OBJECT) for a multipart one; V(SHA256) V(COMPOSITE) (C(<b64>-<parts>))
           on a server without full-object checksums. The SHA-256 of the whole file is always RV(backup.sha256).
       type: dict
-      returned: logical kind
+      returned: always
       sample: {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": "q3bGxA=="}
     duration_s:
       description: Seconds the backup took.
@@ -179,13 +171,6 @@ backup:
       description: URI of the weekly S3 copy.
       type: str
       returned: when weekly
-    kind:
-      description:
-        - With the deprecated physical kinds, the kind made and the other facts that
-          RV(doctorq.backup.pgbackrest_backup#module:backup) of M(doctorq.backup.pgbackrest_backup) returns (C(label),
-          C(prior), C(database_size), C(repo_delta), C(wal_start), C(wal_stop), ...).
-      type: str
-      returned: physical kinds
   sample:
     id: doctorq_full_20251107_020000
     path: /var/backups/doctorq/database/doctorq_full_20251107_020000.dump.zst
@@ -193,7 +178,7 @@ backup:
     sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     s3_uri: s3://doctorq-backups/doctorq/db1/doctorq/2025-11-07/doctorq_full_20251107_020000.dump.zst
 deleted:
-  description: Backups removed by retention (for the deprecated physical kinds, the labels pgBackRest expired).
+  description: Backups removed by retention.
   returned: success
   type: list
   elements: dict
@@ -231,41 +216,20 @@ log_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
-from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
-def argument_spec() -> dict:
+def main() -> None:
     spec = postgres_argument_spec()
     spec.update(backup_argument_spec())
     spec["s3"] = s3_argument_spec()
-    spec["kind"] = dict(type="str", default="logical", choices=["logical", *KINDS])
-    spec.update(pgbackrest_argument_spec())
-    return spec
-
-
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_if=[("kind", "logical", ["db"])])
-    if module.params["kind"] != "logical":
-        module.deprecate(f"pg_backup kind={module.params['kind']} is deprecated: use doctorq.backup.pgbackrest_backup "
-                         f"(kind: {module.params['kind']}), which takes the same stanza, pgbackrest_config, "
-                         "pgbackrest_user, backup_dir, log_dir and notification options.",
-                         version="1.0.0", collection_name="doctorq.backup")
-        with engine_errors(module):
-            result = run_physical_backup(PhysicalBackupJob.from_params(module.params), check_mode=module.check_mode)
-        exit_with(module, result)
-        return
-    require_libs(module, s3=bool(module.params["s3"]))
-    with engine_errors(module):
-        job = BackupJob.from_params(module.params)
-        result = run_backup(job, check_mode=module.check_mode)
-    exit_with(module, result)
+    spec["db"] = dict(spec["db"], required=True)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_engine(module, lambda: run_backup(BackupJob.from_params(module.params), check_mode=module.check_mode),
+               s3=bool(module.params["s3"]))
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ description:
     a server-side lock, so another restore of it (from any host) is refused and never takes its database for a leftover.
   - Every step is logged with a timestamp in C(restore_<db>_<timestamp>.log), an audit record is appended to
     C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
-  - Point-in-time recovery of a whole cluster is M(doctorq.backup.pg_pitr_restore). The C(pitr_*) options below still
-    run one here until 1.0.0, with a deprecation warning; each is the option of M(doctorq.backup.pg_pitr_restore)
-    without the prefix.
+  - Point-in-time recovery of a whole cluster is M(doctorq.backup.pg_pitr_restore). Until 1.0.0 the module's action
+    plugin still hands a task with the old C(pitr_*) options (C(pitr_target) or C(pitr_drill) set) to it, with the
+    options without the prefix and a deprecation warning; C(stanza), C(pgbackrest_config) and C(pgbackrest_user) are
+    ignored otherwise.
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -41,7 +42,6 @@ extends_documentation_fragment:
   - doctorq.backup.s3
   - doctorq.backup.notify
   - doctorq.backup.archive
-  - doctorq.backup.pgbackrest
 attributes:
   check_mode:
     support: full
@@ -57,7 +57,7 @@ options:
   db:
     description:
       - Database to restore into. Created if it does not exist (no confirmation needed then).
-      - Required unless O(pitr_target) or O(pitr_drill) is set (deprecated, see M(doctorq.backup.pg_pitr_restore)).
+    required: true
   source:
     description:
       - V(latest) (the newest complete backup of O(source_db) on disk or in O(s3); the local copy is preferred when
@@ -79,7 +79,6 @@ options:
   confirm:
     description:
       - Must equal O(db) when O(db) exists and would be replaced; anything else fails and names what to type.
-      - With O(pitr_into=live) (deprecated), must equal O(stanza).
     type: str
     default: ''
   mode:
@@ -134,89 +133,6 @@ options:
   work_dir:
     description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
     type: path
-  pitr_target:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-    choices: [time, immediate, end, name]
-  pitr_target_time:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target_time) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-  pitr_target_name:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:target_name) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-  pitr_backup_set:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:backup_set) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-  pitr_into:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:into) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-    choices: [scratch, live]
-    default: scratch
-  pitr_data_dir:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:data_dir) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: path
-  pitr_service:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:service) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: str
-  pitr_scratch_dir:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:scratch_dir) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: path
-  pitr_scratch_port:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:scratch_port) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: int
-    default: 0
-  pitr_keep_scratch:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:keep_scratch) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: bool
-  pitr_drill:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:drill) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: bool
-    default: false
-  pitr_max_rpo_seconds:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:max_rpo_seconds) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: int
-    default: 900
-  pitr_report_dir:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:report_dir) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: path
-  pitr_safety_backup:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:safety_backup) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: bool
-    default: true
-  pitr_timeout:
-    description:
-      - Deprecated, removed in 1.0.0 - use O(doctorq.backup.pg_pitr_restore#module:timeout) of
-        M(doctorq.backup.pg_pitr_restore).
-    type: int
-    default: 3600
 seealso:
   - module: doctorq.backup.pg_backup
   - module: doctorq.backup.backup_info
@@ -318,48 +234,12 @@ audit_file:
   description: Path of the audit log the run was appended to.
   returned: when not in check mode
   type: str
-pitr:
-  description: With the deprecated C(pitr_*) options, what M(doctorq.backup.pg_pitr_restore) returns as RV(doctorq.backup.pg_pitr_restore#module:pitr).
-  returned: with O(pitr_target) or O(pitr_drill)
-  type: dict
-window:
-  description: With the deprecated C(pitr_*) options, the recoverable window (start, end, oldest_backup, newest_backup).
-  returned: with O(pitr_target) or O(pitr_drill)
-  type: dict
-recovery:
-  description: With the deprecated C(pitr_*) options, the verification after recovery (see M(doctorq.backup.pg_pitr_restore)).
-  returned: with O(pitr_target) or O(pitr_drill), on success
-  type: dict
-scratch:
-  description: With the deprecated C(pitr_*) options, the scratch cluster (data_dir, port, socket_dir, kept, connect, stop).
-  returned: with O(pitr_into=scratch)
-  type: dict
-rto_s:
-  description: Seconds from the start of the drill to a verified cluster.
-  returned: with O(pitr_drill)
-  type: float
-rpo_s:
-  description: Age of the newest recovered transaction at the start of the drill, in seconds.
-  returned: with O(pitr_drill)
-  type: float
-report:
-  description: The drill report (see M(doctorq.backup.pg_pitr_restore)).
-  returned: with O(pitr_drill)
-  type: dict
-report_file:
-  description: The drill report written.
-  returned: with O(pitr_drill) and O(pitr_report_dir)
-  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pitr import (
-    LEGACY_NAMES, PitrJob, from_legacy, legacy_pitr_argument_spec, run_pitr,
-)
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
@@ -368,27 +248,10 @@ def main() -> None:
     spec = postgres_argument_spec()
     spec.update(restore_argument_spec())
     spec["s3"] = s3_argument_spec()
-    spec.update(pgbackrest_argument_spec())
-    spec.update(legacy_pitr_argument_spec())
+    spec["db"] = dict(spec["db"], required=True)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if module.params["pitr_target"] or module.params["pitr_drill"]:
-        given = [name for name in LEGACY_NAMES if module.params[name] != spec[name].get("default")]
-        module.deprecate("The pitr_* options of pg_restore_safe are deprecated: use doctorq.backup.pg_pitr_restore, "
-                         "whose options are the same without the prefix ("
-                         + ", ".join(f"{name} -> {LEGACY_NAMES[name]}" for name in given) + ").",
-                         version="1.0.0", collection_name="doctorq.backup")
-        require_libs(module)
-        with engine_errors(module):
-            result = run_pitr(PitrJob.from_params(from_legacy(module.params)), check_mode=module.check_mode)
-        exit_with(module, result)
-        return
-    if not module.params["db"]:
-        module.fail_json(msg="missing required arguments: db (a point-in-time recovery is doctorq.backup.pg_pitr_restore)")
-    source = module.params["source"] or ""
-    require_libs(module, s3=bool(module.params["s3"]) or source.startswith("s3://"))
-    with engine_errors(module):
-        result = run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode)
-    exit_with(module, result)
+    run_engine(module, lambda: run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode),
+               s3=bool(module.params["s3"]) or (module.params["source"] or "").startswith("s3://"))
 
 
 if __name__ == "__main__":

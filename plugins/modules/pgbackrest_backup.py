@@ -201,7 +201,7 @@ log_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
@@ -221,9 +221,8 @@ def argument_spec() -> dict:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    with engine_errors(module):
-        result = run_physical_backup(PhysicalBackupJob.from_params(module.params), check_mode=module.check_mode)
-    exit_with(module, result)
+    run_engine(module, lambda: run_physical_backup(PhysicalBackupJob.from_params(module.params),
+                                                   check_mode=module.check_mode), postgres=False)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import PgBac
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import PgBackRest
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from role_support import render_role_template
+from task_support import run_task
 from testbed import LOCALHOST, PgServer, S3Server, empty_bucket
 
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ")
@@ -571,31 +572,33 @@ def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module,
     assert (os.path.getsize(audit) if os.path.exists(audit) else 0) == audit_before, "check mode writes no audit record"
 
 
-def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_backup, run_module, tmp_path):
-    """Until 1.0.0 the pitr_* spellings of pg_restore_safe run the same recovery, with a deprecation warning."""
+def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_backup, ansible_playbook, tmp_path):
+    """Until 1.0.0 the pitr_* spellings of pg_restore_safe run the same recovery, with a deprecation warning.
+
+    pg_restore_safe's action plugin hands the task to pg_pitr_restore (plugins/action/).
+    """
     scratch_dir = str(tmp_path / "scratch")
-    plan = run_module("pg_restore_safe", pg_module_args(bed, pitr_target="end", pitr_scratch_dir=scratch_dir,
-                                                        pitr_timeout=600), check_mode=True)
+    plan, output = run_task(ansible_playbook, str(tmp_path / "pitr"), "pg_restore_safe", pg_module_args(
+        bed, pitr_target="end", pitr_scratch_dir=scratch_dir, pitr_timeout=600), check=True)
     assert not plan.get("failed"), plan.get("msg")
     assert plan["plan"]["target"] == "end" and plan["plan"]["scratch_dir"] == scratch_dir
     assert not os.path.exists(scratch_dir)
-    [deprecation] = plan["deprecations"]
-    assert deprecation["version"] == "1.0.0" and deprecation["collection_name"] == "doctorq.backup"
-    assert "doctorq.backup.pg_pitr_restore" in deprecation["msg"]
-    assert "pitr_target -> target" in deprecation["msg"] and "pitr_scratch_dir -> scratch_dir" in deprecation["msg"]
+    assert "[DEPRECATION WARNING]: pg_restore_safe with pitr_target is deprecated" in output, output[-3000:]
+    assert "doctorq.backup.pg_pitr_restore" in output and "pitr_target -> target" in output
+    assert "pitr_scratch_dir -> scratch_dir" in output and "version 1.0.0" in output
 
 
-def test_pg_backup_physical_kinds_still_work_and_are_deprecated(bed, base_backup, run_module):
+def test_pg_backup_physical_kinds_still_work_and_are_deprecated(bed, base_backup, ansible_playbook, tmp_path):
     """Until 1.0.0 pg_backup kind=<physical kind> takes the same backup as pgbackrest_backup, with a deprecation warning."""
     before = {b.label for b in bed["engine"].info().backups}
-    result = run_module("pg_backup", pg_module_args(bed, kind="incremental"))
+    result, output = run_task(ansible_playbook, str(tmp_path / "physical"), "pg_backup",
+                              pg_module_args(bed, kind="incremental"))
     assert not result.get("failed"), result.get("msg")
     assert result["changed"] and result["backup"]["kind"] == "incremental" and result["backup"]["type"] == "incr"
     assert result["backup"]["label"] not in before
     assert result["backup"]["label"] in {b.label for b in bed["engine"].info().backups}
-    [deprecation] = result["deprecations"]
-    assert deprecation["version"] == "1.0.0" and deprecation["collection_name"] == "doctorq.backup"
-    assert "doctorq.backup.pgbackrest_backup" in deprecation["msg"] and "kind=incremental" in deprecation["msg"]
+    assert "[DEPRECATION WARNING]: pg_backup with kind=incremental is deprecated" in output, output[-3000:]
+    assert "doctorq.backup.pgbackrest_backup" in output and "version 1.0.0" in output
 
 
 def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module):

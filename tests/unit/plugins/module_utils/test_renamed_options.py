@@ -1,0 +1,48 @@
+"""The old option spellings: one table, translated for the action plugins and the CLI configs alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
+from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import ARCHIVE, NOTIFICATION, TABLE, move_options, translate
+
+
+def test_flat_options_move_into_their_groups_and_the_new_spelling_wins() -> None:
+    renamed = {**NOTIFICATION, **ARCHIVE}
+    args, moved = move_options({"db": "app", "webhook_url": "https://hook", "notify_on": "failure",
+                                "archive_tier": "Bulk", "archive": {"days": 3, "tier": "Expedited"}}, renamed)
+    assert args == {"db": "app", "notification": {"webhook_url": "https://hook", "notify_on": "failure"},
+                    "archive": {"days": 3, "tier": "Expedited"}}
+    assert moved == [("webhook_url", "notification.webhook_url"), ("notify_on", "notification.notify_on"),
+                     ("archive_tier", "archive.tier")]
+    with pytest.raises(ConfigError, match=r"notification must be a dictionary .*webhook_url is notification\.webhook_url"):
+        move_options({"notification": "loud", "webhook_url": "https://hook"}, renamed)
+
+
+def test_pitr_options_hand_the_task_to_pg_pitr_restore() -> None:
+    done = translate("pg_restore_safe", {"login_host": "db1", "db": "app", "pitr_target": "end", "pitr_into": "live",
+                                         "pitr_safety_backup": False, "safety_backup": True, "mode": "swap",
+                                         "confirm": "main", "stanza": "main"})
+    assert done.module == "pg_pitr_restore"
+    # pg_restore_safe's own safety_backup (logical) never reaches the recovery: pitr_safety_backup does
+    assert done.args == {"login_host": "db1", "db": "app", "confirm": "main", "stanza": "main", "target": "end",
+                         "into": "live", "safety_backup": False}
+    [note] = done.deprecations
+    assert "doctorq.backup.pg_pitr_restore" in note and "pitr_into -> into" in note and "mode (ignored)" in note
+
+
+def test_physical_kinds_hand_the_task_to_pgbackrest_backup_and_the_rest_is_dropped() -> None:
+    done = translate("pg_backup", {"kind": "differential", "stanza": "main", "backup_dir": "/b", "webhook_url": "u"})
+    assert (done.module, done.args) == ("pgbackrest_backup", {"kind": "differential", "stanza": "main",
+                                                              "backup_dir": "/b", "webhook_url": "u"})
+    logical = translate("pg_backup", {"db": "app", "kind": "logical", "stanza": "main"})
+    assert (logical.module, logical.args) == ("pg_backup", {"db": "app"})
+    assert len(logical.deprecations) == 2 and all("ignored" in note for note in logical.deprecations)
+
+
+def test_todays_spellings_pass_untouched() -> None:
+    args = {"db": "app", "notification": {"notify_on": "never"}, "s3": {"bucket": "b"}}
+    for module in (*TABLE, "s3_lifecycle"):
+        done = translate(module, args)
+        assert (done.module, done.args, done.deprecations) == (module, args, [])

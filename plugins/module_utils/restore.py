@@ -44,7 +44,6 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import 
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
     DATABASE, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 
 MAX_IDENT = 63
 
@@ -698,7 +697,7 @@ class _Restore(RestoreRun):
                     self._replace_mode(pg, local_path, m, exists, log)
                 self.result["pruned_previous"] = self.prune_previous(pg, log)
             finally:
-                if isinstance(source.store, S3Store):
+                if source.store.remote:  # downloads of the backup, not the backup itself
                     for path in (local_path, globals_path):
                         if path:
                             pipeline.remove_quietly(path)
@@ -707,7 +706,7 @@ class _Restore(RestoreRun):
 
     @staticmethod
     def same_file(source: Source, path: str) -> bool:
-        return isinstance(source.store, LocalStore) and os.path.realpath(source.ref) == os.path.realpath(path)
+        return not source.store.remote and os.path.realpath(source.ref) == os.path.realpath(path)
 
     def _swap_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:
         new = self.derived_name("restoring")

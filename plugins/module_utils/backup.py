@@ -150,7 +150,8 @@ class _Run:
                 event={"event": "backup", "status": status, "database": job.db, "host": host, "summary": summary,
                        "duration_s": frame.duration, "backup": backup or None, "error": error,
                        "s3_error": self.stores.s3_problem},
-                metrics=samples(status, frame.duration, last_size_bytes=backup.get("size", 0)), metrics_job="backup", metrics_label=job.db)
+                metrics=samples(status, frame.duration, self.stores.s3_lacking(self.started, job.keep_days),
+                                last_size_bytes=backup.get("size", 0)), metrics_job="backup", metrics_label=job.db)
 
         return frame.run(lambda log: self._locked(log, frame.started_at, frame.result), conclude)
 

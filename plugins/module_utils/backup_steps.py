@@ -432,6 +432,24 @@ class Stores:
         doomed = {m.id for m in to_delete(remote + uploaded, now, keep_days, self.min_count) if m.kind == "daily"}
         return [m for m in candidates if m.id not in doomed]
 
+    def s3_lacking(self, now: dt.datetime, keep_days: dict[str, int | None]) -> dict[str, float]:
+        """The metric ``s3_pending_uploads``: complete local dailies with no S3 copy that a catch-up would upload.
+
+        From the local manifests alone (after an outage S3 may still be
+        down), all of them as S3 would hold them once caught up deciding which
+        S3 retention keeps. Empty without S3, or when the directory cannot be
+        listed (the run says why elsewhere).
+        """
+        if not self.s3_where:
+            return {}
+        try:
+            local = [m for m in self.local.list(self.owner, self.of_type) if m.kind == "daily"]
+        except (StorageError, OSError):
+            return {}
+        doomed = {m.id for m in to_delete([dataclasses.replace(m, location="s3") for m in local], now, keep_days,
+                                          self.min_count)}
+        return {"s3_pending_uploads": float(sum(1 for m in local if not m.s3 and m.id not in doomed))}
+
     def plan(self, now: dt.datetime, keep_days: dict[str, int | None], backup_id: str, name: str, *, weekly: bool,
              prune: bool, log: RunLog) -> tuple[list[str], list[dict[str, str]]]:
         """Check mode: the catch-up uploads and the deletions the run would make, with the backup it would make counted.

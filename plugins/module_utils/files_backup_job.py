@@ -216,7 +216,8 @@ class _FilesRun:
                            + (f"; {len(changed)} file(s) changed while read" if changed else ""))
             else:
                 summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
-            metrics = samples(status, duration, last_size_bytes=backup.get("size", 0))
+            metrics = samples(status, duration, self.stores.s3_lacking(self.started, job.keep_days),
+                              last_size_bytes=backup.get("size", 0))
             metrics["last_changed_files"] = float(len(changed))
             if status == "success":
                 metrics["last_file_count"] = float(backup["fileset"]["count"])

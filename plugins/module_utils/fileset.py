@@ -5,7 +5,8 @@
 The preset (``preset: postgresql_config``) reads postgresql.conf as the server
 does (includes, the last setting wins) to add the files it names outside the
 cluster's configuration directory: certificates and keys in /etc/ssl, an
-hba_file elsewhere. Both file-set jobs (files_backup_job.py,
+hba_file elsewhere, and postgresql.auto.conf (ALTER SYSTEM's settings, read
+last) from the data directory. Both file-set jobs (files_backup_job.py,
 files_restore_job.py), the drills and the command line take names and paths
 from here.
 """
@@ -22,6 +23,8 @@ TYPE = "files"
 PRESETS = ("postgresql_config",)
 # A set's name, encoded (catalog.encode_name), starts every file name of its backups: room for the rest of them.
 MAX_SET_NAME = 189
+# ALTER SYSTEM's file, in the data directory.
+AUTO_CONF = "postgresql.auto.conf"
 # Settings of postgresql.conf that name files the server needs to start as it did.
 PG_FILE_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "ssl_crl_dir", "hba_file",
                     "ident_file")
@@ -139,6 +142,18 @@ def postgresql_config_paths(config_dir: str, version: str | None, cluster: str) 
             continue
         settings, conf_files = pg_conf_settings(conf)
         data_dir = settings.get("data_directory") or f"/var/lib/postgresql/{version_}/{cluster}"
+        # ALTER SYSTEM writes postgresql.auto.conf in the data directory; the
+        # server reads it last, so its settings win.
+        auto = os.path.join(data_dir, AUTO_CONF)
+        if os.path.isfile(auto):
+            auto_settings, _ = pg_conf_settings(auto)
+            settings.update(auto_settings)
+            conf_files.append(auto)
+        elif os.path.isdir(data_dir):
+            warnings.append(f"{auto} does not exist (no ALTER SYSTEM settings); it is not in the backup.")
+        else:
+            warnings.append(f"{auto} could not be read (data directory {data_dir} missing or not readable); "
+                            "ALTER SYSTEM settings are not in the backup.")
         named = [settings[k] for k in PG_FILE_SETTINGS if settings.get(k)]
         if settings.get("ssl", "off").lower() in ("on", "true", "yes", "1"):
             named += [d for k, d in (("ssl_cert_file", "server.crt"), ("ssl_key_file", "server.key")) if not settings.get(k)]

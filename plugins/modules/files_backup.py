@@ -21,7 +21,7 @@ description:
   - O(preset=postgresql_config) backs up the PostgreSQL server configuration of the host,
     C(/etc/postgresql/<version>/<cluster>/) (C(postgresql.conf), C(conf.d), C(pg_hba.conf), C(pg_ident.conf), ...), plus
     the files the configuration names outside it (SSL certificate, key, CA and CRL files, an C(hba_file) elsewhere,
-    included files).
+    included files) and the data directory's C(postgresql.auto.conf) (the settings C(ALTER SYSTEM) writes).
   - Names are C(<name>_files_<YYYYmmdd_HHMMSS>.tar.zst) on disk and C(<prefix>/<name>/<YYYY-MM-DD>/...) in S3, beside the
     database backups; a database and a file set of the same name never touch each other's files.
   - Restore with M(doctorq.backup.files_restore), or with stock tools in one line (see notes).

@@ -44,12 +44,13 @@ def test_preset_finds_every_version_of_the_cluster_and_the_files_named_outside(t
           f"data_directory = '{tmp_path / 'data13'}'\n")  # ssl on, no file named: server.crt/.key of the data dir
     write(tmp_path / "data13" / "server.crt", "c")
     write(tmp_path / "data13" / "postgresql.auto.conf", "work_mem = '64MB'\n")  # ALTER SYSTEM's settings
-    write(root / "15" / "main" / "postgresql.conf", f"ssl_cert_file = '{root / '15' / 'main' / 'inside.pem'}'\n")
+    write(root / "15" / "main" / "postgresql.conf", f"ssl_cert_file = '{root / '15' / 'main' / 'inside.pem'}'\n"
+          f"data_directory = '{tmp_path / 'data15'}'\n")
     write(root / "15" / "other" / "postgresql.conf", "")
     paths, warnings = postgresql_config_paths(str(root), None, "main")
     assert paths == [str(root / "13" / "main"), str(tmp_path / "data13" / "server.crt"),
                      str(tmp_path / "data13" / "postgresql.auto.conf"), str(root / "15" / "main")]
-    # 15/main's data directory (the default, /var/lib/postgresql/15/main) is not here: its ALTER SYSTEM settings are not either
+    # 15/main's data directory is not here: neither are its ALTER SYSTEM settings
     assert len(warnings) == 2 and "server.key" in warnings[0] and "ALTER SYSTEM settings are not in the backup" in warnings[1]
     paths, _warnings = postgresql_config_paths(str(root), "15", "other")
     assert paths == [str(root / "15" / "other")]

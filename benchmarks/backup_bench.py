@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,24 +216,14 @@ class Bench(benchlib.Bench):
     # -- the run -----------------------------------------------------------------
     def scale(self, scale: int) -> dict[str, Any]:
         facts = self.make_db(scale)
-        rounds = []
-        for round_no in range(1, self.args.rounds + 1):
-            sides = ("seed", "ours", *[f"ours_z{level}" for level in self.args.ours_levels], "floor")
-            order = sides if round_no % 2 else tuple(reversed(sides))
-            entry: dict[str, Any] = {"round": round_no, "order": order}
-            for which in order:
-                if which.startswith("ours_z"):
-                    entry[which] = self.ours(facts["db"], round_no, level=int(which[len("ours_z"):]))
-                else:
-                    entry[which] = getattr(self, which)(facts["db"], round_no)
-                got = entry[which]
-                print(f"  s{scale} round {round_no} {which:4}: wall {got['wall']:6.1f}s  cpu {got['cpu']:6.1f}s  "
-                      f"size {got['size'] / MB:7.1f} MB  peak {got['peak_mb']:5.0f} MB", flush=True)
-            rounds.append(entry)
-        facts["rounds"] = rounds
-        facts["median"] = {side: {k: statistics.median(r[side][k] for r in rounds)
-                                  for k in rounds[0][side] if isinstance(rounds[0][side][k], (int, float))}
-                           for side in order}
+
+        def measure(which: str, round_no: int) -> dict[str, Any]:
+            if which.startswith("ours_z"):
+                return self.ours(facts["db"], round_no, level=int(which[len("ours_z"):]))
+            return getattr(self, which)(facts["db"], round_no)
+
+        sides = ("seed", "ours", *[f"ours_z{level}" for level in self.args.ours_levels], "floor")
+        facts.update(benchlib.interleave(sides, self.args.rounds, measure, label=f"s{scale} "))
         self.pg.query(f'DROP DATABASE "{facts["db"]}"')
         return facts
 

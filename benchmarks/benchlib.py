@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,27 @@ class Bench:
             json.dump(self.results, handle, indent=2, default=str)
         if not self.args.keep_bed:
             self.bed.down()
+
+
+def interleave(sides: tuple[str, ...], rounds: int, measure: Callable[[str, int], dict[str, Any]],
+               label: str = "") -> dict[str, Any]:
+    """``rounds`` rounds of every side, the order reversed every other round; each round printed, medians kept.
+
+    ``measure(side, round_no)`` returns the side's figures (``wall``, ``cpu``, ``size``, ``peak_mb``, more
+    numbers as it likes). Returns ``{"rounds": [...], "median": {side: {figure: median}}}``.
+    """
+    done = []
+    for round_no in range(1, rounds + 1):
+        order = sides if round_no % 2 else tuple(reversed(sides))
+        entry: dict[str, Any] = {"round": round_no, "order": order}
+        for side in order:
+            got = entry[side] = measure(side, round_no)
+            print(f"  {label}round {round_no} {side:7}: wall {got['wall']:6.2f}s  cpu {got['cpu']:6.2f}s  "
+                  f"size {got['size'] / MB:7.1f} MB  peak {got['peak_mb']:5.0f} MB", flush=True)
+        done.append(entry)
+    return {"rounds": done, "median": {side: {k: statistics.median(r[side][k] for r in done)
+                                              for k in done[0][side] if isinstance(done[0][side][k], (int, float))}
+                                       for side in sides}}
 
 
 def load_line(results: dict[str, Any]) -> str:

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import textwrap
 from typing import Any
@@ -124,21 +123,8 @@ class Bench(backup_bench.Bench):
     def run(self) -> None:
         try:
             facts = self.make_db(self.args.scale)
-            rounds = []
-            sides = ("bare", "disk", "disk_s3", "floor")
-            for round_no in range(1, self.args.rounds + 1):
-                order = sides if round_no % 2 else tuple(reversed(sides))
-                entry: dict[str, Any] = {"round": round_no, "order": order}
-                for side in order:
-                    entry[side] = getattr(self, side)(facts["db"], round_no)
-                    got = entry[side]
-                    print(f"  round {round_no} {side:7}: wall {got['wall']:6.2f}s  cpu {got['cpu']:6.2f}s  "
-                          f"size {got['size'] / MB:7.1f} MB  peak {got['peak_mb']:5.0f} MB", flush=True)
-                rounds.append(entry)
-            facts["rounds"] = rounds
-            facts["median"] = {side: {k: statistics.median(r[side][k] for r in rounds)
-                                      for k in rounds[0][side] if isinstance(rounds[0][side][k], (int, float))}
-                               for side in sides}
+            facts.update(benchlib.interleave(("bare", "disk", "disk_s3", "floor"), self.args.rounds,
+                                             lambda side, round_no: getattr(self, side)(facts["db"], round_no)))
             self.results["dirdump"] = facts
         finally:
             self.save()

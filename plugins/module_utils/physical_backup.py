@@ -18,7 +18,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAM
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgBackRestError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import (
-    DEFAULT_CONFIG, DEFAULT_USER, PgBackRest, metrics_label, repo_location,
+    DEFAULT_CONFIG, DEFAULT_LOG_DIR, DEFAULT_USER, PgBackRest, metrics_label, repo_location,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
@@ -32,8 +32,7 @@ class PhysicalBackupJob:
     stanza: str = "main"
     config: str = DEFAULT_CONFIG
     user: str = DEFAULT_USER
-    backup_dir: str = "/var/backups/postgresql"
-    log_dir: str | None = None
+    log_dir: str = DEFAULT_LOG_DIR  # run logs and the lock
     notifier: Notifier = Notifier()
     timeout: float = 24 * 3600
 
@@ -45,7 +44,8 @@ class PhysicalBackupJob:
         return cls(kind=kind, stanza=params.get("stanza") or "main",
                    config=params.get("pgbackrest_config") or DEFAULT_CONFIG,
                    user=params.get("pgbackrest_user") or DEFAULT_USER,
-                   backup_dir=params.get("backup_dir") or "/var/backups/postgresql", log_dir=params.get("log_dir"),
+                   # backup_dir: the deprecated name of log_dir (read until 1.0.0; pg_backup's physical kinds too)
+                   log_dir=params.get("log_dir") or params.get("backup_dir") or DEFAULT_LOG_DIR,
                    notifier=Notifier.from_params(params))
 
     def engine(self) -> PgBackRest:
@@ -65,16 +65,14 @@ def run_physical_backup(job: PhysicalBackupJob, *, check_mode: bool = False, ech
     if check_mode:
         return _plan_physical(job, job.engine(), echo)
     started = utcnow()
-    log_dir = job.log_dir or job.backup_dir
     facts: dict[str, Any] = {}
 
     def prepare() -> None:
-        _ensure_dir(job.backup_dir)
-        _ensure_dir(log_dir)
+        _ensure_dir(job.log_dir)
 
     frame = Frame(title=f"Backup of stanza {job.stanza} - kind: {job.kind} (pgBackRest {pgtype})", notifier=job.notifier,
-                  echo=echo, log_path=os.path.join(log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"),
-                  lock_path=lock_path(job.backup_dir, f"pgbackrest-{job.stanza}"),
+                  echo=echo, log_path=os.path.join(job.log_dir, f"backup_pgbackrest-{job.stanza}_{started.strftime(STAMP)}.log"),
+                  lock_path=lock_path(job.log_dir, f"pgbackrest-{job.stanza}"),
                   lock_what=f"the physical backup of stanza {job.stanza!r}", prepare=prepare, result={"changed": False})
 
     def work(log: RunLog) -> None:

@@ -44,15 +44,16 @@ options:
     type: str
     choices: [physical_full, differential, incremental]
     default: incremental
-  backup_dir:
-    description:
-      - Directory of the lock and, unless O(log_dir) is set, the run logs. Created (0700) if missing. The backup
-        itself goes to pgBackRest's repository.
-    type: path
-    default: /var/backups/postgresql
   log_dir:
-    description: Directory of the run logs (C(backup_pgbackrest-<stanza>_<timestamp>.log)); defaults to O(backup_dir).
+    description:
+      - Directory of the run logs (C(backup_pgbackrest-<stanza>_<timestamp>.log)) and of the lock of the stanza's
+        pgBackRest jobs. Created (0700) if missing. The backup itself goes to pgBackRest's repository.
+      - The same default as C(doctorq-pgbackrest) and M(doctorq.backup.pg_pitr_restore), so a backup and a recovery
+        of one stanza share their lock.
+      - The alias O(backup_dir) is deprecated and will be removed in 1.0.0.
     type: path
+    default: /var/lib/doctorq-backup/pgbackrest
+    aliases: [backup_dir]
 seealso:
   - module: doctorq.backup.backup_info
   - module: doctorq.backup.pg_pitr_restore
@@ -64,13 +65,11 @@ EXAMPLES = r"""
   doctorq.backup.pgbackrest_backup:
     kind: incremental
     stanza: main
-    backup_dir: /var/lib/doctorq-backup/pgbackrest
   become: true
 
 - name: Weekly full backup, notified to Slack, with node_exporter metrics
   doctorq.backup.pgbackrest_backup:
     kind: physical_full
-    backup_dir: /var/lib/doctorq-backup/pgbackrest
     webhook_url: "{{ vault_slack_webhook }}"
     metrics_dir: /var/lib/node_exporter/textfile_collector
   become: true
@@ -203,7 +202,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 
@@ -211,8 +210,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup imp
 def argument_spec() -> dict:
     spec = dict(
         kind=dict(type="str", default="incremental", choices=list(KINDS)),
-        backup_dir=dict(type="path", default="/var/backups/postgresql"),
-        log_dir=dict(type="path"),
+        log_dir=dict(type="path", default=DEFAULT_LOG_DIR, aliases=["backup_dir"],
+                     deprecated_aliases=[dict(name="backup_dir", version="1.0.0", collection_name="doctorq.backup")]),
     )
     spec.update(pgbackrest_argument_spec())
     spec.update(notify_argument_spec())

@@ -40,9 +40,10 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAM
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, LockBusy
 from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import FilesRestoreJob, run_files_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.fileset import check_set_name
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, quote_ident
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn
+from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import database_names, derived_db_name, drop_database
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import remove_quietly, write_file_atomic
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, derived_db_name, run_restore
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, run_restore
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.tarstream import check_sample, tree_counts
 
@@ -136,13 +137,12 @@ def _drop_leftovers(pg: PgClient, db: str, scratch: str) -> list[str]:
     server-side drill lock held, no live drill of ``db`` owns one.
     """
     stem = re.escape(scratch[:-len("YYYYmmdd_HHMMSS")])  # <db, cut to fit>__drill_
-    scratch_re = re.compile(stem + r"\d{8}_\d{6}$")
-    restoring_re = re.compile(stem + r"[\d_]*__restoring_\d{8}_\d{6}$")  # the restore cut the scratch name to fit
+    # a scratch database, or the __restoring_ one of its restore (which cut the scratch name to fit)
+    pattern = re.compile(stem + r"(?:\d{8}_\d{6}|[\d_]*__restoring_\d{8}_\d{6})$")
     dropped = []
-    for (name,) in pg.query("SELECT datname FROM pg_database ORDER BY 1", db="postgres"):
-        if name != scratch and (scratch_re.match(name) or restoring_re.match(name)):
-            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,), db="postgres")
-            pg.query(f"DROP DATABASE IF EXISTS {quote_ident(name)}", db="postgres")
+    for name in database_names(pg, pattern):
+        if name != scratch:
+            drop_database(pg, name)
             dropped.append(name)
     return dropped
 
@@ -262,17 +262,14 @@ def _report(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.dateti
             report["report_file"] = path
         except (OSError, DoctorqError) as exc:
             warnings.append(f"cannot write the drill report {path}: {exc}")
-    # the limit always, the RPO whenever measured: a drill failed by its RPO reports it (DoctorqDrillRpoOverLimit)
-    measured = {"rpo_limit_seconds": job.max_rpo_hours * 3600, **({"rpo_seconds": rpo} if rpo is not None else {})}
-    metrics = samples(status, rto, measured, rto_seconds=rto, rpo_seconds=rpo or 0.0)
+    metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
     return report, metrics
 
 
 def _drop_scratch(conn: PgConn, scratch: str) -> None:
     try:
         with PgClient(conn) as pg:
-            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (scratch,), db="postgres")
-            pg.query(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}", db="postgres")
+            drop_database(pg, scratch)
     except DoctorqError:
         pass  # reported by the restore itself; a leftover scratch database is named __drill_ and harmless
 

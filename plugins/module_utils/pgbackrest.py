@@ -191,3 +191,4 @@ class PgBackRest:
         if done.status == 1:  # pgBackRest: segment not found
             return False
         raise PgBackRestError(self.explain("archive-get", done), code=done.status)
+

@@ -16,7 +16,6 @@ from ansible_collections.doctorq.backup.plugins.module_utils.storage import Loca
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import conninfo_db, parse_when
 
 STARTED = dt.datetime(2025, 11, 7, 14, 30, tzinfo=dt.timezone.utc)
 
@@ -91,18 +90,6 @@ def test_bad_job_options_say_what_to_fix(params, message):
     base = {"backup_dir": "/tmp/x", "compression": "zstd"}
     with pytest.raises(ConfigError, match=message):
         BackupJob.from_params({**base, **params})
-
-
-def test_parse_when_accepts_iso_and_defaults_to_utc():
-    assert parse_when("2025-11-07T02:00:00Z") == dt.datetime(2025, 11, 7, 2, tzinfo=dt.timezone.utc)
-    assert parse_when("2025-11-07 02:00:00") == dt.datetime(2025, 11, 7, 2, tzinfo=dt.timezone.utc)
-    assert parse_when("2025-11-07T02:00:00-03:00") == dt.datetime(2025, 11, 7, 5, tzinfo=dt.timezone.utc)
-    with pytest.raises(ConfigError, match="not a date"):
-        parse_when("last tuesday")
-
-
-def test_conninfo_db_cannot_smuggle_options():
-    assert conninfo_db("x' host=evil") == "dbname='x\\' host=evil'"
 
 
 def test_the_old_scripts_backups_are_never_ours():

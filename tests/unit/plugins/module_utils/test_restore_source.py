@@ -1,6 +1,7 @@
 """One source engine for database and file restores (restore_source.py): finding, wording, archive options, verified reads."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 
@@ -12,7 +13,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job i
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import restore_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
-    DATABASE, FILES, ArchiveOptions, Sources, archive_argument_spec,
+    DATABASE, FILES, ArchiveOptions, Sources, archive_argument_spec, parse_when,
 )
 
 
@@ -94,3 +95,11 @@ def test_archive_options_are_one_spec_for_both_restores():
         ArchiveOptions.from_params({"wait_timeout": -1})
     with pytest.raises(ConfigError, match="at least 1"):
         ArchiveOptions.from_params({"poll_interval": -5})
+
+
+def test_parse_when_accepts_iso_and_defaults_to_utc():
+    assert parse_when("2025-11-07T02:00:00Z") == dt.datetime(2025, 11, 7, 2, tzinfo=dt.timezone.utc)
+    assert parse_when("2025-11-07 02:00:00") == dt.datetime(2025, 11, 7, 2, tzinfo=dt.timezone.utc)
+    assert parse_when("2025-11-07T02:00:00-03:00") == dt.datetime(2025, 11, 7, 5, tzinfo=dt.timezone.utc)
+    with pytest.raises(ConfigError, match="not a date"):
+        parse_when("last tuesday")

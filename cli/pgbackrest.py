@@ -3,7 +3,7 @@
 """``doctorq-pgbackrest``: cron's entry point into the same pgBackRest engine as the modules.
 
 ``backup`` is the job of the ``pgbackrest_backup`` module, ``drill`` that of
-``pg_pitr_restore drill=true``.
+``pg_pitr_restore into=drill``.
 
     doctorq-pgbackrest backup --kind physical_full|differential|incremental [--config FILE]
     doctorq-pgbackrest drill [--config FILE] [--scratch-dir DIR] [--scratch-port N] [--report-dir DIR]
@@ -13,9 +13,9 @@ The config is JSON (0600, owned by the database OS user; it may hold the
 webhook URL): ``stanza``, ``pgbackrest_config``, ``backup_dir`` (run logs and
 the lock), the notification options, and for drills the connection options
 (``login_unix_socket``, ``login_port``, ``login_user``) and pg_pitr_restore's
-``scratch_dir``/``scratch_port``/``report_dir``/``max_rpo_seconds``/``timeout``
-(the drill's flags override them; the ``pitr_*`` spellings of before are read
-until 1.0.0, with a warning). Log lines go to stdout (cron mails them), errors to
+``scratch`` (``dir``, ``port``), ``drill`` (``report_dir``, ``max_rpo_seconds``) and ``timeout``
+(the drill's flags override them; the flat spellings of before, ``scratch_dir``
+and so on, and the ``pitr_*`` ones are read until 1.0.0, with a warning). Log lines go to stdout (cron mails them), errors to
 stderr; exit status 0 ok, 1 failed, 2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest
 and writes the config; the ``drill`` role schedules the drill.
 """
@@ -33,11 +33,18 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
-from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import RENAMED, PitrJob, pitr_argument_spec
 
-DRILL_OPTIONS = ("scratch_dir", "scratch_port", "max_rpo_seconds", "report_dir", "timeout")
-# Read until 1.0.0: the drill's settings as pg_restore_safe spelled them.
-LEGACY_DRILL_OPTIONS = {f"pitr_{name}": name for name in DRILL_OPTIONS}
+# The drill's settings, as pg_pitr_restore names them: scratch.dir/port, drill.max_rpo_seconds/report_dir, timeout.
+DRILL_OPTIONS = {"scratch": ("dir", "port"), "drill": ("max_rpo_seconds", "report_dir"), "timeout": ()}
+# Read until 1.0.0, with a warning: the same settings flat (before pg_pitr_restore grouped them), and as
+# pg_restore_safe spelled them (pitr_*).
+_FLAT = {old: new for old, new in RENAMED.items() if new.partition(".")[0] in DRILL_OPTIONS}
+LEGACY_DRILL_OPTIONS = {**_FLAT, **{f"pitr_{old}": new for old, new in _FLAT.items()}, "pitr_timeout": "timeout"}
+# the drill's flags: they override the config's values
+FLAGS = {"scratch_dir": "scratch.dir", "scratch_port": "scratch.port", "report_dir": "drill.report_dir",
+         "max_rpo_seconds": "drill.max_rpo_seconds"}
 
 
 def job_spec() -> dict[str, Any]:
@@ -46,9 +53,21 @@ def job_spec() -> dict[str, Any]:
     spec.update(backup_dir=dict(type="path", default="/var/lib/doctorq-backup/pgbackrest"), log_dir=dict(type="path"),
                 **notify_argument_spec())
     pitr = pitr_argument_spec()
-    spec.update({name: pitr[name] for name in DRILL_OPTIONS})
-    spec.update({old: dict(pitr[new], default=None) for old, new in LEGACY_DRILL_OPTIONS.items()})
+    for name, keys in DRILL_OPTIONS.items():
+        spec[name] = dict(pitr[name], options={k: pitr[name]["options"][k] for k in keys}) if keys else pitr[name]
+    for old, new in LEGACY_DRILL_OPTIONS.items():
+        group, _, leaf = new.partition(".")
+        spec[old] = dict(pitr[group]["options"][leaf] if leaf else pitr[group], default=None)
     return spec
+
+
+def _set(params: dict[str, Any], where: str, value: Any) -> None:
+    """``params[group][leaf] = value`` for ``group.leaf``, ``params[name] = value`` for a flat name."""
+    group, _, leaf = where.partition(".")
+    if leaf:
+        params[group] = {**(params.get(group) or {}), leaf: value}
+    else:
+        params[group] = value
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -59,7 +78,7 @@ def load_config(path: str) -> dict[str, Any]:
         if value is not None:
             sys.stderr.write(f"doctorq-pgbackrest: config {path}: {old} is deprecated and read until 1.0.0: "
                              f"name it {new}\n")
-            params[new] = value
+            _set(params, new, value)
     return params
 
 
@@ -79,12 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_config(args.config)
-        params.update({name: value for name, value in vars(args).items() if name in DRILL_OPTIONS and value is not None})
+        for name, value in vars(args).items():
+            if name in FLAGS and value is not None:
+                _set(params, FLAGS[name], value)
         if args.command == "backup":
             job = PhysicalBackupJob.from_params({**params, "kind": args.kind})
             result = run_physical_backup(job, echo=sys.stdout)
         else:
-            job = PitrJob.from_params({**params, "target": "time", "into": "scratch", "drill": True})
+            job = PitrJob.from_params({**params, "into": "drill"})
             result = run_pitr(job, echo=sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"doctorq-pgbackrest: {exc}" + "\n")

@@ -262,7 +262,9 @@ def _report(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.dateti
             report["report_file"] = path
         except (OSError, DoctorqError) as exc:
             warnings.append(f"cannot write the drill report {path}: {exc}")
-    metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
+    # the limit always, the RPO whenever measured: a drill failed by its RPO reports it (DoctorqDrillRpoOverLimit)
+    measured = {"rpo_limit_seconds": job.max_rpo_hours * 3600, **({"rpo_seconds": rpo} if rpo is not None else {})}
+    metrics = samples(status, rto, measured, rto_seconds=rto, rpo_seconds=rpo or 0.0)
     return report, metrics
 
 

@@ -191,4 +191,3 @@ class PgBackRest:
         if done.status == 1:  # pgBackRest: segment not found
             return False
         raise PgBackRestError(self.explain("archive-get", done), code=done.status)
-

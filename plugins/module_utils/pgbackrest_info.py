@@ -124,7 +124,6 @@ class StanzaInfo:
         return next((b for b in self.backups if b.label == label), None)
 
 
-
 def parse_lsn(text: str) -> int:
     high, low = text.split("/", 1)
     return (int(high, 16) << 32) | int(low, 16)
@@ -162,4 +161,3 @@ class Lineage:
         if tli not in self.ends:
             return False
         return backup.lsn_stop is None or parse_lsn(backup.lsn_stop) <= self.ends[tli]
-

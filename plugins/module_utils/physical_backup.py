@@ -140,4 +140,3 @@ def _plan_physical(job: PhysicalBackupJob, pgbr: PgBackRest, echo: IO[str] | Non
             "prior": info.usable()[-1].label if info.usable() else None,
             "repository": repo_location(job.config, job.stanza), "backups": len(info.usable())}
     return {"changed": True, "plan": plan, "log": log.lines, "warnings": []}
-

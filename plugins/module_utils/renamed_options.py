@@ -141,7 +141,7 @@ def move_options(params: Mapping[str, Any], renamed: Mapping[str, str]) -> tuple
     for old, new in renamed.items():
         if old not in params or params[old] is None:
             continue
-        group, _, sub = new.partition(".")
+        group, sub = new.split(".", 1)
         into = out.get(group)
         if into is None:
             into = out[group] = {}

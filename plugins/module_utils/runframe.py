@@ -54,7 +54,6 @@ METRICS = {
     "rto_seconds": "drills: time to a verified restore",
     "rpo_seconds": "drills: age of the newest restorable backup (PITR: of the recovery point), also when it failed the drill",
     "rpo_limit_seconds": "drills: the RPO over which the drill fails (max_rpo_hours, max_rpo_seconds)",
-    "archive_lag_seconds": "PITR drills: age of the newest commit in the archived WAL before the drill sealed the window",
 }
 
 

@@ -12,18 +12,20 @@ description:
   - Recovers the whole cluster of a pgBackRest stanza (see C(docs/pitr.md)) to a time, to the end of the archived WAL,
     to the end of a backup, or to a named restore point.
   - Into a scratch data directory served by a private server on another port (O(into=scratch), the default, and
-    O(drill)), the live cluster untouched; or into the live cluster (O(into=live), with O(confirm) equal to O(stanza)).
+    O(into=drill)), the live cluster untouched; or into the live cluster (O(into=live), with O(confirm) equal to O(stanza)).
   - When the live server answers, the run first seals the recoverable window (a commit and C(pgbackrest check)), so
     any time up to the run is a valid target. A target outside the recoverable window is refused before anything is
     touched.
   - A live recovery takes a safety incremental backup, stops the server, restores with C(--delta), starts it, waits
     for the promotion and verifies it. Every step is logged with a timestamp in
     C(restore_pgbackrest-<stanza>_<timestamp>.log) and an audit record is appended to C(restore_audit.jsonl) in
-    O(backup_dir); a webhook is notified.
-  - With O(drill), it recovers to now into a scratch cluster, verifies it, measures RTO and RPO, writes a report and
+    O(log_dir); a webhook is notified.
+  - With O(into=drill), it recovers to now into a scratch cluster, verifies it, measures RTO and RPO, writes a report and
     metrics, and removes the scratch cluster.
   - Replaces the C(pitr_*) options of M(doctorq.backup.pg_restore_safe), which still work there until 1.0.0 with a
-    deprecation warning (C(pitr_target) is O(target), and so on - the same option without the prefix).
+    deprecation warning (C(pitr_target_time) is O(target.time), and so on).
+  - The flat option spellings of before the grouping (C(target_time), C(scratch_dir), C(drill=true)...) are
+    translated by the module's action plugin until 1.0.0, with a deprecation warning naming the new spelling.
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
@@ -45,121 +47,160 @@ options:
   db:
     description:
       - Not used - a recovery covers every database of the cluster (its few queries go to the C(postgres) database).
-  backup_dir:
-    description: Where the run log, the audit log and the lock go.
+  log_dir:
+    description:
+      - Where the run log, the audit log and the lock go (the lock is shared with M(doctorq.backup.pgbackrest_backup)
+        of the same stanza, so give both the same directory).
+      - C(backup_dir) is its old name, read until 1.0.0 with a deprecation warning.
     type: path
-    default: /var/backups/postgresql
+    default: /var/lib/doctorq-backup/pgbackrest
+    aliases: [backup_dir]
   confirm:
     description: With O(into=live), must equal O(stanza); anything else fails before any slow work and names what to type.
     type: str
     default: ''
   target:
     description:
-      - What to recover to. Required unless O(drill) is set (a drill recovers to the end of the window).
-      - V(time) recovers to O(target_time) (the last transaction committed at or before it is the last one kept).
-      - V(end) replays all archived WAL. V(immediate) stops as soon as the backup (O(backup_set), default the
-        newest) is consistent - the state of that named backup. V(name) stops at the restore point O(target_name)
-        (C(pg_create_restore_point)).
-    type: str
-    choices: [time, immediate, end, name]
-  target_time:
-    description:
-      - The time to recover to (ISO 8601; UTC when no offset is given). Must lie inside the recoverable window
-        (O(doctorq.backup.pg_backup_info#module:stanza) shows it); otherwise the run fails and nothing is touched.
-      - With O(drill), defaults to the end of the window (the newest archived transaction).
-    type: str
-  target_name:
-    description: Restore point to recover to, with O(target=name).
-    type: str
-  backup_set:
-    description:
-      - Recover from this pgBackRest backup (label, as M(doctorq.backup.pg_backup_info) lists it); by default the
-        newest one that ended before the target on the newest timeline.
-    type: str
+      - What to recover to - exactly one of O(target.time), O(target.name), O(target.immediate) or O(target.end).
+        Required unless O(into=drill) (a drill recovers to the end of the window).
+      - Until 1.0.0 the flat spellings of before still work, with a deprecation warning - C(target=time) with
+        C(target_time), C(target=name) with C(target_name), C(target=immediate), C(target=end), and C(backup_set).
+    type: dict
+    suboptions:
+      time:
+        description:
+          - Recover to this time (ISO 8601; UTC when no offset is given) - the last transaction committed at or before
+            it is the last one kept. Must lie inside the recoverable window
+            (O(doctorq.backup.backup_info#module:stanza) shows it); otherwise the run fails and nothing is touched.
+          - With O(into=drill), defaults to the end of the window (the newest archived transaction).
+        type: str
+      name:
+        description: Recover to this restore point (made with C(pg_create_restore_point)).
+        type: str
+      immediate:
+        description:
+          - Stop as soon as the backup (O(target.backup_set), default the newest) is consistent - the state of that
+            backup.
+        type: bool
+      end:
+        description: Replay all archived WAL.
+        type: bool
+      backup_set:
+        description:
+          - Recover from this pgBackRest backup (label, as M(doctorq.backup.backup_info) lists it); by default the
+            newest one that ended before the target on the newest timeline.
+        type: str
   into:
     description:
-      - V(scratch) restores into O(scratch_dir) and starts a private server there on O(scratch_port), with a unix
+      - V(scratch) restores into O(scratch.dir) and starts a private server there on O(scratch.port), with a unix
         socket in that directory only (no TCP), archiving off, and trust for local connections; the live cluster is
         not touched.
       - V(live) restores into the live data directory - needs O(confirm) equal to O(stanza).
+      - V(drill) is a PITR drill - recover into a scratch cluster (to the end of the window unless O(target.time) says
+        otherwise), verify, measure RTO and RPO (age of the newest recovered transaction), write the report
+        (O(drill.report_dir)) and C(doctorq_drill_pgbackrest_<stanza>.prom) metrics, then remove the scratch cluster.
+        C(drill=true) is its old spelling, read until 1.0.0 with a deprecation warning.
     type: str
-    choices: [scratch, live]
+    choices: [scratch, live, drill]
     default: scratch
-  data_dir:
-    description: The live data directory; defaults to the stanza's C(pg1-path) in O(pgbackrest_config).
-    type: path
-  service:
+  live:
     description:
-      - systemd unit of the live cluster (Debian - C(postgresql@15-main)), used to stop and start it. Without it
-        C(pg_ctl -D <data dir>) is used, which needs C(postgresql.conf) in the data directory.
-    type: str
-  scratch_dir:
-    description: Scratch data directory; must be new or empty. Defaults to C(<live data directory>_pitr_scratch).
-    type: path
-  scratch_port:
-    description: Port of the scratch server (its socket name); V(0) picks a free port.
-    type: int
-    default: 0
-  keep_scratch:
-    description: Leave the scratch server running after verification. Default true, false for a drill.
-    type: bool
+      - The live cluster. Until 1.0.0 the flat spellings C(data_dir), C(service) and C(safety_backup) still work, with a
+        deprecation warning.
+    type: dict
+    suboptions:
+      data_dir:
+        description:
+          - The live data directory; defaults to the stanza's C(pg1-path) in O(pgbackrest_config). A scratch recovery
+            reads it too (the default O(scratch.dir), the PostgreSQL major).
+        type: path
+      service:
+        description:
+          - systemd unit of the live cluster (Debian - C(postgresql@15-main)), used to stop and start it. Without it
+            C(pg_ctl -D <data dir>) is used, which needs C(postgresql.conf) in the data directory.
+        type: str
+      safety_backup:
+        description:
+          - Before a live recovery, take an incremental backup of the current state. A server that is down gets none
+            (a warning says so); a running server this run cannot query stops the recovery before anything is touched.
+        type: bool
+        default: true
+  scratch:
+    description:
+      - The scratch cluster of O(into=scratch) and O(into=drill). Until 1.0.0 the flat spellings C(scratch_dir),
+        C(scratch_port) and C(keep_scratch) still work, with a deprecation warning.
+    type: dict
+    suboptions:
+      dir:
+        description: Scratch data directory; must be new or empty. Defaults to C(<live data directory>_pitr_scratch).
+        type: path
+      port:
+        description: Port of the scratch server (its socket name); V(0) picks a free port.
+        type: int
+        default: 0
+      keep:
+        description: Leave the scratch server running after verification. Default true, false for a drill.
+        type: bool
   drill:
     description:
-      - A PITR drill - recover into a scratch cluster (to the end of the window unless O(target_time) says otherwise),
-        verify, measure RTO and RPO (age of the newest recovered transaction), write the report (O(report_dir)) and
-        C(doctorq_drill_pgbackrest_<stanza>.prom) metrics, then remove the scratch cluster.
-    type: bool
-    default: false
-  max_rpo_seconds:
-    description: A drill fails when the newest recovered transaction is older than this; V(0) disables the check.
-    type: int
-    default: 900
-  report_dir:
-    description: Where a drill writes C(drill_pgbackrest-<stanza>.json).
-    type: path
-  safety_backup:
-    description:
-      - Before a live recovery, take an incremental backup of the current state. A server that is down gets none (a
-        warning says so); a running server this run cannot query stops the recovery before anything is touched.
-    type: bool
-    default: true
+      - Settings of O(into=drill). Until 1.0.0 the flat spellings C(max_rpo_seconds) and C(report_dir) still work, with
+        a deprecation warning.
+    type: dict
+    suboptions:
+      max_rpo_seconds:
+        description: The drill fails when the newest recovered transaction is older than this; V(0) disables the check.
+        type: int
+        default: 900
+      report_dir:
+        description: Where the drill writes C(drill_pgbackrest-<stanza>.json).
+        type: path
   timeout:
     description: Seconds to allow for the restore and for recovery to reach its target.
     type: int
     default: 3600
 seealso:
-  - module: doctorq.backup.pg_backup_info
-  - module: doctorq.backup.pg_backup
+  - module: doctorq.backup.backup_info
+  - module: doctorq.backup.pgbackrest_backup
   - module: doctorq.backup.pg_restore_safe
 """
 
 EXAMPLES = r"""
 - name: Look at the cluster as it was at 10:42 - in a scratch cluster on another port, the live one untouched
   doctorq.backup.pg_pitr_restore:
-    target: time
-    target_time: "2025-11-07T10:42:00Z"
-    scratch_dir: /var/lib/postgresql/15/pitr-1042
+    target:
+      time: "2025-11-07T10:42:00Z"
+    scratch:
+      dir: /var/lib/postgresql/15/pitr-1042
   become: true
 
 - name: Put the whole live cluster back to 10:42 (stops and starts it)
   doctorq.backup.pg_pitr_restore:
-    target: time
-    target_time: "2025-11-07T10:42:00Z"
+    target:
+      time: "2025-11-07T10:42:00Z"
     into: live
-    service: postgresql@15-main
+    live:
+      service: postgresql@15-main
     confirm: main
   become: true
 
 - name: Recover to a restore point made before a migration, into a scratch cluster
   doctorq.backup.pg_pitr_restore:
-    target: name
-    target_name: before_migration
+    target:
+      name: before_migration
+  become: true
+
+- name: Look at the state of one backup (the safety backup of a live recovery, say)
+  doctorq.backup.pg_pitr_restore:
+    target:
+      immediate: true
+      backup_set: 20251107-104500F_20251107-110000I
   become: true
 
 - name: PITR drill - recover to now into a scratch cluster, verify, report RTO/RPO, clean up
   doctorq.backup.pg_pitr_restore:
-    drill: true
-    report_dir: /var/lib/doctorq-backup/drills
+    into: drill
+    drill:
+      report_dir: /var/lib/doctorq-backup/drills
     metrics_dir: /var/lib/node_exporter
   become: true
 """
@@ -187,7 +228,7 @@ window:
   type: dict
 safety_backup:
   description: Label of the safety backup taken before a live recovery.
-  returned: with O(into=live), when the server was up and O(safety_backup) is true
+  returned: with O(into=live), when the server was up and O(live.safety_backup) is true
   type: str
 recovery:
   description:
@@ -209,21 +250,21 @@ duration_s:
   type: float
 rto_s:
   description: Seconds from the start of the drill to a verified cluster.
-  returned: with O(drill)
+  returned: with O(into=drill)
   type: float
 rpo_s:
   description: Age of the newest recovered transaction at the start of the drill, in seconds.
-  returned: with O(drill)
+  returned: with O(into=drill)
   type: float
 report:
   description:
-    - The drill report (also written to O(report_dir)) - stanza, host, at, status, error, kind (V(pitr)), backup_id
+    - The drill report (also written to O(drill.report_dir)) - stanza, host, at, status, error, kind (V(pitr)), backup_id
       (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, durations.
-  returned: with O(drill)
+  returned: with O(into=drill)
   type: dict
 report_file:
   description: The drill report written.
-  returned: with O(drill) and O(report_dir)
+  returned: with O(into=drill) and O(drill.report_dir)
   type: str
 log:
   description: Timestamped log lines of every step.
@@ -238,24 +279,25 @@ log_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import engine_errors, exit_with, require_libs
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pitr import PitrJob, pitr_argument_spec, run_pitr
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import REMOVED_IN, PitrJob, pitr_argument_spec
 
 
 def main() -> None:
     spec = postgres_argument_spec()
     spec.update(pgbackrest_argument_spec())
     spec.update(notify_argument_spec())
-    spec.update(backup_dir=dict(type="path", default="/var/backups/postgresql"), confirm=dict(type="str", default=""))
+    spec.update(log_dir=dict(type="path", default=DEFAULT_LOG_DIR, aliases=["backup_dir"],
+                             deprecated_aliases=[dict(name="backup_dir", version=REMOVED_IN,
+                                                      collection_name="doctorq.backup")]),
+                confirm=dict(type="str", default=""))
     spec.update(pitr_argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    require_libs(module)
-    with engine_errors(module):
-        result = run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode)
-    exit_with(module, result)
+    run_engine(module, lambda: run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_long_non_ascii_name_restores_in_place_and_drills(make_db, pg_server, tm
     assert os.path.isfile(restored["safety_backup"])
 
     report = ok(run_module("restore_drill", {**pg_server.params(), "db": name, "backup_dir": backup_dir,
-                                                "report_dir": str(tmp_path / "reports")}))["report"]
+                                             "report_dir": str(tmp_path / "reports")}))["report"]
     assert report["status"] == "success" and report["database"] == name
     assert len(report["scratch_database"].encode()) <= 63
     assert read_json(report["report_file"])["database"] == name
@@ -150,7 +150,7 @@ def test_file_set_with_an_awkward_name_backs_up_restores_and_drills(s3_bucket, t
     assert made["s3_uri"] and os.path.dirname(made["path"]) == backup_dir and plain(os.path.basename(made["path"]))
     assert read_json(made["path"] + ".manifest.json")["database"] == name
     listed = ok(run_module("backup_info", {"db": name, "type": "files", "backup_dir": backup_dir,
-                                              "s3": s3_bucket}))["backups"]
+                                           "s3": s3_bucket}))["backups"]
     assert {(b["database"], b["location"]) for b in listed} == {(name, "local"), (name, "s3")}
     target = tmp_path / "restored"
     restored = ok(run_module("files_restore", {"name": name, "backup_dir": str(tmp_path / "new-host"),
@@ -158,7 +158,7 @@ def test_file_set_with_an_awkward_name_backs_up_restores_and_drills(s3_bucket, t
     assert restored["source"]["location"] == "s3" and restored["source"]["name"] == name
     assert (target / "é.txt").read_text() == "ñandú\n"
     report = ok(run_module("restore_drill", {"file_set": name, "backup_dir": backup_dir,
-                                                "report_dir": str(tmp_path / "reports")}))["report"]
+                                             "report_dir": str(tmp_path / "reports")}))["report"]
     assert report["status"] == "success" and report["file_set"] == name
     assert os.path.dirname(report["report_file"]) == str(tmp_path / "reports")
 

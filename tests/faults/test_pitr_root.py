@@ -54,7 +54,7 @@ def socket_args(peer: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """What an operator on Debian gives: the socket, the postgres role, no password."""
     server: PgServer = peer["server"]
     return {"login_unix_socket": server.socket_dir, "login_port": server.port, "login_user": "postgres",
-            "stanza": STANZA, "pgbackrest_config": peer["config"], "backup_dir": peer["backup_dir"],
+            "stanza": STANZA, "pgbackrest_config": peer["config"], "log_dir": peer["backup_dir"],
             "into": "live", "confirm": STANZA, "timeout": PITR_TIMEOUT, **extra}
 
 
@@ -64,7 +64,7 @@ def test_live_pitr_as_root_with_peer_authentication(peer_bed, base_backup, run_m
     write_rows(server, table)  # rows 11-20 are in WAL not yet archived: only sealing the window recovers them
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     began = time.monotonic()
-    result = run_module("pg_pitr_restore", socket_args(peer_bed, target="end"))
+    result = run_module("pg_pitr_restore", socket_args(peer_bed, target={"end": True}))
     took = time.monotonic() - began
     assert not result.get("failed"), result.get("msg")
     assert any("The live server" in line and " is up" in line for line in result["log"]), result["log"]
@@ -79,7 +79,7 @@ def test_live_pitr_as_root_with_peer_authentication(peer_bed, base_backup, run_m
     # A server that runs but that no route reaches (a wrong socket directory) is refused, the cluster untouched.
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     wrong = str(tmp_path)
-    refused = run_module("pg_pitr_restore", socket_args(peer_bed, target="end", login_unix_socket=wrong))
+    refused = run_module("pg_pitr_restore", socket_args(peer_bed, target={"end": True}, login_unix_socket=wrong))
     assert refused.get("failed"), refused.get("log")
     assert f"PostgreSQL runs on {server.data_dir}" in refused["msg"], refused["msg"]
     assert "login_unix_socket" in refused["msg"] and "Nothing was touched" in refused["msg"]

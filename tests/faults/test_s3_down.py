@@ -84,7 +84,7 @@ def test_restore_latest_with_no_local_copy_names_the_s3_problem(pg_server, pg_db
 def test_database_drill_runs_from_the_local_copy_when_s3_is_down(made, pg_server, pg_db, s3_bucket, backup_dir,
                                                                  run_module):
     result = ok(run_module("restore_drill", {**pg_server.params(), "db": pg_db, "backup_dir": backup_dir,
-                                                "s3": unreachable(s3_bucket)}))
+                                             "s3": unreachable(s3_bucket)}))
     report = result["report"]
     assert report["status"] == "success" and report["backup_id"] == made["id"] and report["backup_location"] == "local"
     assert S3_DOWN in report["s3_error"]

@@ -119,7 +119,7 @@ def test_disk_dump_restores_with_stock_pg_restore_and_sha256sum_accepts_it(pg_se
 
 
 def test_s3_dump_uploads_each_file_while_pg_dump_still_runs(pg_server, big_db, tmp_path, s3_bucket, seaweed,
-                                                           table_digest):
+                                                            table_digest):
     directory = str(tmp_path / NAME)
     client = seaweed.client()
     seen: dict[str, Any] = {"uploaded_while_running": []}

@@ -749,8 +749,8 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     hook = Webhook()
     try:
         result = ok(run_module("restore_drill", {"file_set": "app", "backup_dir": str(drill_host), "s3": s3_bucket,
-                                                    "report_dir": str(reports), "metrics_dir": str(metrics),
-                                                    "webhook_url": hook.url(), "webhook_format": "json"}))
+                                                 "report_dir": str(reports), "metrics_dir": str(metrics),
+                                                 "webhook_url": hook.url(), "webhook_format": "json"}))
     finally:
         hook.close()
     report = result["report"]
@@ -784,8 +784,8 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     hook = Webhook()
     try:
         result = run_module("restore_drill", {"file_set": "forged", "backup_dir": backup_dir,
-                                                 "metrics_dir": str(metrics), "report_dir": str(tmp_path / "reports"),
-                                                 "webhook_url": hook.url(), "webhook_format": "json"})
+                                              "metrics_dir": str(metrics), "report_dir": str(tmp_path / "reports"),
+                                              "webhook_url": hook.url(), "webhook_format": "json"})
     finally:
         hook.close()
     msg = failed(result, "restore drill of file set forged failed", "the restored tree has 2 files",

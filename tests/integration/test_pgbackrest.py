@@ -223,7 +223,7 @@ def bed() -> Iterator[dict[str, Any]]:
 def base_backup(bed: dict[str, Any]) -> dict[str, Any]:
     """One full backup made by the engine, so every test has something to recover from."""
     result = run_physical_backup(PhysicalBackupJob(kind="physical_full", config=bed["config"], stanza=STANZA,
-                                                   backup_dir=bed["backup_dir"]))
+                                                   log_dir=bed["backup_dir"]))
     assert not result.get("failed"), result.get("msg")
     return result["backup"]
 
@@ -235,9 +235,16 @@ def pg_module_args(bed: dict[str, Any], **extra: Any) -> dict[str, Any]:
             "backup_dir": bed["backup_dir"], **extra}
 
 
+def pitr_args(bed: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """pg_pitr_restore's options: the connection, the stanza, the run logs and lock in log_dir."""
+    args = pg_module_args(bed, **extra)
+    args["log_dir"] = args.pop("backup_dir")
+    return args
+
+
 def backup_module_args(bed: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """pgbackrest_backup's options: no connection options (pgBackRest reaches the cluster through its config)."""
-    return {"stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": bed["backup_dir"], **extra}
+    return {"stanza": STANZA, "pgbackrest_config": bed["config"], "log_dir": bed["backup_dir"], **extra}
 
 
 def s3_keys(bed: dict[str, Any], prefix: str) -> list[str]:
@@ -436,8 +443,8 @@ def test_pitr_between_t1_and_t2_into_scratch(bed, base_backup, run_module):
     server: PgServer = bed["server"]
     table = f"pitr_scratch_{secrets.token_hex(3)}"
     times = write_rows(server, table)
-    result = run_module("pg_pitr_restore", pg_module_args(
-        bed, target="time", target_time=times["between"].isoformat(), keep_scratch=True))
+    result = run_module("pg_pitr_restore", pitr_args(
+        bed, target={"time": times["between"].isoformat()}, scratch={"keep": True}))
     scratch = result.get("scratch") or {}
     try:
         assert not result.get("failed"), result.get("msg")
@@ -465,18 +472,17 @@ def test_target_outside_the_window_is_refused_untouched(bed, base_backup, run_mo
     scratch_dir = str(tmp_path / "never")
     up_since = server.query("SELECT pg_postmaster_start_time()")[0][0]
     before = dt.datetime.fromisoformat(base_backup["started_at"].replace("Z", "+00:00")) - dt.timedelta(hours=1)
-    early = run_module("pg_pitr_restore", pg_module_args(
-        bed, target="time", target_time=before.isoformat(), scratch_dir=scratch_dir))
+    early = run_module("pg_pitr_restore", pitr_args(
+        bed, target={"time": before.isoformat()}, scratch={"dir": scratch_dir}))
     assert early["failed"]
     assert "outside the recoverable window" in early["msg"] and "before the oldest backup" in early["msg"]
     assert "Nothing was touched" in early["msg"]
     assert not os.path.exists(scratch_dir)
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
-    late = run_module("pg_pitr_restore", pg_module_args(bed, target="time", target_time=future,
-                                                        into="live", confirm=STANZA))
+    late = run_module("pg_pitr_restore", pitr_args(bed, target={"time": future}, into="live", confirm=STANZA))
     assert late["failed"] and "after the newest archived commit" in late["msg"], late["msg"]
     # live: a missing confirmation is refused before any work
-    unconfirmed = run_module("pg_pitr_restore", pg_module_args(bed, target="end", into="live"))
+    unconfirmed = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True}, into="live"))
     assert unconfirmed["failed"] and f"confirm={STANZA}" in unconfirmed["msg"]
     # the live server never stopped
     assert server.query("SELECT pg_postmaster_start_time()")[0][0] == up_since
@@ -489,7 +495,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     server.query(f"CREATE TABLE drill_marker_{secrets.token_hex(3)} AS SELECT 1 AS x")
     history_before = {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")}
     started = dt.datetime.now(dt.timezone.utc)
-    result = run_module("pg_pitr_restore", pg_module_args(bed, drill=True, report_dir=reports,
+    result = run_module("pg_pitr_restore", pitr_args(bed, into="drill", drill={"report_dir": reports},
                                                           metrics_dir=metrics))
     assert not result.get("failed"), result.get("msg")
     scratch = result["scratch"]
@@ -518,8 +524,8 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     times = write_rows(server, table)
     started_before = server.query("SELECT pg_postmaster_start_time()")[0][0]
     timeline_before = int(server.query("SELECT timeline_id FROM pg_control_checkpoint()")[0][0])
-    result = run_module("pg_pitr_restore", pg_module_args(
-        bed, target="time", target_time=times["between"].isoformat(), into="live", confirm=STANZA))
+    result = run_module("pg_pitr_restore", pitr_args(
+        bed, target={"time": times["between"].isoformat()}, into="live", confirm=STANZA))
     assert not result.get("failed"), result.get("msg")
     assert result["changed"] and result["mode"] == "live"
     assert result["safety_backup"], "a safety backup of the replaced state"
@@ -537,10 +543,10 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     safety = next(b for b in listing["physical_backups"] if b["label"] == result["safety_backup"])
     assert safety["on_latest_timeline"] is False
-    refused = run_module("pg_pitr_restore", pg_module_args(bed, target="end", backup_set=safety["label"]))
-    assert refused["failed"] and "only target=immediate restores it" in refused["msg"]
-    back = run_module("pg_pitr_restore", pg_module_args(bed, target="immediate", backup_set=safety["label"],
-                                                        keep_scratch=True))
+    refused = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True, "backup_set": safety["label"]}))
+    assert refused["failed"] and "only target.immediate restores it" in refused["msg"]
+    back = run_module("pg_pitr_restore", pitr_args(bed, target={"immediate": True, "backup_set": safety["label"]},
+                                                        scratch={"keep": True}))
     scratch = back.get("scratch") or {}
     try:
         assert not back.get("failed"), back.get("msg")
@@ -560,16 +566,33 @@ def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module,
     scratch_dir = str(tmp_path / "scratch")
     audit = os.path.join(bed["backup_dir"], "restore_audit.jsonl")
     audit_before = os.path.getsize(audit) if os.path.exists(audit) else 0
-    plan = run_module("pg_pitr_restore", pg_module_args(bed, target="time", target_time=target.isoformat(),
-                                                        scratch_dir=scratch_dir), check_mode=True)
+    plan = run_module("pg_pitr_restore", pitr_args(bed, target={"time": target.isoformat()},
+                                                        scratch={"dir": scratch_dir}), check_mode=True)
     assert not plan.get("failed"), plan.get("msg")
     assert plan["changed"] and plan["plan"]["scratch_dir"] == scratch_dir
     assert "--type=time" in plan["plan"]["restore_options"] and "--archive-mode=off" in plan["plan"]["restore_options"]
     assert not os.path.exists(scratch_dir)
-    live = run_module("pg_pitr_restore", pg_module_args(bed, target="end", into="live"), check_mode=True)
+    live = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True}, into="live"), check_mode=True)
     assert not live.get("failed"), live.get("msg")
     assert live["plan"]["confirmation_ok"] is False and "--delta" in live["plan"]["restore_options"]
     assert (os.path.getsize(audit) if os.path.exists(audit) else 0) == audit_before, "check mode writes no audit record"
+
+
+def test_pitr_flat_spellings_of_before_still_work_and_are_deprecated(bed, base_backup, ansible_playbook, tmp_path):
+    """Until 1.0.0 pg_pitr_restore's action plugin groups the flat options of before, with a deprecation warning."""
+    scratch_dir = str(tmp_path / "scratch")
+    plan, output = run_task(ansible_playbook, str(tmp_path / "flat"), "pg_pitr_restore", pg_module_args(
+        bed, target="end", scratch_dir=scratch_dir, scratch_port=5999, keep_scratch=False), check=True)
+    assert not plan.get("failed"), plan.get("msg")
+    assert plan["plan"]["target"] == "end" and plan["plan"]["scratch_dir"] == scratch_dir
+    assert plan["plan"]["scratch_port"] == 5999 and plan["plan"]["keep_scratch"] is False
+    assert not os.path.exists(scratch_dir)
+    assert "[DEPRECATION WARNING]: pg_pitr_restore: old option spellings are read until 1.0.0" in output, output[-3000:]
+    assert "target=end -> target.end=true" in output and "scratch_dir -> scratch.dir" in output
+    assert "backup_dir" in output, "the run-log directory's old name is deprecated too (log_dir)"
+    both = run_task(ansible_playbook, str(tmp_path / "both"), "pg_pitr_restore",
+                    pitr_args(bed, drill=True, into="live"), check=True)[0]
+    assert both["failed"] and "a PITR drill never touches the live cluster" in both["msg"]
 
 
 def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_backup, ansible_playbook, tmp_path):
@@ -609,8 +632,7 @@ def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module
     server.query(f"INSERT INTO {table} SELECT generate_series(1, 10)")
     server.query("SELECT pg_create_restore_point(%s)", (point,))
     server.query(f"INSERT INTO {table} SELECT generate_series(11, 20)")
-    result = run_module("pg_pitr_restore", pg_module_args(bed, target="name", target_name=point,
-                                                          keep_scratch=True))
+    result = run_module("pg_pitr_restore", pitr_args(bed, target={"name": point}, scratch={"keep": True}))
     scratch = result.get("scratch") or {}
     try:
         assert not result.get("failed"), result.get("msg")
@@ -635,14 +657,17 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     os.makedirs(metrics)
     config = str(tmp_path / "pgbackrest.json")
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
-        "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
+        "stanza": STANZA, "pgbackrest_config": bed["config"], "log_dir": str(tmp_path / "job"),
         "metrics_dir": metrics}))
     done = _cli(config, "backup", "--kind", "incremental")
     assert done.returncode == 0, done.stderr
+    assert "deprecated" not in done.stderr
+    assert glob.glob(str(tmp_path / "job" / "backup_pgbackrest-main_*.log")), "the run log in log_dir"
     assert any(LOG_LINE.match(line) and "INCREMENTAL backup" in line and "finished" in line
                for line in done.stdout.splitlines()), done.stdout
     assert os.path.exists(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"))
     # the drill role's weekly PITR drill: the connection in the same 0600 config, the drill's settings as flags
+    # (with the run-log directory under its old name, backup_dir: still read, with a warning)
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
         "metrics_dir": metrics, "report_dir": str(tmp_path / "not-used"),
@@ -651,6 +676,7 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     drill = _cli(config, "drill", "--report-dir", str(tmp_path / "drills"), "--max-rpo-seconds", "600",
                  "--scratch-dir", scratch)
     assert drill.returncode == 0, drill.stderr + drill.stdout
+    assert "backup_dir is deprecated and read until 1.0.0: name it log_dir" in drill.stderr
     assert "PITR drill of stanza main: success" in drill.stdout
     assert f"Scratch cluster stopped and removed ({scratch})" in drill.stdout
     with open(str(tmp_path / "drills" / "drill_pgbackrest-main.json"), encoding="utf-8") as handle:
@@ -663,12 +689,18 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
 
 def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
     hook = Webhook()
+    old_name = str(tmp_path / "old-name")
+    args = {**backup_module_args(bed, kind="incremental", webhook_url=hook.url, webhook_format="json",
+                                 pgbackrest_config=str(tmp_path / "missing.conf")), "backup_dir": old_name}
+    del args["log_dir"]
     try:
-        result = run_module("pgbackrest_backup", backup_module_args(bed, kind="incremental", webhook_url=hook.url,
-                                                                    webhook_format="json",
-                                                                    pgbackrest_config=str(tmp_path / "missing.conf")))
+        result = run_module("pgbackrest_backup", args)
     finally:
         hook.close()
     assert result["failed"] and "pgbackrest" in result["msg"]
     assert [(e["status"], e["kind"]) for e in hook.events] == [("failure", "incremental")]
     assert hook.events[0]["error"] == result["msg"]
+    # backup_dir, log_dir's old name: the run log and the lock go there, with a deprecation until 1.0.0
+    assert [(d["version"], "backup_dir" in d["msg"]) for d in result.get("deprecations", [])] == [("1.0.0", True)]
+    assert os.path.dirname(result["log_file"]) == old_name
+    assert os.path.exists(os.path.join(old_name, ".pgbackrest-main.lock"))

@@ -8,29 +8,13 @@ fail, they do not skip.
 
 from __future__ import annotations
 
-import glob
-import json
-import os
-import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
 
-from ansible_collections.doctorq.backup.plugins.module_utils.runframe import METRIC_JOBS, METRICS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RULES = os.path.join(ROOT, "monitoring", "prometheus", "doctorq-backup.rules.yml")
-RULE_TESTS = sorted(glob.glob(os.path.join(ROOT, "monitoring", "prometheus", "tests", "*.yml")))
-DASHBOARD = os.path.join(ROOT, "monitoring", "grafana", "doctorq-backup.json")
-# Metric names in PromQL: identifiers starting doctorq_ (label values are quoted, so a name in a label value
-# such as database="doctorq_x" is not taken for one).
-NAME_RE = re.compile(r'(?<![\w"])doctorq_\w+')
-
-
-def vocabulary() -> set[str]:
-    return {f"doctorq_{job}_{metric}" for job in METRIC_JOBS for metric in METRICS}
+from monitoring_support import NAME_RE, RULE_TESTS, RULES, dashboard_queries, names_in, rules, vocabulary
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -38,23 +22,6 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     if tool is None:
         pytest.fail("promtool is not installed: install Debian's prometheus package (scripts/setup.sh does).")
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-def rules() -> list[dict]:
-    with open(RULES, encoding="utf-8") as handle:
-        return [rule for group in yaml.safe_load(handle)["groups"] for rule in group["rules"]]
-
-
-def dashboard_queries() -> list[str]:
-    with open(DASHBOARD, encoding="utf-8") as handle:
-        dash = json.load(handle)
-    queries = []
-    for panel in dash["panels"]:
-        queries += [target["expr"] for target in panel.get("targets", [])]
-    for var in dash["templating"]["list"]:
-        if var["type"] == "query":
-            queries.append(var["query"]["query"] if isinstance(var["query"], dict) else var["query"])
-    return queries
 
 
 def test_promtool_checks_the_rules():
@@ -83,14 +50,14 @@ def test_every_alert_is_tested_firing_and_not_firing():
 
 
 def test_the_rules_use_only_metrics_the_collection_writes():
-    used = {name for rule in rules() for name in NAME_RE.findall(rule["expr"])}
+    used = names_in([rule["expr"] for rule in rules()])
     assert used, "no doctorq_ metric found in the rules"
     assert used - vocabulary() == set()
 
 
 def test_the_dashboard_uses_only_metrics_the_collection_writes():
     queries = dashboard_queries()
-    used = {name for query in queries for name in NAME_RE.findall(query)}
+    used = names_in(queries)
     assert all(NAME_RE.search(query) for query in queries), "a dashboard query without a doctorq_ metric"
     assert used - vocabulary() == set()
     # what the dashboard is for: last success, duration, size, drill RTO and RPO, failures

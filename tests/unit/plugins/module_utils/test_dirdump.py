@@ -69,7 +69,7 @@ def test_each_file_is_hashed_once_and_listed_with_sidecars(tmp_path):
     result = dirdump.run(fake_pg_dump(script) + [directory], {}, directory,
                          observe=lambda kind, detail: events.append((kind, detail)))
     assert [(f.name, f.size) for f in result.files] == [("toc.dat", 3), ("1.dat", 4), ("2.dat", 2)]
-    assert [k for k, _ in events].count("closed") == 3  # toc.dat's second close is no second store
+    assert [kind for kind, _detail in events].count("closed") == 3  # toc.dat's second close is no second store
     assert result.files[0].stored_s < 1.0 < result.exited_s  # stored while the program was still running
     assert result.late == []
     done = subprocess.run(["sha256sum", "-c", "x.dir.sha256"], cwd=tmp_path, capture_output=True, text=True, check=False)

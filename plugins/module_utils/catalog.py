@@ -19,7 +19,11 @@ from typing import Any
 
 TOOL = "doctorq.backup"
 TOOL_VERSION = "0.1.0"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 1  # what single-file manifests say (unchanged since 0.1)
+# Directory backups (pg_dump -Fd) say 2: the first version whose readers know ``format: directory``. A manifest
+# with a version above this one is a kind of backup this version does not know how to handle (``Manifest.load``).
+DIRECTORY_MANIFEST_VERSION = 2
+DIRECTORY = "directory"  # Manifest.format of a directory backup (``<id>.dir/``); otherwise "custom", one file
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = ("daily", "weekly")
 # What a backup set holds: a database (the default; older manifests carry no
@@ -30,9 +34,12 @@ STAMP = "%Y%m%d_%H%M%S"
 # <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
 # companions and hidden .partial files; <db> and <set> as encode_name writes them.
+# A directory backup (pg_dump -Fd) is the directory <db>_full_<...>.dir (its files
+# inside, compressed by pg_dump) with the same companions beside it.
 FORMAT_OF = {"full": "dump", "globals": "sql", "files": "tar"}
+DIR_EXT = "dir"
 NAME_RE = re.compile(r"^\.?(?P<db>[^/]+)_(?P<what>full|globals|files)_(?P<stamp>\d{8}_\d{6})\."
-                     r"(?P<rest>(?:dump|sql|tar)(?:\.zst|\.gz)?(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
+                     r"(?P<rest>(?:(?:dump|sql|tar)(?:\.zst|\.gz)?|dir)(?:\.md5|\.sha256|\.manifest\.json)?(?:\.partial)?)$")
 
 
 def utcnow() -> dt.datetime:
@@ -97,9 +104,10 @@ def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
     match = NAME_RE.match(name)
     if not match or match.group("db") not in name_forms(db) or match.group("what") not in WHATS[of_type]:
         return False
-    # Each part of the name has exactly one format: the old scripts' <db>_full_<stamp>.sql.gz
-    # is theirs, never a leftover of ours.
-    return match.group("rest").split(".", 1)[0] == FORMAT_OF[match.group("what")]
+    # Each part of the name has exactly one format (a full backup two: one file, or a directory):
+    # the old scripts' <db>_full_<stamp>.sql.gz is theirs, never a leftover of ours.
+    fmt = match.group("rest").split(".", 1)[0]
+    return fmt == FORMAT_OF[match.group("what")] or (fmt == DIR_EXT and match.group("what") == "full")
 
 
 @dataclasses.dataclass
@@ -131,6 +139,11 @@ class Manifest:
     # (count, bytes, root, paths, changed_during_backup; see files_backup_job.py).
     type: str = "database"
     fileset: dict[str, Any] | None = None
+    # format "directory" only (absent from other manifests): pg_dump's --jobs, and every file of the
+    # directory ({name, size, sha256, md5}; JSON key "files"); ``size`` is then their total and
+    # ``sha256``/``md5`` the hashes of the ``.sha256``/``.md5`` files (one line per file).
+    jobs: int = 0
+    dir_files: list[dict[str, Any]] | None = None
     tool: str = TOOL
     tool_version: str = TOOL_VERSION
     manifest_version: int = MANIFEST_VERSION
@@ -146,9 +159,18 @@ class Manifest:
     def started(self) -> dt.datetime:
         return parse_iso(self.started_at)
 
+    @property
+    def is_directory(self) -> bool:
+        return self.format == DIRECTORY
+
     def files(self) -> list[str]:
-        """Every file of the set, manifest last (the order to write; delete in reverse)."""
-        names = [self.file, self.file + ".md5", self.file + ".sha256"]
+        """Every file of the set, manifest last (the order to write; delete in reverse).
+
+        A directory backup's files are ``<id>.dir/<name>``: the directory
+        itself is no file (the stores remove it once it is empty).
+        """
+        data = [f"{self.file}/{f['name']}" for f in self.dir_files or []] if self.is_directory else [self.file]
+        names = data + [self.file + ".md5", self.file + ".sha256"]
         if self.globals:
             names.append(self.globals["file"])
         return names + [self.manifest_name]
@@ -159,6 +181,11 @@ class Manifest:
         data.pop("origin")
         if data["type"] == "database":  # database manifests stay as they always were
             del data["type"], data["fileset"]
+        files = data.pop("dir_files")
+        if self.is_directory:
+            data["files"], data["manifest_version"] = files, max(self.manifest_version, DIRECTORY_MANIFEST_VERSION)
+        else:  # one-file manifests stay as they always were
+            del data["jobs"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     def summary(self) -> dict[str, Any]:
@@ -170,6 +197,8 @@ class Manifest:
             "server_version": self.server_version, "location": self.location, "origin": self.origin,
             "s3_uri": (self.s3 or {}).get("uri"), "globals_file": (self.globals or {}).get("file"),
             "type": self.type, **({"fileset": self.fileset} if self.fileset is not None else {}),
+            **({"format": self.format, "jobs": self.jobs, "file_count": len(self.dir_files or [])}
+               if self.is_directory else {}),
         }
 
     @classmethod
@@ -195,13 +224,16 @@ class Manifest:
             return None
         if not isinstance(data, dict) or data.get("tool") != TOOL:
             return None
-        if data.get("type", "database") not in TYPES:
+        if data.get("type", "database") not in TYPES or not isinstance(data.get("manifest_version", 1), int) \
+                or data.get("manifest_version", 1) > DIRECTORY_MANIFEST_VERSION:
             return None  # a kind of backup this version does not know how to handle
         problem = _schema_problem(data)
         if problem:
             raise InvalidManifest(problem, data.get("database"))
-        known = {f.name for f in dataclasses.fields(cls)} - {"location", "origin"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"location", "origin", "dir_files", "jobs"}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
+        if manifest.is_directory:
+            manifest.dir_files, manifest.jobs = data["files"], data["jobs"]
         problem = manifest.naming_problem(name)
         if problem:
             raise InvalidManifest(problem, manifest.database)
@@ -219,7 +251,8 @@ class Manifest:
         expected_id = backup_id(self.database, self.started, what)
         if self.id not in [f"{form}_{what}_{stamp}" for form in name_forms(self.database)]:
             return f"its id {self.id!r} is not {expected_id!r}, the id of a backup of {self.database!r} started at {self.started_at}"
-        problem = _data_name_problem("file", self.file, self.id, FORMAT_OF[what])
+        problem = _data_name_problem("file", self.file, self.id, DIR_EXT if self.is_directory else FORMAT_OF[what],
+                                     ("",) if self.is_directory else (".zst", ".gz", ""))
         if problem or not belongs_to(self.file, self.database, self.type):
             return problem or f"its file {self.file!r} is not a backup file of {self.database!r}"
         if name is not None and name != self.manifest_name:
@@ -251,7 +284,7 @@ _SCHEMA: dict[str, tuple[type, ...]] = {
     "compression": (str,), "compression_level": (int,), "format": (str,), "server_version": (str,),
     "server_major": (int,), "pg_dump_version": (int,), "host": (str,), "table_count": (int,), "tables": (list,),
     "globals": (dict, type(None)), "s3": (dict, type(None)), "type": (str,), "fileset": (dict, type(None)),
-    "tool_version": (str,), "manifest_version": (int,),
+    "tool_version": (str,), "manifest_version": (int,), "jobs": (int,), "files": (list,),
 }
 _REQUIRED = ("id", "database", "kind", "started_at", "finished_at", "duration_s", "file", "size", "sha256", "md5",
              "compression", "compression_level")
@@ -278,15 +311,40 @@ def _schema_problem(data: dict[str, Any]) -> str | None:
         if not isinstance(globals_.get("file"), str) or not isinstance(globals_.get("size"), int) \
                 or not isinstance(globals_.get("sha256"), str):
             return "its globals lacks a file name, size or sha256"
+    if data.get("format") == DIRECTORY:
+        return _directory_problem(data)
     return None
 
 
-def _data_name_problem(field: str, name: str, stem: str, fmt: str) -> str | None:
-    """Why ``name`` is not ``<stem>.<fmt>[.zst|.gz]``, a plain file name beside the manifest, or None."""
+def _directory_problem(data: dict[str, Any]) -> str | None:
+    """Why a directory backup's manifest does not hold together (jobs, its list of files), or None."""
+    if not isinstance(data.get("jobs"), int) or isinstance(data["jobs"], bool) or data["jobs"] < 1:
+        return "it is a directory backup without jobs (1 or more)"
+    files = data.get("files")
+    if not isinstance(files, list) or not files:
+        return "it is a directory backup without a list of files"
+    seen = set()
+    for entry in files:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool) or entry["size"] < 0 \
+                or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("md5"), str):
+            return "an entry of its files lacks a name, size, sha256 or md5"
+        name = entry["name"]
+        if not name or "/" in name or "\0" in name or name in (".", "..") or name.startswith(".") or name in seen:
+            return f"its files name {name!r}, not a plain file name (no '/', no '..', no hidden file, no repeat)"
+        seen.add(name)
+    if sum(f["size"] for f in files) != data["size"]:
+        return "its size is not the total of its files' sizes"
+    return None
+
+
+def _data_name_problem(field: str, name: str, stem: str, fmt: str,
+                       exts: tuple[str, ...] = (".zst", ".gz", "")) -> str | None:
+    """Why ``name`` is not ``<stem>.<fmt><one of exts>``, a plain file name beside the manifest, or None."""
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         return f"its {field} {name!r} is not a plain file name (no '/', no '..')"
-    if name not in {f"{stem}.{fmt}{ext}" for ext in ("", ".zst", ".gz")}:
-        return f"its {field} {name!r} is not {stem}.{fmt}[.zst|.gz]"
+    if name not in {f"{stem}.{fmt}{ext}" for ext in exts}:
+        return f"its {field} {name!r} is not {stem}.{fmt}" + ("[.zst|.gz]" if len(exts) > 1 else "")
     return None
 
 

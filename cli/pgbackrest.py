@@ -56,14 +56,14 @@ def job_spec() -> dict[str, Any]:
     for name, keys in DRILL_OPTIONS.items():
         spec[name] = dict(pitr[name], options={k: pitr[name]["options"][k] for k in keys}) if keys else pitr[name]
     for old, new in LEGACY_DRILL_OPTIONS.items():
-        group, _, leaf = new.partition(".")
+        group, _dot, leaf = new.partition(".")
         spec[old] = dict(pitr[group]["options"][leaf] if leaf else pitr[group], default=None)
     return spec
 
 
 def _set(params: dict[str, Any], where: str, value: Any) -> None:
     """``params[group][leaf] = value`` for ``group.leaf``, ``params[name] = value`` for a flat name."""
-    group, _, leaf = where.partition(".")
+    group, _dot, leaf = where.partition(".")
     if leaf:
         params[group] = {**(params.get(group) or {}), leaf: value}
     else:

@@ -320,7 +320,6 @@ class _Pitr:
         self.timed("verify", started)
         return facts
 
-
     # -- report --------------------------------------------------------------------------
     def _conclusion(self, status: str, error: str | None, rto: float, log: RunLog) -> Conclusion:
         """The run's audit line and webhook; a drill's report and metrics, and its verdict on the recovery point."""

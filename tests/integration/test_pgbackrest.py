@@ -496,7 +496,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     history_before = {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")}
     started = dt.datetime.now(dt.timezone.utc)
     result = run_module("pg_pitr_restore", pitr_args(bed, into="drill", drill={"report_dir": reports},
-                                                          metrics_dir=metrics))
+                                                     metrics_dir=metrics))
     assert not result.get("failed"), result.get("msg")
     scratch = result["scratch"]
     assert scratch["port"] != server.port and not scratch["kept"]
@@ -546,7 +546,7 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     refused = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True, "backup_set": safety["label"]}))
     assert refused["failed"] and "only target.immediate restores it" in refused["msg"]
     back = run_module("pg_pitr_restore", pitr_args(bed, target={"immediate": True, "backup_set": safety["label"]},
-                                                        scratch={"keep": True}))
+                                                   scratch={"keep": True}))
     scratch = back.get("scratch") or {}
     try:
         assert not back.get("failed"), back.get("msg")
@@ -567,7 +567,7 @@ def test_pitr_check_mode_plans_and_touches_nothing(bed, base_backup, run_module,
     audit = os.path.join(bed["backup_dir"], "restore_audit.jsonl")
     audit_before = os.path.getsize(audit) if os.path.exists(audit) else 0
     plan = run_module("pg_pitr_restore", pitr_args(bed, target={"time": target.isoformat()},
-                                                        scratch={"dir": scratch_dir}), check_mode=True)
+                                                   scratch={"dir": scratch_dir}), check_mode=True)
     assert not plan.get("failed"), plan.get("msg")
     assert plan["changed"] and plan["plan"]["scratch_dir"] == scratch_dir
     assert "--type=time" in plan["plan"]["restore_options"] and "--archive-mode=off" in plan["plan"]["restore_options"]

@@ -61,7 +61,7 @@ def test_the_flat_spellings_of_before_are_grouped():
     args, moved = translate_legacy({"drill": "true", "report_dir": "/r", "max_rpo_seconds": 60})
     assert args == {"into": "drill", "drill": {"report_dir": "/r", "max_rpo_seconds": 60}}
     assert ("drill", "into=drill") in moved
-    args, _ = translate_legacy({"target": "end", "into": "live", "service": "pg", "data_dir": "/d", "safety_backup": False})
+    args = translate_legacy({"target": "end", "into": "live", "service": "pg", "data_dir": "/d", "safety_backup": False})[0]
     assert args == {"target": {"end": True}, "into": "live", "live": {"service": "pg", "data_dir": "/d", "safety_backup": False}}
     assert translate_legacy({"drill": False, "target": "immediate"})[0] == {"target": {"immediate": True}}
     # the new spellings pass untouched, and nothing is reported

@@ -335,4 +335,3 @@ class Sources:
             os.rename(partial, path)
         log(f"Checksums verified (SHA-256 and MD5) for {name}")
         return path
-

@@ -37,8 +37,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-# The stamp covers requirements.txt too (requirements-dev.txt includes it).
-want=$(cat requirements-dev.txt requirements.txt | sha256sum | cut -d' ' -f1)
+# The stamp covers meta/requirements.txt too (requirements-dev.txt includes it).
+want=$(cat requirements-dev.txt meta/requirements.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements-installed 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python requirements into .venv"
   .venv/bin/pip install -q --upgrade pip

@@ -7,6 +7,8 @@ directory and S3 at once, write checksum files, write the manifest last,
 copy to the weekly set when due, upload what an earlier run could not,
 apply retention, notify. When S3 fails (at the start or mid-run) the backup
 is still made and kept on disk, and the run fails at its end (backup_steps).
+With ``jobs`` other than 1 the dump is pg_dump's directory format, in
+parallel, into ``<id>.dir/`` (backup_directory, dirdump).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 import time
 from typing import IO, Any
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, restore_intent
+from ansible_collections.doctorq.backup.plugins.module_utils import backup_directory, dirdump, pipeline, restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
@@ -40,6 +42,7 @@ def backup_argument_spec() -> dict[str, Any]:
     return dict(
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
         globals=dict(type="bool", default=False),
+        jobs=dict(type="int", default=1),
         **policy_argument_spec(),
     )
 
@@ -62,16 +65,33 @@ class BackupJob(JobPolicy):
     prune: bool = True
     notifier: Notifier = Notifier()
     log_dir: str | None = None
+    jobs: int = 1  # 1: one custom-format stream; 0: pg_dump -Fd with one job per core; N: pg_dump -Fd -j N
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackupJob":
         if not params.get("db"):
             raise ConfigError("db is required: name the database to back up.")
         policy = cls.policy_from_params(params)
+        jobs = params.get("jobs", 1)
+        if jobs is None or jobs < 0:
+            raise ConfigError(f"jobs is {jobs}: use 1 (one stream, the default), 0 (a directory backup with one "
+                              "pg_dump job per core) or the number of pg_dump jobs of a directory backup.")
         return cls(
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
-            s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), **policy,
+            s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), jobs=jobs, **policy,
         )
+
+    @property
+    def directory(self) -> bool:
+        """A directory backup (pg_dump -Fd), not one custom-format stream."""
+        return self.jobs != 1
+
+    @property
+    def dump_jobs(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+    def data_name(self, backup_id_: str) -> str:
+        return f"{backup_id_}.dir" if self.directory else f"{backup_id_}.dump{self.extension}"
 
 
 class _Run:
@@ -98,7 +118,15 @@ class _Run:
         return self.stores.retention(self.started, self.job.keep_days, log, check_mode=check_mode)
 
     def dump_argv(self, pg: PgClient) -> list[str]:
+        if self.job.directory:  # the directory format's options follow (dirdump.dump_argv)
+            return [pg.tool("pg_dump"), "--no-password"]
         return [pg.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+
+    def dir_compress(self, pg_dump: str) -> str | None:
+        """pg_dump's --compress of a directory backup, checked against the client tools before any work."""
+        if not self.job.directory:
+            return None
+        return dirdump.compress_option(self.job.compression, self.job.compression_level, client_major(pg_dump))
 
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
@@ -117,10 +145,12 @@ class _Run:
             full = pg.server_version()[1]
             if not pg.database_exists(self.job.db):
                 raise_missing_db(self.job)
-            pg.tool("pg_dump")
+            self.dir_compress(pg.tool("pg_dump"))
             log(f"PostgreSQL {full} reachable at {self.job.conn.where}; database {self.job.db!r} exists")
         self.stores.check_access(log)
-        name = f"{self.id}.dump{self.job.extension}"
+        name = self.job.data_name(self.id)
+        if self.job.directory:
+            log(f"Would dump in pg_dump's directory format with {self.job.dump_jobs} jobs")
         path = self.local.path("daily", name)
         s3_uri = self.job.s3.uri(f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}") if self.s3 else None
         log(f"Would write {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
@@ -164,20 +194,29 @@ class _Run:
             if not pg.database_exists(job.db):
                 raise_missing_db(job)
             dump_argv = self.dump_argv(pg)
+            compress = self.dir_compress(dump_argv[0])  # before any work: zstd needs pg_dump 16
             stores.open_s3(log)  # S3 refusing goes on local-only: tonight's backup is still made
             out["leftovers_removed"] = self.clean_leftovers(log)
-            name = f"{self.id}.dump{job.extension}"
+            name = job.data_name(self.id)
             path = stores.new_path(name)
             log(f"Starting FULL backup of database {job.db!r}...")
             log(f"Host: {job.conn.where}")
-            log(f"File: {path}")
+            log(f"{'Directory' if job.directory else 'File'}: {path}")
+            directory = None
             with pg.snapshot(job.db) as snap:
                 tables = snap.table_facts()
-                digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
-                                                         name, "daily", ["pg_dump"], log)
+                if job.directory:
+                    directory, s3_facts, s3_error = backup_directory.dump(
+                        stores, dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db), name, self.id, self.started,
+                        jobs=job.dump_jobs, compress=compress, log=log)
+                    digest = pipeline.Digest(directory.size, *backup_directory.checksums(directory))
+                else:
+                    digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
+                                                             name, "daily", ["pg_dump"], log)
             log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
             with stores.until_committed(log):  # a step failing before the commit point leaves nothing of the set
-                stores.put_checksums(name, digest, log)
+                if directory is None:
+                    stores.put_checksums(name, digest, log)
                 globals_facts = None
                 if job.globals:
                     gname = f"{backup_id(job.db, self.started, 'globals')}.sql{job.extension}"
@@ -192,7 +231,8 @@ class _Run:
                     size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
                     compression_level=job.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
                     host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
-                    s3=s3_facts)
+                    s3=s3_facts, **({"format": "directory", "jobs": job.dump_jobs,
+                                     "dir_files": directory.manifest_files()} if directory else {}))
                 local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
             out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False,
                                              "s3_checksum": (local_manifest.s3 or {}).get("checksum")})

@@ -29,7 +29,7 @@ import os
 import posixpath
 from typing import Any, Callable, Iterator, Sequence
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
+from ansible_collections.doctorq.backup.plugins.module_utils import backup_directory, pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
@@ -222,7 +222,8 @@ class Stores:
     def s3_key(self, started: dt.datetime, name: str) -> str:
         return f"{self.s3.dir_key('daily', self.owner, started.strftime('%Y-%m-%d'))}/{name}"
 
-    def _sink(self, key: str, backup_id: str, *, kind_tag: str = "daily", tolerate_failure: bool = False) -> pipeline.S3Sink:
+    def data_sink(self, key: str, backup_id: str, *, kind_tag: str = "daily",
+                  tolerate_failure: bool = False) -> pipeline.S3Sink:
         return pipeline.S3Sink(self.s3.client, self.s3.cfg, key, tags=object_tags(kind_tag, data=True),
                                metadata={"backup-id": backup_id}, tolerate_failure=tolerate_failure)
 
@@ -239,7 +240,7 @@ class Stores:
         sinks: list[Any] = [pipeline.LocalSink(self.local.path("daily", name))]
         s3sink = None
         if self.s3:
-            s3sink = self._sink(self.s3_key(started, name), backup_id, kind_tag=kind_tag, tolerate_failure=True)
+            s3sink = self.data_sink(self.s3_key(started, name), backup_id, kind_tag=kind_tag, tolerate_failure=True)
             sinks.append(s3sink)
         digest, results = pipeline.run(stages, env, sinks, names=names, accept=accept)
         self._uncommitted.append(("local", self.local.path("daily", name)))
@@ -250,6 +251,10 @@ class Stores:
             return digest, None, str(s3sink.error)
         self._uncommitted.append(("s3", results[1]["key"]))
         return digest, self._facts(results[1]), None
+
+    def written(self, store: str, ref: str) -> None:
+        """A file (``"local"``, path) or object (``"s3"``, key) this run wrote for its set: removed if it fails uncommitted."""
+        self._uncommitted.append((store, ref))
 
     def new_path(self, name: str) -> str:
         """The local path of this run's artifact, which must not exist yet."""
@@ -359,8 +364,10 @@ class Stores:
     def _commit_s3(self, manifest: Manifest) -> Manifest:
         name = manifest.file
         s3_dir = posixpath.dirname(manifest.s3["key"])
-        self.s3.put(f"{s3_dir}/{name}.md5", checksum_line(manifest.md5, name), "daily")
-        self.s3.put(f"{s3_dir}/{name}.sha256", checksum_line(manifest.sha256, name), "daily")
+        for suffix in (".md5", ".sha256"):
+            data = (backup_directory.sidecar(self.local.dir("daily"), manifest, suffix) if manifest.is_directory
+                    else checksum_line(getattr(manifest, suffix[1:]), name))  # a directory's: one line per file
+            self.s3.put(f"{s3_dir}/{name}{suffix}", data, "daily")
         return self.s3.commit_manifest(manifest)
 
     def weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog) -> dict[str, Any]:
@@ -515,11 +522,14 @@ class Stores:
     def _upload_set(self, manifest: Manifest) -> Manifest:
         """Upload one complete local set (data re-hashed on the way against its manifest), manifest last."""
         key = self.s3_key(manifest.started, manifest.file)
-        result = pipeline.upload_file(self.local.data_path(manifest), self._sink(key, manifest.id),
-                                      manifest.size, manifest.sha256)
+        if manifest.is_directory:
+            facts = backup_directory.upload(self, manifest, os.path.dirname(manifest.origin))
+        else:
+            facts = self._facts(pipeline.upload_file(self.local.data_path(manifest), self.data_sink(key, manifest.id),
+                                                     manifest.size, manifest.sha256))
         if manifest.globals:
             g = manifest.globals
             pipeline.upload_file(self.local.sibling(manifest, g["file"]),
-                                 self._sink(posixpath.join(posixpath.dirname(key), g["file"]), manifest.id),
+                                 self.data_sink(posixpath.join(posixpath.dirname(key), g["file"]), manifest.id),
                                  g["size"], g["sha256"])
-        return self._commit_s3(dataclasses.replace(manifest, s3=self._facts(result)))
+        return self._commit_s3(dataclasses.replace(manifest, s3=facts))

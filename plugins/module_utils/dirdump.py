@@ -91,8 +91,8 @@ class DirFile:
     mtime_ns: int = dataclasses.field(default=0, repr=False)
 
     def facts(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256, "md5": self.md5,
-                **({"s3_key": self.s3["key"], "s3_checksum": self.s3["checksum"]} if self.s3 else {})}
+        """The file as the manifest lists it (its object's facts are the S3 part's: ``S3Upload.objects``)."""
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "md5": self.md5}
 
 
 @dataclasses.dataclass
@@ -133,22 +133,45 @@ class DiskOnly:
 
 
 class S3Upload:
-    """One object per file under ``key_prefix``, each verified after upload (``pipeline.S3Sink``)."""
+    """One object per file under ``key_prefix``, each verified after upload (``pipeline.S3Sink``).
+
+    ``tolerate_failure``: an upload failing does not stop the dump (the
+    backup jobs' rule: S3 failing keeps the local copy); the error is kept in
+    ``error``, the files after it stay on disk only, and the caller removes
+    what was uploaded (``discard``). Otherwise it stops the dump like any failure.
+    """
 
     def __init__(self, client: Any, cfg: s3util.S3Config, key_prefix: str, *, tags: dict[str, str],
-                 metadata: dict[str, str] | None = None, parts_in_flight: int = 1) -> None:
+                 metadata: dict[str, str] | None = None, parts_in_flight: int = 1,
+                 tolerate_failure: bool = False) -> None:
         self.client, self.cfg, self.key_prefix = client, cfg, key_prefix.rstrip("/")
         self.tags, self.metadata, self.parts_in_flight = tags, metadata, parts_in_flight
+        self.tolerate_failure = tolerate_failure
+        self.error: StorageError | None = None
         self.where = cfg.uri(self.key_prefix + "/")
         self._keys: list[str] = []
         self._lock = threading.Lock()
 
-    def open(self, name: str) -> pipeline.S3Sink:
+    @property
+    def keys(self) -> list[str]:
+        """Every object this dump started (uploaded, or tried)."""
+        with self._lock:
+            return list(self._keys)
+
+    def open(self, name: str) -> pipeline.S3Sink | None:
+        if self.error is not None:
+            return None  # S3 failed on an earlier file: the rest stays on disk only
         key = posixpath.join(self.key_prefix, name)
         with self._lock:
             self._keys.append(key)  # before the upload starts: a failed run removes it whatever became of it
         return pipeline.S3Sink(self.client, self.cfg, key, tags=self.tags, metadata=self.metadata,
-                               in_flight=self.parts_in_flight)
+                               in_flight=self.parts_in_flight, tolerate_failure=self.tolerate_failure)
+
+    def failed(self, message: str) -> None:
+        """A tolerated upload failure (the first is kept)."""
+        with self._lock:
+            if self.error is None:
+                self.error = StorageError(message)
 
     def discard(self) -> str:
         """Delete every object this dump started; what could not be deleted, in words ("" when all went)."""
@@ -229,7 +252,12 @@ class _Run:
             if sink is not None:
                 sink.abort()
             raise
-        s3 = {"key": stored["key"], "checksum": stored["checksum"]} if stored else None
+        own_like_parent(path)  # a root run hands the file to the backup directory's owner, as it does the directory
+        if stored and "error" in stored:  # tolerated (S3Upload.tolerate_failure): this file stays on disk only
+            self.sink.failed(stored["error"])
+            stored = None
+        s3 = {"key": stored["key"], "checksum": stored["checksum"],
+              "sha256_metadata": stored["sha256_metadata"]} if stored else None
         return DirFile(name, digest.size, digest.sha256, digest.md5, s3, closed_s, self.elapsed(), info.st_mtime_ns)
 
     def collect(self, timeout: float | None = 0) -> None:

@@ -72,7 +72,12 @@ def verify(manifest: Manifest, store: LocalStore | S3Store) -> dict[str, Any]:
     if manifest.location == "s3" and (manifest.s3 or {}).get("storage_class") in s3util.ARCHIVE_CLASSES:
         return {"ok": None, "state": "archived",
                 "message": f"{manifest.id} is in {manifest.s3['storage_class']}: restore it from the archive tier to verify it."}
-    checks = [(manifest.file, manifest.size, manifest.sha256, manifest.md5)]
+    if manifest.is_directory:  # every file, and the checksum files (the manifest holds their own hashes)
+        checks = [(f"{manifest.file}/{f['name']}", f["size"], f["sha256"], f["md5"]) for f in manifest.dir_files or []]
+        checks += [(manifest.file + ".sha256", None, manifest.sha256, None), (manifest.file + ".md5", None, None,
+                                                                               manifest.md5)]
+    else:
+        checks = [(manifest.file, manifest.size, manifest.sha256, manifest.md5)]
     if manifest.globals:
         g = manifest.globals
         checks.append((g["file"], g["size"], g["sha256"], g["md5"]))
@@ -87,8 +92,10 @@ def verify(manifest: Manifest, store: LocalStore | S3Store) -> dict[str, Any]:
         except (OSError, StorageError) as exc:
             problems.append(f"{name}: cannot be read ({exc})")
             continue
-        if (digest.size, digest.sha256, digest.md5) != (size, sha256, md5):
-            problems.append(f"{name}: size/sha256/md5 {digest.size}/{digest.sha256}/{digest.md5} "
+        found = tuple(seen if want is not None else None for seen, want in zip((digest.size, digest.sha256, digest.md5),
+                                                                               (size, sha256, md5)))
+        if found != (size, sha256, md5):
+            problems.append(f"{name}: size/sha256/md5 {'/'.join(str(v) for v in found)} "
                             f"differ from the manifest's {size}/{sha256}/{md5}")
     if problems:
         return {"ok": False, "state": "corrupt", "message": "; ".join(problems)}

@@ -3,7 +3,9 @@
 """Where backup sets live: a local directory and an S3 prefix, one small interface.
 
 A backup set is a data file, its ``.md5`` and ``.sha256`` files, an optional
-globals file, and the manifest, written last. Deletion goes the other way
+globals file, and the manifest, written last. A directory backup's data is
+the directory ``<id>.dir/`` (pg_dump -Fd; every file in the manifest), one
+object per file in S3 under ``<id>.dir/``. Deletion goes the other way
 round (manifest first), so an interrupted deletion leaves an incomplete set,
 never one that looks complete.
 
@@ -24,12 +26,13 @@ import dataclasses
 import hashlib
 import os
 import posixpath
+import shutil
 from typing import IO, Any, Iterator
 from urllib.parse import urlencode
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, name_forms, newest_first,
+    DIR_EXT, MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, name_forms, newest_first,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
@@ -64,6 +67,21 @@ def beside_invalid(path: str, invalid: dict[str, str]) -> bool:
     """Whether ``path`` is an invalid manifest or a file of the set it names by its own name (never deleted)."""
     return any(path == origin or path == origin[:-len(MANIFEST_SUFFIX)] or path.startswith(origin[:-len(MANIFEST_SUFFIX)] + ".")
                for origin in invalid)
+
+
+def set_member(relative: str, db: str, of_type: str) -> bool:
+    """Whether ``relative`` (a name in a store's folder, or ``<id>.dir/<file>``) is a file this tool writes for ``db``."""
+    head, _, tail = relative.partition("/")
+    if not tail:
+        return belongs_to(head, db, of_type)
+    return head.endswith("." + DIR_EXT) and "/" not in tail and tail not in (".", "..") and belongs_to(head, db, of_type)
+
+
+def data_sizes(manifest: Manifest) -> dict[str, int]:
+    """The data files of a set as the store holds them (``<id>.dir/<file>`` for a directory) -> their sizes."""
+    if manifest.is_directory:
+        return {f"{manifest.file}/{f['name']}": f["size"] for f in manifest.dir_files or []}
+    return {manifest.file: manifest.size}
 
 
 def object_tags(kind: str, data: bool) -> dict[str, str]:
@@ -135,8 +153,9 @@ class LocalStore:
                 continue
             if of_type and manifest.type != of_type:
                 continue
-            data = os.path.join(directory, manifest.file)
-            if not os.path.isfile(data) or os.path.getsize(data) != manifest.size:
+            if not all(os.path.isfile(os.path.join(directory, name)) and not os.path.islink(os.path.join(directory, name))
+                       and os.path.getsize(os.path.join(directory, name)) == size
+                       for name, size in data_sizes(manifest).items()):
                 continue  # damaged: never listed as complete, never counted by retention
             found.append(manifest)
         return newest_first(found)
@@ -185,16 +204,38 @@ class LocalStore:
         The last guard against a name that leads elsewhere (``..``, an absolute
         path, a symlinked directory): the directory part is resolved
         (realpath); the file itself may be a symlink, which unlinking removes,
-        never its target.
+        never its target. A directory backup's files may be one level down, in
+        a ``<id>.dir`` of those directories, which goes once empty; a ``.dir``
+        itself (an interrupted run's) goes with what is in it.
         """
         homes = {os.path.realpath(self.dir("daily")), os.path.realpath(self.dir("weekly"))}
-        outside = [p for p in paths if os.path.basename(p) in ("", ".", "..")
-                   or os.path.realpath(os.path.dirname(p)) not in homes]
+
+        def inside(path: str) -> bool:
+            parent = os.path.dirname(path)
+            if os.path.basename(path) in ("", ".", ".."):
+                return False
+            if os.path.realpath(parent) in homes:
+                return True
+            return (parent.endswith("." + DIR_EXT) and not os.path.islink(parent)
+                    and os.path.realpath(os.path.dirname(parent)) in homes)
+
+        outside = [p for p in paths if not inside(p)]
         if outside:
             raise RefusedDelete(f"refusing to delete {', '.join(outside)}: not a file in {self.root} or its weekly/ "
                                 "directory (a manifest naming it is not this tool's); nothing of that set was deleted.")
+        emptied = []
         for path in paths:
+            if path.endswith("." + DIR_EXT) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
             remove_quietly(path)
+            if os.path.realpath(os.path.dirname(path)) not in homes:
+                emptied.append(os.path.dirname(path))
+        for directory in dict.fromkeys(emptied):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass  # not empty (a file no manifest lists): the next run's leftovers take it
 
     @staticmethod
     def archived(manifest: Manifest, name: str) -> tuple[str, str] | None:  # pylint: disable=unused-argument
@@ -222,7 +263,7 @@ class LocalStore:
         """
         complete: set[str] = set()
         for manifest in self.list(db, of_type):
-            complete.update(self.sibling(manifest, n) for n in manifest.files())
+            complete.update(self.sibling(manifest, n) for n in manifest.files() + [manifest.file])
         return [os.path.join(directory, name) for _kind, directory, name in self._entries()
                 if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete
                 and not beside_invalid(os.path.join(directory, name), self.invalid)]
@@ -233,6 +274,8 @@ class LocalStore:
             target = self.path("weekly", name)
             remove_quietly(target)
             try:
+                if "/" in name:
+                    makedirs_owned(os.path.dirname(target))  # weekly/<id>.dir/
                 os.link(self.sibling(manifest, name), target)
             except OSError as exc:
                 raise StorageError(f"cannot link {name} into {self.dir('weekly')}: {exc.strerror}.") from None
@@ -293,10 +336,12 @@ class S3Store:
             manifest = parse_manifest(raw, posixpath.basename(key), self.location, key, db, of_type, self.invalid)
             if manifest is None or (db and manifest.database != db) or (of_type and manifest.type != of_type):
                 continue
-            data = objects.get(posixpath.join(posixpath.dirname(key), manifest.file))
-            if data is None or data["Size"] != manifest.size:
+            data = [objects.get(posixpath.join(posixpath.dirname(key), name)) for name in data_sizes(manifest)]
+            if any(o is None or o["Size"] != size for o, size in zip(data, data_sizes(manifest).values())):
                 continue
-            manifest.s3 = {**(manifest.s3 or {}), "storage_class": data.get("StorageClass", "STANDARD")}
+            classes = [o.get("StorageClass", "STANDARD") for o in data]  # an archived file makes the set archived
+            storage_class = next((c for c in classes if c in s3util.ARCHIVE_CLASSES), classes[0])
+            manifest.s3 = {**(manifest.s3 or {}), "storage_class": storage_class}
             found.append(manifest)
         return newest_first(found)
 
@@ -351,7 +396,7 @@ class S3Store:
         for manifest in self.list(db, of_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         return [o["Key"] for o in self._objects(db)
-                if belongs_to(posixpath.basename(o["Key"]), db, of_type) and o["Key"] not in complete
+                if set_member(self._in_folder(o["Key"]), db, of_type) and o["Key"] not in complete
                 and not beside_invalid(o["Key"], self.invalid) and self.inside(o["Key"], self._db_prefixes(db))]
 
     def unfinished_uploads(self, db: str, of_type: str = "database") -> list[dict[str, str]]:
@@ -361,9 +406,15 @@ class S3Store:
             with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
                 resp = self.client.list_multipart_uploads(Bucket=self.cfg.bucket, Prefix=prefix)
             uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
-                           if belongs_to(posixpath.basename(u["Key"]), db, of_type)
+                           if set_member(self._in_folder(u["Key"]), db, of_type)
                            and self.inside(u["Key"], self._db_prefixes(db)))
         return uploads
+
+    @staticmethod
+    def _in_folder(key: str) -> str:
+        """A key's name in its day's folder: the last segment, or ``<id>.dir/<file>`` for a directory backup's file."""
+        parent, name = posixpath.split(key)
+        return f"{posixpath.basename(parent)}/{name}" if parent.endswith("." + DIR_EXT) else name
 
     @staticmethod
     def inside(key: str, prefixes: list[str]) -> bool:

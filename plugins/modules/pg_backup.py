@@ -73,9 +73,23 @@ options:
         new server. Needs a superuser.
     type: bool
     default: false
+  jobs:
+    description:
+      - V(1) (the default) streams one custom-format archive, best for small databases.
+      - Any other value makes a directory backup with pg_dump's directory format and that many parallel jobs
+        (C(pg_dump -Fd -j N)), V(0) one job per core; stock C(pg_restore -j N) restores it in parallel. The backup is
+        the directory C(<db>_full_<YYYYmmdd_HHMMSS>.dir) beside its C(.dir.sha256) and C(.dir.md5) files (one line per
+        file; C(sha256sum -c) in O(backup_dir) checks the whole directory) and its manifest; in S3 one object per file
+        under C(<name>.dir/), each uploaded as soon as pg_dump closes it.
+      - pg_dump compresses each file itself, with O(compression) V(gzip) at O(compression_level), or V(none); V(zstd)
+        needs the PostgreSQL 16 client tools or newer (the run fails before any work otherwise).
+    type: int
+    default: 1
 notes:
   - Restore without this collection, with stock tools, in one line -
     C(zstd -dc FILE.dump.zst | pg_restore --dbname=NEWDB --no-owner).
+  - A directory backup (O(jobs) other than 1) restores with stock tools in parallel -
+    C(pg_restore -j 4 --dbname=NEWDB --no-owner DIR.dir).
 seealso:
   - module: doctorq.backup.backup_info
   - module: doctorq.backup.pg_restore_safe
@@ -123,9 +137,21 @@ backup:
       type: str
       returned: always
     path:
-      description: Local path of the backup file.
+      description: Local path of the backup file (the directory of a directory backup).
       type: str
       returned: always
+    format:
+      description: V(directory) for a directory backup (O(jobs) other than 1).
+      type: str
+      returned: for a directory backup
+    jobs:
+      description: pg_dump's jobs of a directory backup.
+      type: int
+      returned: for a directory backup
+    file_count:
+      description: Number of files of a directory backup.
+      type: int
+      returned: for a directory backup
     size:
       description: Size in bytes.
       type: int

@@ -19,6 +19,7 @@ CONFIG = "/etc/doctorq-backup/backup.json"
 CRON = "/etc/cron.d/doctorq-backup"
 LOG = "/var/log/doctorq-backup/doctorq-backup.log"
 WRAPPER = "/usr/local/bin/doctorq-backup"
+RUNNER = "/usr/local/sbin/doctorq-backup-cron"  # every cron entry runs through it: log file and cron mail
 COLLECTION = "/opt/doctorq-backup/collections/ansible_collections/doctorq/backup"
 S3_ENDPOINT = os.environ.get("DOCTORQ_SEAWEED_ENDPOINT", "")
 S3_BUCKET = os.environ.get("DOCTORQ_MOLECULE_BUCKET", "")
@@ -79,10 +80,12 @@ def test_cron_file_exact(host):
         "SHELL=/bin/sh",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "MAILTO=dba@example.com",
-        f"0 2 * * * postgres sleep {delay} && {WRAPPER} backup --config {CONFIG} >>{LOG}",
-        f"0 3 * * 0 postgres sleep {delay} && {WRAPPER} promote-weekly --config {CONFIG} >>{LOG}",
-        f"30 2 * * * root sleep {delay} && {WRAPPER} files --config {FILES_CONFIG} >>{LOG}",
+        f"0 2 * * * postgres sleep {delay} && {RUNNER} always {LOG} {WRAPPER} backup --config {CONFIG}",
+        f"0 3 * * 0 postgres sleep {delay} && {RUNNER} always {LOG} {WRAPPER} promote-weekly --config {CONFIG}",
+        f"30 2 * * * root sleep {delay} && {RUNNER} always {LOG} {WRAPPER} files --config {FILES_CONFIG}",
     ]
+    f = host.file(RUNNER)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o755)
 
 
 @pytest.mark.parametrize("path", [FILES_DIR, f"{FILES_DIR}/weekly"])
@@ -180,12 +183,24 @@ def _cron_command(host, verb: str) -> str:
     raise AssertionError(f"no cron line runs {verb}")
 
 
+def _as_cron(host, command: str):
+    """Run a cron line's command as cron would (user postgres, cron's PATH); its stdout is what cron mails."""
+    return host.run(f"runuser -u postgres -- env -i PATH=/usr/bin:/bin sh -c {shlex.quote(command)}")
+
+
 @pytest.fixture(scope="module")
-def daily_run(host):
-    """Run the daily cron line's command as cron would (user postgres, cron's PATH)."""
+def daily_mail(host) -> str:
+    """The daily cron line run as cron would: the mail it sends (its stdout)."""
     command = _cron_command(host, "backup")
-    result = host.run(f"runuser -u postgres -- env -i PATH=/usr/bin:/bin sh -c {shlex.quote(command)}")
+    result = _as_cron(host, command)
     assert result.rc == 0, f"{command}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert result.stderr == "", result.stderr  # everything goes to the mail and the log, nothing around them
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def daily_run(host, daily_mail):  # pylint: disable=unused-argument
+    """The newest daily backup after the daily cron line ran."""
     names = host.check_output(f"ls {BACKUP_DIR}").split()
     dumps = sorted(n for n in names if re.fullmatch(r"doctorq_full_\d{8}_\d{6}\.dump\.zst", n))
     assert dumps, names
@@ -203,6 +218,50 @@ def test_daily_run_makes_a_complete_backup(host, daily_run):
     assert json.dumps(manifest).count("patients") >= 1
     log = host.file(LOG).content_string
     assert re.search(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", log, re.M), log
+
+
+def test_daily_mail_carries_the_runs_summary(host, daily_run, daily_mail):
+    """With the defaults (backup_cron_mail: always) a successful run is mailed: outcome, then its log lines."""
+    mail = daily_mail.splitlines()
+    assert re.fullmatch(r"doctorq-backup backup on \S+: succeeded", mail[0]) and mail[1] == "", mail
+    assert any(re.fullmatch(r"\[[-0-9: ]{19}\] Backup completed successfully", line) for line in mail), mail
+    assert any(daily_run in line for line in mail), mail  # the file it made
+    assert "\n".join(mail[2:]) in host.file(LOG).content_string  # the same lines reached the log file
+    if S3_SECRET:
+        assert S3_SECRET not in daily_mail
+
+
+_NO_SUCH_DB = ("import json, sys; c = json.load(open(sys.argv[1])); c['databases'] = ['no_such_db']; "
+               "json.dump(c, open(sys.argv[1], 'w'))")
+
+
+def _run_with_missing_database(host, command: str):
+    """Run a cron line's command with a copy of the config whose only database does not exist."""
+    bad = "/tmp/doctorq-mail-test.json"
+    host.run_expect([0], f"install -o postgres -g postgres -m 0600 {CONFIG} {bad}")
+    try:
+        host.run_expect([0], f"runuser -u postgres -- python3 -c {shlex.quote(_NO_SUCH_DB)} {bad}")
+        return _as_cron(host, command.replace(CONFIG, bad))
+    finally:
+        host.run(f"rm -f {bad}")
+
+
+def test_failed_run_mails_its_log_lines_and_error(host, daily_run):  # pylint: disable=unused-argument
+    """The daily line with a database that does not exist: the mail says FAILED, then the log lines and the error."""
+    command = _cron_command(host, "backup").replace(f" {LOG} ", " - ")
+    result = _run_with_missing_database(host, command)
+    assert result.rc == 1, result.stdout
+    mail = result.stdout.splitlines()
+    assert re.fullmatch(r"doctorq-backup backup on \S+: FAILED \(exit 1\)", mail[0]), mail
+    assert any(re.fullmatch(r"\[[-0-9: ]{19}\] ERROR: database 'no_such_db' does not exist.*", line)
+               for line in mail), mail
+    assert mail[-1].startswith("doctorq-backup: no_such_db: database 'no_such_db' does not exist"), mail
+    # backup_cron_mail: failure mails the same for a failed run, and nothing for a successful one
+    failure_only = command.replace(f"{RUNNER} always ", f"{RUNNER} failure ")
+    again = _run_with_missing_database(host, failure_only).stdout.splitlines()
+    assert (again[0], again[-1]) == (mail[0], mail[-1]), again
+    quiet = _as_cron(host, _cron_command(host, "promote-weekly").replace(f"{RUNNER} always ", f"{RUNNER} failure "))
+    assert (quiet.rc, quiet.stdout) == (0, ""), quiet.stdout
 
 
 def test_stock_restore(host, daily_run):

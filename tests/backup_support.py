@@ -106,6 +106,20 @@ def tmpfs(path: str, size: str, read_only: bool = False) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------
+# PostgreSQL
+
+# A text/jsonb table pg_dump takes a moment to write (the directory dumps' tests, issue 13).
+TEXT_JSONB_TABLE = ("CREATE TABLE public.big AS SELECT g AS id, md5(g::text) || repeat(' texto ñandú', 4) AS body, "
+                    "jsonb_build_object('n', g, 'tag', 'año ' || (g % 97)) AS doc FROM generate_series(1, {rows}) g")
+
+
+def add_text_jsonb_table(pg_server: Any, db: str, rows: int) -> str:
+    """``public.big`` with ``rows`` rows of text and jsonb in ``db``; returns ``db``."""
+    pg_server.query(TEXT_JSONB_TABLE.format(rows=int(rows)), dbname=db)
+    return db
+
+
+# --------------------------------------------------------------------------
 # S3
 
 

@@ -74,8 +74,8 @@ def verify(manifest: Manifest, store: LocalStore | S3Store) -> dict[str, Any]:
                 "message": f"{manifest.id} is in {manifest.s3['storage_class']}: restore it from the archive tier to verify it."}
     if manifest.is_directory:  # every file, and the checksum files (the manifest holds their own hashes)
         checks = [(f"{manifest.file}/{f['name']}", f["size"], f["sha256"], f["md5"]) for f in manifest.dir_files or []]
-        checks += [(manifest.file + ".sha256", None, manifest.sha256, None), (manifest.file + ".md5", None, None,
-                                                                               manifest.md5)]
+        checks += [(manifest.file + ".sha256", None, manifest.sha256, None),
+                   (manifest.file + ".md5", None, None, manifest.md5)]
     else:
         checks = [(manifest.file, manifest.size, manifest.sha256, manifest.md5)]
     if manifest.globals:

@@ -71,7 +71,7 @@ def beside_invalid(path: str, invalid: dict[str, str]) -> bool:
 
 def set_member(relative: str, db: str, of_type: str) -> bool:
     """Whether ``relative`` (a name in a store's folder, or ``<id>.dir/<file>``) is a file this tool writes for ``db``."""
-    head, _, tail = relative.partition("/")
+    head, tail = (relative.split("/", 1) + [""])[:2]
     if not tail:
         return belongs_to(head, db, of_type)
     return head.endswith("." + DIR_EXT) and "/" not in tail and tail not in (".", "..") and belongs_to(head, db, of_type)

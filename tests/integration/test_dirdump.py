@@ -21,7 +21,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Stora
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store, object_tags
 
-from backup_support import wait_for
+from backup_support import add_text_jsonb_table, wait_for
 
 NAME = "db_full_20260101_000000.dir"
 
@@ -37,10 +37,7 @@ def running(pid: int) -> bool:
 @pytest.fixture
 def big_db(pg_server, pg_db: str) -> str:
     """The sample database plus one text/jsonb table big enough that pg_dump writes it for a while (~1 s)."""
-    pg_server.query("CREATE TABLE public.big AS SELECT g AS id, md5(g::text) || repeat(' texto ñandú', 4) AS body, "
-                    "jsonb_build_object('n', g, 'tag', 'año ' || (g % 97)) AS doc "
-                    "FROM generate_series(1, 400000) g", dbname=pg_db)
-    return pg_db
+    return add_text_jsonb_table(pg_server, pg_db, 400000)
 
 
 def dump(pg_server, db: str, directory: str, sink: Any = None, **kwargs: Any) -> dirdump.DirDump:

@@ -25,8 +25,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import Backu
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
-from backup_support import CliProcesses, Proxy, closed_port, next_second, read_json, s3_keys, s3_uploads, wait_for, \
-    write_private
+from backup_support import (
+    CliProcesses, Proxy, add_text_jsonb_table, next_second, read_json, s3_keys, s3_uploads, wait_for, write_private,
+)
 
 DAY = dt.timedelta(days=1)
 
@@ -34,10 +35,7 @@ DAY = dt.timedelta(days=1)
 @pytest.fixture
 def big_db(pg_server, pg_db: str) -> str:
     """The sample database plus a text/jsonb table pg_dump takes a moment to write."""
-    pg_server.query("CREATE TABLE public.big AS SELECT g AS id, md5(g::text) || repeat(' texto ñandú', 4) AS body, "
-                    "jsonb_build_object('n', g, 'tag', 'año ' || (g % 97)) AS doc "
-                    "FROM generate_series(1, 300000) g", dbname=pg_db)
-    return pg_db
+    return add_text_jsonb_table(pg_server, pg_db, 300000)
 
 
 @pytest.fixture
@@ -82,7 +80,7 @@ def restore_and_compare(pg_server, db: str, directory: str, table_digest) -> Non
 
 
 def test_jobs_2_to_disk_and_s3_is_complete_checkable_and_restorable(pg_server, big_db, tmp_path, s3_bucket, s3c,
-                                                                     table_digest):
+                                                                    table_digest):
     backup_dir = tmp_path / "backups"
     result = backup(params_for(pg_server, big_db, backup_dir, s3=s3_bucket))
     facts = result["backup"]
@@ -153,7 +151,7 @@ def test_check_mode_plans_a_directory_backup(pg_server, pg_db, tmp_path, s3_buck
 
 
 def test_s3_failing_mid_dump_keeps_the_local_directory_and_fails_at_the_end(pg_server, big_db, tmp_path, s3_bucket,
-                                                                             s3c, seaweed, monkeypatch):
+                                                                            s3c, seaweed, monkeypatch):
     proxy = Proxy(seaweed.endpoint_url)
     s3 = {**s3_bucket, "endpoint_url": proxy.url, "max_attempts": 1}
     opened = []
@@ -196,7 +194,7 @@ def test_s3_failing_mid_dump_keeps_the_local_directory_and_fails_at_the_end(pg_s
 
 
 def test_kill_9_mid_dump_leaves_nothing_complete_and_the_next_run_cleans_it(pg_server, big_db, tmp_path, s3_bucket,
-                                                                             s3c, cli_procs):
+                                                                            s3c, cli_procs):
     backup_dir = tmp_path / "backups"
     params = params_for(pg_server, big_db, backup_dir, s3=s3_bucket)
     config = {k: v for k, v in params.items() if k != "db"}

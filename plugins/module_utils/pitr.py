@@ -10,7 +10,9 @@ cluster's OS user) in ``pitr_cluster``.
 
 Order of a run, and why:
 1. check the options and the confirmation before any slow work;
-2. when the server answers, seal the window: one commit now, then
+2. a drill first measures what a disaster would lose now, before it
+   commits or switches anything (``pitr_exposure``: its honest RPO);
+   then, when the server answers, seal the window: one commit now, then
    ``pgbackrest check`` (a WAL switch, waiting until it is archived), so any
    time up to now is a reachable target;
 3. compute the recoverable window from the repository (oldest backup's end
@@ -27,8 +29,9 @@ Order of a run, and why:
    (unix socket only, archiving off so it never writes to the repository);
 5. wait for recovery to end (promotion), then verify: not in recovery, the
    recovery point reached is not after the target, every database answers;
-6. a drill also measures RTO/RPO, writes its report and metrics, and
-   removes the scratch cluster.
+6. a drill also measures RTO, judges the exposure of step 2 against
+   ``drill.max_rpo_seconds``, writes its report and metrics, and removes the
+   scratch cluster.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import P
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import Lineage, StanzaInfo
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_cluster import Cluster, Sql, free_port
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_exposure import Exposure, measure_exposure
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import PitrJob
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_plan import (
     check_confirmation, check_live_dir, check_target, live_dir, pick_set, restore_options, scratch_dir,
@@ -81,11 +85,26 @@ class _Pitr:
         self.line = Lineage(1, {})
         self.t0 = time.monotonic()
         self.cluster = Cluster(job, self.durations)
+        self.exposure: Exposure | None = None
 
     def timed(self, phase: str, started: float) -> None:
         self.cluster.timed(phase, started)
 
-    # -- 2./3. window ------------------------------------------------------------
+    # -- 2./3. exposure, window -----------------------------------------------------
+    def measure(self, up: bool, log: RunLog) -> None:
+        """A drill's honest RPO: the archive's lag now, before this run commits or switches anything."""
+        started = time.monotonic()
+        sql = None
+        if up:
+            try:
+                sql = self.cluster.route(self.job.conn, log)
+            except DoctorqError:
+                sql = None
+        self.exposure = measure_exposure(self.pgbr, self.pgbr.info(), sql, self.now, bin_dir=self.job.conn.bin_dir)
+        self.result["exposure"] = self.exposure.summary()
+        log(f"Exposure at the drill's start (what a disaster then would lose): {self.exposure.describe()}")
+        self.timed("exposure", started)
+
     def seal(self, log: RunLog) -> None:
         """A commit now and every WAL up to it archived: targets up to now become reachable."""
         started = time.monotonic()
@@ -183,6 +202,8 @@ class _Pitr:
                 up = False
                 log(f"The live server at {job.conn.where} is not answering ({exc}): the window ends at the newest "
                     "archived commit")
+        if job.drill:
+            self.measure(up, log)
         if up:
             self.seal(log)
         info = self.pgbr.info()
@@ -326,22 +347,29 @@ class _Pitr:
         job = self.job
         recovery = self.result.get("recovery") or {}
         point = recovery.get("recovery_point")
-        rpo = None
-        if point:
-            reached = dt.datetime.fromisoformat(point.replace("Z", "+00:00"))
-            rpo = round(max(0.0, (self.now - reached).total_seconds()), 3)
+        exposure = self.exposure
+        rpo = exposure.seconds if exposure else None  # the honest RPO: the archive's lag at the drill's start
         metrics = None
         if job.drill:
-            if status == "success" and rpo is None:
+            if status == "success" and point is None:
                 status, error = "failure", "the drill recovered no transaction: the recovery point is unknown."
+            elif status == "success" and rpo is None:
+                status, error = "failure", ("the exposure is unknown: no commit was found in the newest archived WAL "
+                                            f"(pgbackrest info --stanza={job.stanza}), so nothing proves what a disaster "
+                                            "would lose: check WAL archiving (pgbackrest check).")
             elif status == "success" and job.max_rpo_seconds and rpo > job.max_rpo_seconds:
-                status, error = "failure", (f"the newest recoverable transaction is {rpo:.0f}s old, more than "
-                                            f"drill.max_rpo_seconds={job.max_rpo_seconds}: check WAL archiving "
-                                            "(pgbackrest check) and archive_timeout.")
+                status, error = "failure", (f"a disaster at the drill's start would have lost {rpo:.0f}s of transactions "
+                                            f"({exposure.describe()}), more than drill.max_rpo_seconds="
+                                            f"{job.max_rpo_seconds}: check WAL archiving (pgbackrest check, "
+                                            "archive_command, pg_stat_archiver) and archive_timeout.")
             self.result.update(rto_s=rto, rpo_s=rpo)
-            metrics = samples(status, rto, rto_seconds=rto, rpo_seconds=rpo or 0.0)
-            log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, recovery point {point or 'n/a'}"
-                + (f", RPO {rpo:.1f}s" if rpo is not None else "") + (f" ({error})" if error else ""))
+            # measured whatever the outcome, so a drill failed by its exposure reports it (DoctorqPitrArchiveLagOverLimit)
+            measured = {**({"rpo_limit_seconds": job.max_rpo_seconds} if job.max_rpo_seconds else {}),
+                        **({"rpo_seconds": rpo, "archive_lag_seconds": rpo} if rpo is not None else {})}
+            metrics = samples(status, rto, measured, rto_seconds=rto)
+            log(f"PITR drill of stanza {job.stanza}: {status}; RTO {rto:.1f}s, exposure (RPO) "
+                + (f"{rpo:.1f}s" if rpo is not None else "unknown") + f", recovery point reached {point or 'n/a'}"
+                + (f" ({error})" if error else ""))
             self._write_report(status, error, rto, rpo)
         summary = (f"{'PITR drill' if job.drill else 'Point-in-time recovery'} of stanza {job.stanza} on "
                    f"{socket.gethostname()} into {job.into}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s"))
@@ -364,6 +392,7 @@ class _Pitr:
                   "error": error, "kind": "pitr", "backup_id": pitr.get("backup_set"),
                   "recovery_point": recovery.get("recovery_point"), "pitr": self.result.get("pitr"),
                   "window": self.result.get("window"), "recovery": self.result.get("recovery"), "rto_s": rto,
+                  "exposure": self.result.get("exposure"),
                   "rpo_s": rpo, "durations": self.durations}
         self.result["report"] = report
         if not job.report_dir:

@@ -26,14 +26,31 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info imp
 # How far back to look for the newest commit in the archived WAL (segments).
 WAL_LOOKBACK = 8
 
-COMMIT_RE = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (UTC|[+-]\d\d(?::?\d\d)?)")
+# A commit or abort record, with its transaction ID when the line shows one ("tx:    727, lsn: ...").
+COMMIT_RE = re.compile(r"(?:tx:\s*(\d+),[^\n]*?)?desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) "
+                       r"(UTC|[+-]\d\d(?::?\d\d)?)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchivedCommit:
+    """The newest transaction end (commit or abort) found in the archived WAL, and the segment holding it."""
+
+    at: dt.datetime
+    xid: int | None = None
+    segment: str | None = None
 
 
 def last_commit_in_waldump(text: str) -> dt.datetime | None:
     """Time of the last transaction commit/abort in ``pg_waldump`` output (run with TZ=UTC)."""
+    found = newest_commit_in_waldump(text)
+    return found.at if found else None
+
+
+def newest_commit_in_waldump(text: str) -> ArchivedCommit | None:
+    """The last transaction commit/abort in ``pg_waldump`` output: its time (UTC) and transaction ID."""
     found = None
     for match in COMMIT_RE.finditer(text):
-        stamp, zone = match.groups()
+        xid, stamp, zone = match.groups()
         when = dt.datetime.strptime(stamp + ("" if "." in stamp else ".0"), "%Y-%m-%d %H:%M:%S.%f")
         if zone == "UTC":
             when = when.replace(tzinfo=dt.timezone.utc)
@@ -42,7 +59,7 @@ def last_commit_in_waldump(text: str) -> dt.datetime | None:
             digits = zone[1:].replace(":", "")
             offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
             when = when.replace(tzinfo=dt.timezone(sign * offset))
-        found = when.astimezone(dt.timezone.utc)
+        found = ArchivedCommit(when.astimezone(dt.timezone.utc), int(xid) if xid else None)
     return found
 
 
@@ -99,8 +116,18 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
 
     A recovery to a time needs a commit after it in the WAL (PostgreSQL
     stops there; without one it ends with 'recovery ended before configured
-    recovery target was reached'). Reads the newest archived segments with
-    ``pgbackrest archive-get`` and ``pg_waldump``, newest first.
+    recovery target was reached').
+    """
+    found = newest_archived_commit(pgbr, info, bin_dir=bin_dir, lookback=lookback)
+    return found.at if found else None
+
+
+def newest_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | None = None,
+                           lookback: int = WAL_LOOKBACK) -> ArchivedCommit | None:
+    """The newest transaction commit that reached the repository (time, xid, segment), or None.
+
+    Reads the newest archived segments with ``pgbackrest archive-get`` and
+    ``pg_waldump``, newest first, at most ``lookback`` of them.
     """
     if not info.archive_max:
         return None
@@ -115,10 +142,10 @@ def last_archived_commit(pgbr: PgBackRest, info: StanzaInfo, *, bin_dir: str | N
                 # check=False: pg_waldump ends with an error at the first invalid record of a segment that
                 # was archived before it filled up; the records before it are what we read
                 dump = procs.run([waldump, dest], env=tool_env(), user=pgbr.user, timeout=300, check=False)
-                when = last_commit_in_waldump(dump.stdout)
+                found = newest_commit_in_waldump(dump.stdout)
                 os.unlink(dest)
-                if when is not None:
-                    return when
+                if found is not None:
+                    return dataclasses.replace(found, segment=segment)
             segment = previous_segment(segment)
         return None
 

@@ -52,8 +52,10 @@ METRICS = {
     "last_file_count": "file-set backups: members of the last backup",
     "s3_pending_uploads": "backups with S3: complete local backups S3 lacks, uploaded by the next run that reaches it",
     "rto_seconds": "drills: time to a verified restore",
-    "rpo_seconds": "drills: age of the newest restorable backup (PITR: of the recovery point), also when it failed the drill",
+    "rpo_seconds": "drills: age of the newest restorable backup (PITR: archive_lag_seconds), also when it failed the drill",
     "rpo_limit_seconds": "drills: the RPO over which the drill fails (max_rpo_hours, max_rpo_seconds)",
+    "archive_lag_seconds": "PITR drills: what a disaster at the drill's start would lose, the age of the newest commit "
+                           "in the archived WAL (0 when nothing committed since), also when it failed the drill",
 }
 
 

@@ -20,8 +20,10 @@ description:
     for the promotion and verifies it. Every step is logged with a timestamp in
     C(restore_pgbackrest-<stanza>_<timestamp>.log) and an audit record is appended to C(restore_audit.jsonl) in
     O(log_dir); a webhook is notified.
-  - With O(into=drill), it recovers to now into a scratch cluster, verifies it, measures RTO and RPO, writes a report and
-    metrics, and removes the scratch cluster.
+  - With O(into=drill), it first measures its honest RPO before it commits or switches anything - what a disaster
+    at that moment would lose, the age of the newest commit that reached the repository (0 when the live server
+    committed nothing since) - then recovers to now into a scratch cluster, verifies it, measures RTO, writes a
+    report and metrics, and removes the scratch cluster.
   - Replaces the C(pitr_*) options of M(doctorq.backup.pg_restore_safe), which still work there until 1.0.0 with a
     deprecation warning (C(pitr_target_time) is O(target.time), and so on).
   - The flat option spellings of before the grouping (C(target_time), C(scratch_dir), C(drill=true)...) are
@@ -97,7 +99,7 @@ options:
         not touched.
       - V(live) restores into the live data directory - needs O(confirm) equal to O(stanza).
       - V(drill) is a PITR drill - recover into a scratch cluster (to the end of the window unless O(target.time) says
-        otherwise), verify, measure RTO and RPO (age of the newest recovered transaction), write the report
+        otherwise), verify, measure RTO and RPO (the exposure measured at its start, see RV(rpo_s)), write the report
         (O(drill.report_dir)) and C(doctorq_drill_pgbackrest_<stanza>.prom) metrics, then remove the scratch cluster.
         C(drill=true) is its old spelling, read until 1.0.0 with a deprecation warning.
     type: str
@@ -148,7 +150,11 @@ options:
     type: dict
     suboptions:
       max_rpo_seconds:
-        description: The drill fails when the newest recovered transaction is older than this; V(0) disables the check.
+        description:
+          - The drill fails when its RPO (RV(rpo_s) - what a disaster at its start would lose, the age of the newest
+            archived commit when newer ones exist) is more than this; V(0) disables the check.
+          - Written as the metric C(doctorq_drill_rpo_limit_seconds) beside C(doctorq_drill_archive_lag_seconds), which
+            the alert C(DoctorqPitrArchiveLagOverLimit) (C(monitoring/)) compares.
         type: int
         default: 900
       report_dir:
@@ -241,7 +247,7 @@ scratch:
   returned: with O(into=scratch)
   type: dict
 durations:
-  description: Seconds per phase (seal, window, safety_backup, stop, restore, start, recovery, verify, cleanup).
+  description: Seconds per phase (exposure, seal, window, safety_backup, stop, restore, start, recovery, verify, cleanup).
   returned: always
   type: dict
 duration_s:
@@ -253,13 +259,24 @@ rto_s:
   returned: with O(into=drill)
   type: float
 rpo_s:
-  description: Age of the newest recovered transaction at the start of the drill, in seconds.
+  description:
+    - The drill's RPO in seconds - what a disaster at the drill's start would lose, measured before the drill commits
+      or switches anything - the age of the newest commit in the archived WAL then, or V(0) when the live server
+      had assigned no transaction ID since; null when no commit was found in the archived WAL (the drill fails).
+    - The recovery point reached is RV(recovery.recovery_point).
   returned: with O(into=drill)
   type: float
+exposure:
+  description:
+    - How RV(rpo_s) was measured - measured_at (the drill's start), seconds (RV(rpo_s)), newest_archived_commit (UTC),
+      newest_archived_xid, segment (the WAL segment holding it), age_seconds (that commit's age), idle (true when
+      nothing committed since it).
+  returned: with O(into=drill)
+  type: dict
 report:
   description:
     - The drill report (also written to O(drill.report_dir)) - stanza, host, at, status, error, kind (V(pitr)), backup_id
-      (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, durations.
+      (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, exposure, durations.
   returned: with O(into=drill)
   type: dict
 report_file:

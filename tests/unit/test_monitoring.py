@@ -66,6 +66,14 @@ def test_the_dashboard_uses_only_metrics_the_collection_writes():
             "doctorq_backup_last_run_status", "doctorq_drill_last_run_status"} <= used
 
 
+def test_the_pitr_archive_lag_alert_compares_the_lag_with_the_drills_limit():
+    """What a disaster at a PITR drill's start would lose, against drill.max_rpo_seconds (both written by the drill)."""
+    (rule,) = [rule for rule in rules() if rule["alert"] == "DoctorqPitrArchiveLagOverLimit"]
+    assert names_in([rule["expr"]]) == {"doctorq_drill_archive_lag_seconds", "doctorq_drill_rpo_limit_seconds"}
+    assert names_in([rule["expr"]]) <= vocabulary()
+    assert rule["labels"]["severity"] == "critical"
+
+
 def test_the_name_check_finds_a_wrong_name():
     """The checks above would pass on no names at all; this one proves the pattern sees a misspelt one."""
     found = set(NAME_RE.findall('time() - doctorq_backup_last_sucess_timestamp_seconds{database="doctorq_x"} > 1'))

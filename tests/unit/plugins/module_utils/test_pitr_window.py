@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import Lineage, StanzaInfo, parse_lsn
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import (
-    last_commit_in_waldump, previous_segment, window_of,
+    ArchivedCommit, last_commit_in_waldump, newest_commit_in_waldump, previous_segment, window_of,
 )
 
 UTC = dt.timezone.utc
@@ -50,6 +50,12 @@ rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/06001C90,
     assert last_commit_in_waldump(text) == dt.datetime(2026, 11, 27, 14, 3, 12, 963539, tzinfo=UTC)
     assert last_commit_in_waldump("desc: COMMIT 2026-11-27 16:03:12 +02") == dt.datetime(2026, 11, 27, 14, 3, 12, tzinfo=UTC)
     assert last_commit_in_waldump("desc: CHECKPOINT_ONLINE redo 0/2000028") is None
+    # the transaction ID of the last one too (a drill's exposure asks the live server what came after it)
+    assert newest_commit_in_waldump(text) == ArchivedCommit(dt.datetime(2026, 11, 27, 14, 3, 12, 963539, tzinfo=UTC), 728)
+    with_subxacts = text.replace("desc: ABORT 2026-11-27 14:03:12.963539 UTC",
+                                 "desc: COMMIT 2026-11-27 14:03:13.000001 UTC; subxacts: 729 730")
+    assert newest_commit_in_waldump(with_subxacts).xid == 728
+    assert newest_commit_in_waldump("desc: COMMIT 2026-11-27 16:03:12 +02").xid is None
 
 
 def test_previous_segment():

@@ -55,7 +55,7 @@ class DrillJob:
     backup_dir: str
     s3: s3util.S3Config | None = None
     report_dir: str | None = None
-    jobs: int = 1
+    jobs: int | None = None  # pg_restore's; None: restore_directory.restore_jobs' default
     max_rpo_hours: float = 26.0
     notifier: Notifier = Notifier(notify_on="failure")
 
@@ -64,7 +64,7 @@ class DrillJob:
         return cls(conn=PgConn.from_params(params), db=params["db"],
                    backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
                    s3=s3util.S3Config.from_params(params.get("s3")), report_dir=params.get("report_dir"),
-                   jobs=params["jobs"] if params.get("jobs") is not None else 1,
+                   jobs=params.get("jobs"),
                    max_rpo_hours=_rpo_hours(params), notifier=Notifier.from_params(params))
 
 

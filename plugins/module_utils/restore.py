@@ -33,7 +33,7 @@ import socket
 import time
 from typing import IO, Any
 
-from ansible_collections.doctorq.backup.plugins.module_utils import pipeline, restore_intent
+from ansible_collections.doctorq.backup.plugins.module_utils import restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier, notify_argument_spec
@@ -44,6 +44,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient,
 from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import (
     allow_connections, apply_extras, close_target, create_database, database_extras, database_names,
     database_settings, drop_database,
+)
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_directory import (
+    data_names, discard, fetch_data, restore_jobs,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_globals import restore_globals
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_interrupted import DatabaseRestoreRun
@@ -63,7 +66,7 @@ def restore_argument_spec() -> dict[str, Any]:
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
         confirm=dict(type="str", default=""),
         mode=dict(type="str", default="swap", choices=["swap", "replace"]),
-        jobs=dict(type="int", default=1),
+        jobs=dict(type="int"),
         safety_backup=dict(type="bool", default=True),
         safety_dir=dict(type="path"),
         drop_previous=dict(type="bool", default=False),
@@ -89,7 +92,7 @@ class RestoreJob:
     s3: s3util.S3Config | None = None
     confirm: str = ""
     mode: str = "swap"
-    jobs: int = 1
+    jobs: int | None = None  # None: the backup's own for a directory backup (capped by cores), 1 for one file
     safety_backup: bool = True
     safety_dir: str | None = None
     drop_previous: bool = False
@@ -119,7 +122,7 @@ class RestoreJob:
             source_db=params.get("source_db"), before=parse_when(params.get("before")),
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",
-            mode=params.get("mode") or "swap", jobs=params.get("jobs") if params.get("jobs") is not None else 1,
+            mode=params.get("mode") or "swap", jobs=params.get("jobs"),
             safety_backup=params.get("safety_backup", True), safety_dir=params.get("safety_dir"),
             drop_previous=bool(params.get("drop_previous")),
             previous_retention_days=params.get("previous_retention_days") or 0,
@@ -248,11 +251,12 @@ class _Restore(DatabaseRestoreRun):
     def _describe(self, source: Source) -> None:
         m = source.manifest
         self.result["source"] = {"id": m.id, "database": m.database, "kind": m.kind, "location": m.location,
-                                 "ref": source.ref, "started_at": m.started_at, "size": m.size}
+                                 "ref": source.ref, "started_at": m.started_at, "size": m.size,
+                                 **({"format": m.format, "files": len(m.dir_files or [])} if m.is_directory else {})}
         self.result["checksums"] = {"sha256": m.sha256, "md5": m.md5, "verified": False}
 
     def _names(self, source: Source) -> list[str]:
-        names = [source.manifest.file]
+        names = data_names(source.manifest)
         if self.job.restore_globals:
             if not source.manifest.globals:
                 raise ConfigError(f"restore_globals is set but backup {source.manifest.id} has no globals file "
@@ -275,8 +279,7 @@ class _Restore(DatabaseRestoreRun):
         if intent:
             plan["finish_interrupted"] = {k: intent.get(k) for k in ("mode", "phase", "pid", "started_at", "safety_backup")}
         if state == "available":
-            m = source.manifest
-            self.sources.fetch_verified(source, m.file, log, keep=False)
+            fetch_data(self.sources, source, log, keep=False)
             self.result["checksums"]["verified"] = True
         if exists:
             plan["safety_backup"] = self.job.safety_backup
@@ -312,7 +315,7 @@ class _Restore(DatabaseRestoreRun):
             names = self._names(source)
             if self.sources.wait_for_archive(source, names, log) == "pending":
                 return source
-            local_path = self.sources.fetch_verified(source, m.file, log, keep=True)
+            local_path = fetch_data(self.sources, source, log, keep=True)
             self.result["checksums"]["verified"] = True
             globals_path = None
             if job.restore_globals:
@@ -330,8 +333,7 @@ class _Restore(DatabaseRestoreRun):
             finally:
                 if source.store.remote:  # downloads of the backup, not the backup itself
                     for path in (local_path, globals_path):
-                        if path:
-                            pipeline.remove_quietly(path)
+                        discard(path)
         log.banner("RESTORE COMPLETED SUCCESSFULLY")
         return source
 
@@ -345,7 +347,7 @@ class _Restore(DatabaseRestoreRun):
         create_database(pg, new, database_settings(pg, self.job.db) if exists else None)
         self.result["changed"] = True
         try:
-            self.pg_restore(pg, local_path, m.compression, new, log)
+            self.pg_restore(pg, local_path, m.compression, new, log, restore_jobs(self.job.jobs, m))
             self.result["tables"] = self.verify_restored(pg, new, m, log)
             if exists:
                 apply_extras(pg, database_extras(pg, self.job.db), new)
@@ -379,7 +381,7 @@ class _Restore(DatabaseRestoreRun):
         try:
             create_database(pg, self.job.db, settings)
             apply_extras(pg, extras, self.job.db)
-            self.pg_restore(pg, local_path, m.compression, self.job.db, log)
+            self.pg_restore(pg, local_path, m.compression, self.job.db, log, restore_jobs(self.job.jobs, m))
             self.result["tables"] = self.verify_restored(pg, self.job.db, m, log)
             restore_intent.remove(self.job.backup_dir, self.job.db)
         except DoctorqError as exc:

@@ -51,8 +51,11 @@ class DatabaseRestoreRun(RestoreRun):
         return self.sources.work_dir()
 
     # -- loading, with the job's options ----------------------------------------------------
-    def pg_restore(self, pg: PgClient, local_path: str, compression: str, dbname: str, log: RunLog) -> None:
-        load_dump(pg, local_path, compression, dbname, log, jobs=self.job.jobs, no_owner=self.job.no_owner,
+    def pg_restore(self, pg: PgClient, local_path: str, compression: str, dbname: str, log: RunLog,
+                   jobs: int | None = None) -> None:
+        """``jobs``: pg_restore's (``restore_directory.restore_jobs``); by default the job's, one when it has none."""
+        jobs = jobs if jobs is not None else self.job.jobs if self.job.jobs is not None else 1
+        load_dump(pg, local_path, compression, dbname, log, jobs=jobs, no_owner=self.job.no_owner,
                   no_privileges=self.job.no_privileges, work_dir=self.work_dir, durations=self.durations)
 
     def verify_restored(self, pg: PgClient, dbname: str, manifest: Manifest, log: RunLog) -> dict[str, Any]:

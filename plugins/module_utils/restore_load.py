@@ -5,9 +5,10 @@
 ``load_dump`` streams the archive through its decompressor into
 ``pg_restore --exit-on-error`` (one job: no extra disk space), or, with more
 jobs, decompresses it once into the work dir, since ``pg_restore -j`` needs a
-seekable file. ``check_tables`` compares the restored tables with the
-manifest's: every table present, exact row counts equal, estimates within
-the tolerance. Both add their seconds to the run's ``durations``.
+seekable file. A directory backup (pg_dump -Fd, its files compressed by
+pg_dump) is read in place by ``pg_restore -j N``. ``check_tables`` compares
+the restored tables with the manifest's: every table present, exact row
+counts equal, estimates within the tolerance. Both add their seconds to the run's ``durations``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_source impo
 def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log: Callable[[str], None], *,
               jobs: int, no_owner: bool, no_privileges: bool, work_dir: Callable[[], str],
               durations: dict[str, float]) -> None:
-    """pg_restore ``local_path`` into the existing, empty ``dbname``; ``jobs`` 0: one per core."""
+    """pg_restore ``local_path`` (a file, or a directory backup's directory) into the empty ``dbname``; ``jobs`` 0: one per core."""
     started = time.monotonic()
     argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={conninfo_db(dbname)}"]
     if no_owner:
@@ -38,7 +39,9 @@ def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log:
     decompress = pipeline.decompressor_argv(compression)
     env = pg.env(dbname)
     try:
-        if jobs > 1:
+        if os.path.isdir(local_path):  # pg_dump's directory format: each file decompressed by pg_restore itself
+            procs.run(argv + [f"--jobs={jobs}", local_path], env=env)
+        elif jobs > 1:
             # Parallel restore needs a seekable archive: decompress it once to the work dir.
             plain = local_path
             if decompress:

@@ -258,7 +258,7 @@ class Sources:
         store = source.store
         pending = []
         for name in names:
-            archived = store.archived(source.manifest, name)
+            archived = self._archived(source, name)
             if archived is None:
                 continue
             storage_class, restore = archived
@@ -271,6 +271,18 @@ class Sources:
                 self.result["changed"] = True
             pending.append(name)
         return "pending" if pending else "available"
+
+    def _archived(self, source: Source, name: str) -> tuple[str, str] | None:
+        """``store.archived``; an object the manifest lists but the store lacks is a damaged backup (IntegrityError)."""
+        try:
+            return source.store.archived(source.manifest, name)
+        except StorageError as exc:
+            if exc.code not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            where = source.store.describe(source.store.sibling(source.manifest, name))
+            raise IntegrityError(f"file {name} of backup {source.manifest.id} is missing: {where} does not exist, "
+                                 f"though the manifest lists it. The backup is damaged; {self.wording.untouched} was "
+                                 f"not touched. Restore another backup ({self.wording.lister} lists them).") from None
 
     def wait_for_archive(self, source: Source, names: list[str], log: RunLog) -> str:
         """Request what is archived, poll up to ``wait_timeout``; ``pending`` (with ``msg`` set) if still not back."""

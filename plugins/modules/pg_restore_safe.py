@@ -88,12 +88,16 @@ options:
     default: swap
   jobs:
     description:
-      - Parallel C(pg_restore) jobs; V(0) means one per core. With V(1) (default) the archive streams through
+      - Parallel C(pg_restore) jobs; V(0) means one per core.
+      - A one-file backup restores with one job when unset. With V(1) the archive streams through
         C(zstd -dc | pg_restore) with no extra disk space. With more jobs it is first decompressed to O(work_dir)
         (C(pg_restore -j) needs a seekable file), but an archive written through a pipe has no data offsets, so that
         was measured slower (1.50 vs 1.26 x a bare C(pg_restore -j2) of a C(pg_dump -f) file, benchmarks/README.md).
+      - A directory backup (M(doctorq.backup.pg_backup) O(doctorq.backup.pg_backup#module:jobs) other than 1) restores
+        with C(pg_restore -j N) straight from its directory, by default with the backup's own number of jobs, at most
+        one per core. From S3 its files are downloaded in parallel to O(work_dir) first; on disk they are read in
+        place. Every file is checked against the manifest (size, SHA-256, MD5) before anything is touched.
     type: int
-    default: 1
   safety_backup:
     description: Back up the existing target before replacing it (required by O(mode=replace)).
     type: bool
@@ -168,7 +172,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 source:
-  description: The backup restored (id, database, kind, location, ref, started_at, size).
+  description:
+    - The backup restored (id, database, kind, location, ref, started_at, size).
+    - For a directory backup also C(format) (V(directory)) and C(files), its number of files.
   returned: when a backup was found
   type: dict
 checksums:

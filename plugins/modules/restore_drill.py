@@ -71,9 +71,10 @@ options:
   jobs:
     description:
       - Parallel C(pg_restore) jobs (see M(doctorq.backup.pg_restore_safe)); V(1) streams, V(0) means one per core.
+      - When unset, one for a one-file backup and the backup's own number of jobs (at most one per core) for a
+        directory backup, which is restored the way M(doctorq.backup.pg_restore_safe) restores it.
       - Not used with O(file_set).
     type: int
-    default: 1
   notify_on:
     default: failure
 seealso:
@@ -193,7 +194,7 @@ def main() -> None:
         scratch_dir=dict(type="path"),
         report_dir=dict(type="path"),
         max_rpo_hours=dict(type="float", default=26.0),
-        jobs=dict(type="int", default=1),
+        jobs=dict(type="int"),
         s3=s3_argument_spec(),
     )
     spec["notify_on"] = dict(spec["notify_on"], default="failure")

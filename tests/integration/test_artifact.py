@@ -6,7 +6,9 @@ tarball into an empty collections path, and everything below runs from that
 copy alone: ANSIBLE_COLLECTIONS_PATH names only it, Ansible does not scan
 sys.path, PYTHONPATH is cleared and the working directory is not the
 checkout. A file left out of the build (galaxy.yml's build_ignore) or a path
-that only resolves inside a checkout fails here.
+that only resolves inside a checkout fails here. As for sanity, `git add` a
+new file before running it: an untracked module a tracked one imports is
+what a release would miss ("No module named ...").
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@
                              [--max-rpo-seconds N]
 
 The config is JSON (0600, owned by the database OS user; it may hold the
-webhook URL): ``stanza``, ``pgbackrest_config``, ``backup_dir`` (run logs and
-the lock), the notification options, and for drills the connection options
-(``login_unix_socket``, ``login_port``, ``login_user``) and pg_pitr_restore's
+webhook URL): ``stanza``, ``pgbackrest_config``, ``log_dir`` (run logs and
+the lock; default ``pgbackrest.DEFAULT_LOG_DIR``, as the modules; its old name
+``backup_dir`` is read until 1.0.0, with a warning), the notification
+options, and for drills the connection options (``login_unix_socket``, ``login_port``, ``login_user``) and pg_pitr_restore's
 ``scratch`` (``dir``, ``port``), ``drill`` (``report_dir``, ``max_rpo_seconds``) and ``timeout``
 (the drill's flags override them; the flat spellings of before, ``scratch_dir``
 and so on, and the ``pitr_*`` ones are read until 1.0.0, with a warning). Log lines go to stdout (cron mails them), errors to
@@ -30,7 +31,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.notify import notif
 from ansible_collections.doctorq.backup.cli.backup import read_config
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
@@ -50,8 +51,8 @@ FLAGS = {"scratch_dir": "scratch.dir", "scratch_port": "scratch.port", "report_d
 def job_spec() -> dict[str, Any]:
     spec = postgres_argument_spec()
     spec.update(pgbackrest_argument_spec())
-    spec.update(backup_dir=dict(type="path", default="/var/lib/doctorq-backup/pgbackrest"), log_dir=dict(type="path"),
-                **notify_argument_spec())
+    # log_dir's default (DEFAULT_LOG_DIR) is filled in by load_config, after its old name backup_dir was read
+    spec.update(log_dir=dict(type="path"), backup_dir=dict(type="path"), **notify_argument_spec())
     pitr = pitr_argument_spec()
     for name, keys in DRILL_OPTIONS.items():
         spec[name] = dict(pitr[name], options={k: pitr[name]["options"][k] for k in keys}) if keys else pitr[name]
@@ -79,6 +80,11 @@ def load_config(path: str) -> dict[str, Any]:
             sys.stderr.write(f"doctorq-pgbackrest: config {path}: {old} is deprecated and read until 1.0.0: "
                              f"name it {new}\n")
             _set(params, new, value)
+    legacy_dir = params.pop("backup_dir", None)
+    if legacy_dir is not None:
+        sys.stderr.write(f"doctorq-pgbackrest: config {path}: backup_dir is deprecated and read until 1.0.0: "
+                         "name it log_dir (the directory of the run logs and the lock)\n")
+    params["log_dir"] = params.get("log_dir") or legacy_dir or DEFAULT_LOG_DIR
     return params
 
 

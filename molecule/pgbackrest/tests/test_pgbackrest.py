@@ -84,6 +84,8 @@ def test_full_backup_through_the_runner_left_its_run_log(host):
             if name.startswith("backup_pgbackrest-main_") and name.endswith(".log")]
     texts = [host.file(f"{JOB_DIR}/{name}").content_string for name in logs]
     assert any("PHYSICAL_FULL backup" in text and "Backup completed successfully" in text for text in texts), logs
+    # the pgbackrest_backup module, run without log_dir, logs (and locks) in the same directory as the runner
+    assert any("INCREMENTAL backup" in text and "Backup completed successfully" in text for text in texts), logs
 
 
 def test_pitr_drill_recovered_past_the_backup_and_cleaned_up(host):

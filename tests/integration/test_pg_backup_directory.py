@@ -26,7 +26,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import utcn
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 from backup_support import (
-    CliProcesses, Proxy, add_text_jsonb_table, next_second, read_json, s3_keys, s3_uploads, wait_for, write_private,
+    CliProcesses, Proxy, add_text_jsonb_table, next_second, read_json, run_cli, s3_keys, s3_uploads, wait_for,
+    write_private,
 )
 
 DAY = dt.timedelta(days=1)
@@ -80,9 +81,10 @@ def restore_and_compare(pg_server, db: str, directory: str, table_digest) -> Non
 
 
 def test_jobs_2_to_disk_and_s3_is_complete_checkable_and_restorable(pg_server, big_db, tmp_path, s3_bucket, s3c,
-                                                                    table_digest):
+                                                                    table_digest, run_module):
     backup_dir = tmp_path / "backups"
-    result = backup(params_for(pg_server, big_db, backup_dir, s3=s3_bucket))
+    result = run_module("pg_backup", params_for(pg_server, big_db, backup_dir, s3=s3_bucket))  # the module's own spec
+    assert not result.get("failed"), result.get("msg")
     facts = result["backup"]
     directory = facts["path"]
     assert directory.endswith(".dir") and os.path.isdir(directory)
@@ -130,6 +132,9 @@ def test_jobs_2_to_disk_and_s3_is_complete_checkable_and_restorable(pg_server, b
     verdict = listing.verify(local, stores[0])
     assert verdict["ok"] is False and verdict["state"] == "corrupt"
     assert f"{name}/{table_file['name']}" in verdict["message"]
+    info = run_module("backup_info", {"backup_dir": str(backup_dir), "s3": s3_bucket, "db": big_db, "verify": True})
+    assert info["corrupt"] == [facts["id"]]
+    assert {b["location"]: b["verification"]["state"] for b in info["backups"]} == {"local": "corrupt", "s3": "verified"}
 
 
 def test_zstd_needs_pg_dump_16_and_fails_before_any_work(pg_server, pg_db, tmp_path):
@@ -223,6 +228,9 @@ def test_kill_9_mid_dump_leaves_nothing_complete_and_the_next_run_cleans_it(pg_s
     assert all(f"/{name}" in k for k in s3_keys(s3c, s3_bucket["bucket"], folder))
     assert s3_uploads(s3c, s3_bucket["bucket"]) == []
     assert listed(backup_dir, s3_bucket, big_db) == [(again["backup"]["id"], "daily", w) for w in ("local", "s3")]
+    checked = run_cli("list", "--config", path, "--verify")  # the scheduled job's listing re-hashes every file
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count("  verified") == 2 and again["backup"]["id"] in checked.stdout
 
 
 def test_weekly_copies_and_retention_of_directory_backups(pg_server, pg_db, tmp_path, s3_bucket, s3c):

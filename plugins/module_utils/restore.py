@@ -50,6 +50,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_directory i
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_globals import restore_globals
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_interrupted import DatabaseRestoreRun
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_partial import (
+    Partial, PartialRestore, partial_argument_spec,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
@@ -76,6 +79,7 @@ def restore_argument_spec() -> dict[str, Any]:
         no_privileges=dict(type="bool", default=False),
         row_tolerance=dict(type="float", default=0.1),
         work_dir=dict(type="path"),
+        partial=partial_argument_spec(),
         **archive_argument_spec(),
         **notify_argument_spec(),
     )
@@ -104,6 +108,7 @@ class RestoreJob:
     archive: ArchiveOptions = ArchiveOptions()
     work_dir: str | None = None
     notifier: Notifier = Notifier()
+    partial: Partial | None = None  # some tables/schemas into a new database (restore_partial.py)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "RestoreJob":
@@ -130,6 +135,7 @@ class RestoreJob:
             no_privileges=bool(params.get("no_privileges")),
             row_tolerance=params.get("row_tolerance", 0.1) if params.get("row_tolerance") is not None else 0.1,
             archive=ArchiveOptions.from_params(params), work_dir=params.get("work_dir"), notifier=Notifier.from_params(params),
+            partial=Partial.from_params(params.get("partial"), params["db"]),
         )
 
 
@@ -139,7 +145,9 @@ class _Restore(DatabaseRestoreRun):
     job: RestoreJob
 
     def __init__(self, job: RestoreJob, echo: IO[str] | None) -> None:
-        super().__init__(job, echo, DATABASE, {"changed": False, "database": job.db, "mode": job.mode})
+        super().__init__(job, echo, DATABASE, {"changed": False, "database": job.db,
+                                               "mode": "partial" if job.partial else job.mode})
+        self.partial = PartialRestore(self, job.partial) if job.partial else None
 
     # -- 1. source -----------------------------------------------------------
     def find_source(self, log: RunLog) -> Source:
@@ -226,23 +234,33 @@ class _Restore(DatabaseRestoreRun):
         return f"restore_{encode_name(self.job.db)}_{self.stamp}.log"
 
     def title(self) -> str:
+        if self.partial:
+            return f"Partial restore from backups of {self.job.db!r} into {self.partial.target!r}"
         return f"Restore of database {self.job.db!r}"
 
     def work(self, log: RunLog, check_mode: bool) -> None:
         job = self.job
-        if check_mode:
+        if self.partial:  # the live database is not touched: no lock of it, no leftovers or intent of its restores
+            source = self.find_source(log)
+            self._describe(source)
+            self.partial.go(source, log, check_mode)
+        elif check_mode:
             self._plan(log)
         else:
             with Lock(lock_path(job.backup_dir, job.db), f"a backup or restore of database {job.db!r}"):
                 self._run(log)
 
     def audit_record(self) -> dict[str, Any]:
+        if self.partial:
+            return {"database": self.job.db, "mode": "partial", "partial": self.result.get("partial")
+                    or self.partial.options()}
         return {"database": self.job.db, "mode": self.job.mode,
                 "previous_database": self.result.get("previous_database")}
 
     def event(self, status: str, error: str | None) -> dict[str, Any]:
         job = self.job
-        summary = (f"Restore of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
+        what = f"Partial restore ({self.partial.said()}) from backups" if self.partial else "Restore"
+        summary = (f"{what} of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
                    f"{status}" + (f" ({error})" if error else ""))
         return {"event": "restore", "status": status, "database": job.db, "host": socket.gethostname(),
                 "summary": summary, "error": error, "source": self.result.get("source"),

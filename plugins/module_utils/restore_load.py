@@ -14,6 +14,7 @@ counts equal, estimates within the tolerance. Both add their seconds to the run'
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -25,9 +26,20 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import con
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import add_duration
 
 
+def stopped_reading(index: int, status: int, _stderr: str) -> bool:
+    """``Pipe.wait``'s accept for ``decompressor | pg_restore`` when pg_restore may be done before the archive's end.
+
+    Listing the contents (``--list``) or restoring some entries
+    (``--use-list``), it stops reading once it has what it needs: the
+    decompressor then dies of SIGPIPE, which is no failure when pg_restore
+    itself succeeded (its own failure is reported either way).
+    """
+    return index == 0 and status == -signal.SIGPIPE
+
+
 def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log: Callable[[str], None], *,
               jobs: int, no_owner: bool, no_privileges: bool, work_dir: Callable[[], str],
-              durations: dict[str, float]) -> None:
+              durations: dict[str, float], use_list: str | None = None) -> None:
     """pg_restore ``local_path`` (a file, or a directory backup's directory) into the empty ``dbname``; ``jobs`` 0: one per core."""
     started = time.monotonic()
     argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={conninfo_db(dbname)}"]
@@ -35,6 +47,8 @@ def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log:
         argv.append("--no-owner")
     if no_privileges:
         argv.append("--no-privileges")
+    if use_list:  # a partial restore: only the entries listed (restore_partial.py)
+        argv.append(f"--use-list={use_list}")
     jobs = jobs or os.cpu_count() or 1
     decompress = pipeline.decompressor_argv(compression)
     env = pg.env(dbname)
@@ -60,7 +74,7 @@ def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log:
         else:
             with open(local_path, "rb") as inp, open(os.devnull, "wb") as out, \
                     procs.Pipe([decompress, argv], stdin=inp, stdout=out, env=env) as pipe:
-                pipe.wait()
+                pipe.wait(accept=stopped_reading if use_list else None)
     except procs.ProcessFailed as exc:
         if exc.name == "pg_restore":
             raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(exc.stderr[-1500:] or str(exc))}") from None

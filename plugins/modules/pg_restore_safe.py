@@ -137,6 +137,41 @@ options:
   work_dir:
     description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
     type: path
+  partial:
+    description:
+      - Restore only some tables and/or schemas of the backup of O(db) (or O(source_db)) into a new database, for
+        "give me yesterday's version of this table". O(db) itself is never touched, so no safety backup is taken and
+        no confirmation is needed; the backup is found and its checksums verified as for a full restore, and the run
+        log and the audit line (C(mode=partial)) say what was restored where.
+      - Every table and schema named must be in the backup's table of contents (C(pg_restore --list)); one that is not
+        fails the run before anything is created, naming it and what the backup has.
+      - A table comes with its schema (created when not C(public)), its data, the sequences it owns or names in a
+        column default (with their values), its column defaults, indexes, primary-key, unique and check constraints,
+        triggers, rules, policies, comments and grants (C(pg_restore --use-list) of those entries). Anything that
+        also needs an object not restored is left out with a warning naming it - foreign keys to tables not
+        restored, triggers whose function is elsewhere, views over other tables. Types, functions and extensions a
+        table needs from outside the restored schemas are not taken; C(pg_restore) then fails naming them, and the
+        new database is dropped.
+      - Afterwards every restored table is checked against the manifest (present, rows counted as for a full
+        restore). Only the new-database form exists; to put rows back into the live database, copy them from there.
+        One-file backups only (not directory backups).
+    type: dict
+    suboptions:
+      tables:
+        description: Tables as C(schema.table), or C(table) for one in C(public); names as they are, unquoted.
+        type: list
+        elements: str
+        default: []
+      schemas:
+        description: Schemas restored whole (every object in them).
+        type: list
+        elements: str
+        default: []
+      target_db:
+        description:
+          - The new database to restore into; it must not exist (an existing one is refused, whatever O(confirm)
+            says). Defaults to C(<db>__partial_<timestamp>).
+        type: str
 seealso:
   - module: doctorq.backup.pg_backup
   - module: doctorq.backup.backup_info
@@ -158,6 +193,14 @@ EXAMPLES = r"""
     db: doctorq_yesterday
     source_db: doctorq
     before: "{{ '%Y-%m-%dT00:00:00Z' | strftime }}"
+
+- name: "3 a.m.: yesterday's version of one table, beside the live database"
+  doctorq.backup.pg_restore_safe:
+    db: doctorq
+    before: "{{ '%Y-%m-%dT00:00:00Z' | strftime }}"
+    partial:
+      tables: [public.orders]
+      target_db: doctorq_orders_yesterday
 
 - name: Restore an archived backup, waiting up to 10 minutes for an Expedited retrieval
   doctorq.backup.pg_restore_safe:
@@ -199,6 +242,13 @@ s3_error:
       instead (a warning and the run log say so).
   returned: when S3 could not be listed
   type: str
+partial:
+  description:
+    - With O(partial), what was asked and done (tables, schemas, target_db, from_database, C(live_database_touched)
+      false, C(safety_backup) V(not needed), restored_tables, skipped - entries left out and why, rows - per restored
+      table, the manifest's row count it was checked against).
+  returned: when O(partial) is set and a backup was found
+  type: dict
 tables:
   description: The verification after the restore (expected, found, missing, mismatched, exact).
   returned: success

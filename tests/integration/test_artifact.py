@@ -72,7 +72,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_every_shipped_file_is_in_the_artifact(installed):
     """A tracked file of a shipped part missing from the tarball (build_ignore too wide) fails here."""
-    _, root = installed
+    root = installed[1]
     with open(REPO / "galaxy.yml", encoding="utf-8") as handle:
         ignore = yaml.safe_load(handle).get("build_ignore") or []
     shipped = [p for p in _tracked() if p.startswith(SHIPPED) and not any(fnmatch.fnmatch(p, pat) for pat in ignore)]
@@ -111,7 +111,7 @@ def test_commands_start_from_the_installed_copy(installed, tmp_path):
 
 def test_demo_playbook_from_the_installed_copy(installed, tmp_path, pg_server, pg_db, s3_bucket, seaweed, table_digest):
     """playbooks/demo.yml, run as doctorq.backup.demo: backup to disk and S3, list and verify, restore, same rows."""
-    collections, _ = installed
+    collections = installed[0]
     env = _env(collections, DEMO_DIR=str(tmp_path), DEMO_DB=pg_db, DEMO_BUCKET=s3_bucket["bucket"],
                DOCTORQ_SEAWEED_ENDPOINT=seaweed.endpoint_url, DOCTORQ_SEAWEED_ACCESS_KEY=seaweed.access_key,
                DOCTORQ_SEAWEED_SECRET_KEY=seaweed.secret_key, **pg_server.libpq_env(pg_db),

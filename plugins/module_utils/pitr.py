@@ -54,7 +54,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pitr_cluster import
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_exposure import Exposure, measure_exposure
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import PitrJob
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_plan import (
-    check_confirmation, check_live_dir, check_target, live_dir, pick_set, restore_options, scratch_dir,
+    check_confirmation, check_live_dir, check_target, describe_target, live_dir, pick_set, restore_options, scratch_dir, target_facts,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import Window, iso_us, last_archived_commit, lineage, window_of
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
@@ -171,8 +171,7 @@ class _Pitr:
         window = self.window(info, log)
         when = check_target(job, window)
         chosen = pick_set(job, info, self.line, when)
-        plan: dict[str, Any] = {"target": job.target, "target_time": iso_us(when) if when else None,
-                                "target_name": job.target_name, "backup_set": chosen[0], "into": job.into,
+        plan: dict[str, Any] = {**target_facts(job, when), "backup_set": chosen[0], "into": job.into,
                                 "drill": job.drill, "window": window.summary()}
         if job.into == "live":
             plan.update(data_dir=live_dir(job), confirmation_ok=job.confirm == job.stanza,
@@ -211,11 +210,10 @@ class _Pitr:
         window = self.window(info, log)
         when = check_target(job, window)
         chosen = pick_set(job, info, self.line, when)
-        self.result["pitr"] = {"target": job.target, "target_time": iso_us(when) if when else None,
-                               "target_name": job.target_name, "into": job.into, "data_dir": data_dir,
+        self.result["pitr"] = {**target_facts(job, when), "into": job.into, "data_dir": data_dir,
                                "backup_set": chosen[0], "timeline": self.line.latest if not chosen[1] else None}
-        log(f"Target: {job.target}" + (f" {iso_us(when)}" if when else "") + (f" {job.target_name}" if job.target_name else "")
-            + f", from backup {chosen[0]}" + (" along its own timeline" if chosen[1] else f" along timeline {self.line.latest}"))
+        log(f"Target: {describe_target(job, when)}, from backup {chosen[0]}"
+            + (" along its own timeline" if chosen[1] else f" along timeline {self.line.latest}"))
         if job.into == "live":
             self._live(data_dir, when, chosen, up, log)
         else:

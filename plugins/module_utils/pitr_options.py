@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from typing import Any, Mapping
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
@@ -22,7 +23,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import D
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import parse_time
 from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import Moved, is_true, move_options
 
-TARGETS = ("time", "immediate", "end", "name")
+TARGETS = ("time", "immediate", "end", "name")  # the old flat spellings of target (xid and lsn came after them)
+KINDS = ("time", "name", "xid", "lsn", "immediate", "end")
+LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 REMOVED_IN = "1.0.0"
 
 
@@ -32,6 +35,9 @@ def pitr_argument_spec() -> dict[str, Any]:
         target=dict(type="dict", options=dict(
             time=dict(type="str"),
             name=dict(type="str"),
+            xid=dict(type="str"),
+            lsn=dict(type="str"),
+            exclusive=dict(type="bool", default=False),
             immediate=dict(type="bool"),
             end=dict(type="bool"),
             backup_set=dict(type="str"),
@@ -101,16 +107,38 @@ def _group(params: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def _target(params: Mapping[str, Any], drill: bool) -> str:
     target = _group(params, "target")
-    given = [kind for kind in ("time", "name", "immediate", "end") if target.get(kind)]
+    given = [kind for kind in KINDS if target.get(kind) not in (None, False, "")]
     if len(given) > 1:
-        raise ConfigError(f"target takes one of time, name, immediate or end, not {' and '.join(given)}.")
+        raise ConfigError(f"target takes one of time, name, xid, lsn, immediate or end, not {' and '.join(given)}.")
+    if target.get("exclusive") and given and given[0] not in ("time", "xid", "lsn"):
+        raise ConfigError(f"target.exclusive applies to a time, xid or lsn target, not to target.{given[0]}: "
+                          "remove it.")
     if given:
         return given[0]
     if drill:
         return "time"  # the end of the recoverable window
     raise ConfigError("target is required (except with into=drill): {time: <ISO 8601, e.g. 2025-11-07T10:42:00Z>}, "
-                      "{name: <restore point>}, {immediate: true} (the state of target.backup_set, default the newest "
-                      "backup) or {end: true} (everything archived).")
+                      "{name: <restore point>}, {xid: <transaction ID>}, {lsn: <WAL location, e.g. 0/3000060>}, "
+                      "{immediate: true} (the state of target.backup_set, default the newest backup) or {end: true} "
+                      "(everything archived).")
+
+
+def parse_xid(value: Any) -> int:
+    """A transaction ID as ``txid_current()`` shows it: a positive integer (64-bit with the epoch)."""
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 2 ** 64:
+        raise ConfigError(f"target.xid={value!r} is not a transaction ID: give a positive integer as txid_current() "
+                          "or pg_current_xact_id() shows it, e.g. 7395.")
+    return int(text)
+
+
+def parse_lsn_target(value: Any) -> str:
+    """A WAL location as ``pg_current_wal_lsn()`` shows it: two hexadecimal numbers, ``X/X``."""
+    text = str(value).strip()
+    if not LSN_RE.match(text):
+        raise ConfigError(f"target.lsn={value!r} is not a WAL location: give it as pg_current_wal_lsn() shows it, "
+                          "two hexadecimal numbers of at most 8 digits with a slash, e.g. 0/3000060.")
+    return text.upper()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +150,9 @@ class PitrJob:
     user: str = DEFAULT_USER
     target_time: dt.datetime | None = None
     target_name: str | None = None
+    target_xid: int | None = None
+    target_lsn: str | None = None
+    target_exclusive: bool = False
     backup_set: str | None = None
     into: str = "scratch"
     data_dir: str | None = None
@@ -160,7 +191,10 @@ class PitrJob:
             stanza=params.get("stanza") or "main", config=params.get("pgbackrest_config") or DEFAULT_CONFIG,
             user=params.get("pgbackrest_user") or DEFAULT_USER,
             target_time=parse_time(when, "target.time") if when else None,
-            target_name=_group(params, "target").get("name"), backup_set=_group(params, "target").get("backup_set"),
+            target_name=_group(params, "target").get("name"),
+            target_xid=parse_xid(_group(params, "target")["xid"]) if target == "xid" else None,
+            target_lsn=parse_lsn_target(_group(params, "target")["lsn"]) if target == "lsn" else None,
+            target_exclusive=bool(_group(params, "target").get("exclusive")), backup_set=_group(params, "target").get("backup_set"),
             into="scratch" if drill else into, data_dir=live.get("data_dir"), service=live.get("service"),
             scratch_dir=scratch.get("dir"), scratch_port=port,
             keep_scratch=(not drill) if keep is None else bool(keep), drill=drill,

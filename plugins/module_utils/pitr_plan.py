@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import read_conf
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import Lineage, StanzaInfo
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import Lineage, StanzaInfo, parse_lsn
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import PitrJob
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_window import Window, iso_us, pg_time
 
@@ -92,6 +93,19 @@ def check_target(job: PitrJob, window: Window) -> dt.datetime | None:
     return when
 
 
+def describe_target(job: PitrJob, when: dt.datetime | None) -> str:
+    """The target as the log says it: ``time 2025-...``, ``xid 7395 (exclusive)``, ``immediate``..."""
+    value = {"time": iso_us(when) if when else None, "name": job.target_name, "xid": job.target_xid,
+             "lsn": job.target_lsn}.get(job.target)
+    return job.target + (f" {value}" if value is not None else "") + (" (exclusive)" if job.target_exclusive else "")
+
+
+def target_facts(job: PitrJob, when: dt.datetime | None) -> dict[str, Any]:
+    """The target as the plan, the result and the audit line report it."""
+    return {"target": job.target, "target_time": iso_us(when) if when else None, "target_name": job.target_name,
+            "target_xid": job.target_xid, "target_lsn": job.target_lsn, "target_exclusive": job.target_exclusive}
+
+
 def pick_set(job: PitrJob, info: StanzaInfo, line: Lineage, when: dt.datetime | None) -> tuple[str, bool]:
     """The backup to start from, and whether it lies off the newest timeline's line.
 
@@ -111,9 +125,19 @@ def pick_set(job: PitrJob, info: StanzaInfo, line: Lineage, when: dt.datetime | 
                               f"along timeline {line.latest}. Nothing was touched.")
         return chosen.label, True
     candidates = [b for b in info.usable() if line.on_it(b) and (when is None or b.consistent_from <= when)]
+    if job.target == "lsn":  # pgBackRest would take the newest backup, which may end after the location
+        candidates = [b for b in candidates if b.lsn_stop is None or parse_lsn(b.lsn_stop) <= parse_lsn(job.target_lsn)]
+        if not candidates:
+            raise ConfigError(f"target.lsn {job.target_lsn} lies before the end of every backup of stanza "
+                              f"{job.stanza!r} on timeline {line.latest}'s line (backup_info lists their lsn_stop): "
+                              "choose a later location. Nothing was touched.")
     if not candidates:
         raise ConfigError(f"no backup of stanza {job.stanza!r} on timeline {line.latest}'s line ended before "
                           f"{iso_us(when) if when else 'now'}. Nothing was touched.")
+    if job.target == "xid":
+        # the repository cannot tell when a transaction ID committed: the oldest backup reaches every one the
+        # window holds (a newer one that ended after the commit never finds it); target.backup_set saves replay
+        return candidates[0].label, False
     return candidates[-1].label, False
 
 
@@ -122,7 +146,11 @@ def restore_options(job: PitrJob, when: dt.datetime | None, data_dir: str, backu
     """``pgbackrest restore``'s options: the target, the set, and how the data directory is written."""
     opts = {"time": ["--type=time", f"--target={pg_time(when)}"] if when else [],
             "immediate": ["--type=immediate"], "end": ["--type=default"],
-            "name": ["--type=name", f"--target={job.target_name}"]}[job.target]
+            "name": ["--type=name", f"--target={job.target_name}"],
+            "xid": ["--type=xid", f"--target={job.target_xid}"],
+            "lsn": ["--type=lsn", f"--target={job.target_lsn}"]}[job.target]
+    if job.target_exclusive and job.target in ("time", "xid", "lsn"):
+        opts.append("--target-exclusive")  # stop just before the target instead of just after it
     if job.target != "end":
         opts.append("--target-action=promote")
     if backup_set:

@@ -10,7 +10,7 @@ short_description: Point-in-time recovery of a whole PostgreSQL cluster from pgB
 version_added: 0.1.0
 description:
   - Recovers the whole cluster of a pgBackRest stanza (see C(docs/pitr.md)) to a time, to the end of the archived WAL,
-    to the end of a backup, or to a named restore point.
+    to the end of a backup, to a named restore point, to a transaction ID or to a WAL location.
   - Into a scratch data directory served by a private server on another port (O(into=scratch), the default, and
     O(into=drill)), the live cluster untouched; or into the live cluster (O(into=live), with O(confirm) equal to O(stanza)).
   - When the live server answers, the run first seals the recoverable window (a commit and C(pgbackrest check)), so
@@ -63,7 +63,8 @@ options:
     default: ''
   target:
     description:
-      - What to recover to - exactly one of O(target.time), O(target.name), O(target.immediate) or O(target.end).
+      - What to recover to - exactly one of O(target.time), O(target.name), O(target.xid), O(target.lsn),
+        O(target.immediate) or O(target.end). Each is checked before any work.
         Required unless O(into=drill) (a drill recovers to the end of the window).
       - Until 1.0.0 the flat spellings of before still work, with a deprecation warning - C(target=time) with
         C(target_time), C(target=name) with C(target_name), C(target=immediate), C(target=end), and C(backup_set).
@@ -79,6 +80,24 @@ options:
       name:
         description: Recover to this restore point (made with C(pg_create_restore_point)).
         type: str
+      xid:
+        description:
+          - Recover to the end of this transaction (a positive integer, as C(txid_current()) or C(pg_current_xact_id())
+            shows it) - pgBackRest's C(--type=xid). Without O(target.backup_set) the recovery starts from the oldest
+            backup on the newest timeline's line, which reaches every transaction of the window (the repository cannot
+            tell when a transaction committed); name a newer backup that ended before the commit to replay less.
+        type: str
+      lsn:
+        description:
+          - Recover up to this WAL location (C(X/X) in hexadecimal, as C(pg_current_wal_lsn()) shows it) -
+            pgBackRest's C(--type=lsn); starts from the newest backup that ended at or before it.
+        type: str
+      exclusive:
+        description:
+          - With O(target.time), O(target.xid) or O(target.lsn), stop just before the target instead of just after it
+            (pgBackRest's C(--target-exclusive)) - an excluded O(target.xid) is not kept.
+        type: bool
+        default: false
       immediate:
         description:
           - Stop as soon as the backup (O(target.backup_set), default the newest) is consistent - the state of that
@@ -195,6 +214,19 @@ EXAMPLES = r"""
       name: before_migration
   become: true
 
+- name: Recover up to and including transaction 7395 (txid_current() inside it), into a scratch cluster
+  doctorq.backup.pg_pitr_restore:
+    target:
+      xid: 7395
+  become: true
+
+- name: Recover everything before the WAL location of a bad migration, into a scratch cluster
+  doctorq.backup.pg_pitr_restore:
+    target:
+      lsn: 0/7A000028
+      exclusive: true
+  become: true
+
 - name: Look at the state of one backup (the safety backup of a live recovery, say)
   doctorq.backup.pg_pitr_restore:
     target:
@@ -225,7 +257,9 @@ plan:
   returned: check mode
   type: dict
 pitr:
-  description: The point-in-time recovery done (target, target_time, target_name, into, data_dir, backup_set used).
+  description:
+    - The point-in-time recovery done (target, target_time, target_name, target_xid, target_lsn, target_exclusive, into,
+      data_dir, backup_set used).
   returned: when the target was checked against the window
   type: dict
 window:

@@ -73,3 +73,21 @@ def test_the_flat_spellings_of_before_are_grouped():
         translate_legacy({"scratch": "dir=/x", "scratch_port": 1})
     job = PitrJob.from_params(translate_legacy({"target": "name", "target_name": "p", "keep_scratch": False})[0])
     assert (job.target, job.target_name, job.keep_scratch) == ("name", "p", False)
+
+
+def test_xid_and_lsn_targets_are_checked_before_any_work():
+    base = {"login_user": "postgres"}
+    xid = PitrJob.from_params({**base, "target": {"xid": "7395", "exclusive": True}})
+    assert (xid.target, xid.target_xid, xid.target_exclusive) == ("xid", 7395, True)
+    lsn = PitrJob.from_params({**base, "target": {"lsn": "0/3000a60"}})
+    assert (lsn.target, lsn.target_lsn, lsn.target_exclusive) == ("lsn", "0/3000A60", False)
+    for bad in ("0", "-5", "12a", "1.5", " "):
+        with pytest.raises(ConfigError, match="is not a transaction ID: give a positive integer"):
+            PitrJob.from_params({**base, "target": {"xid": bad}})
+    for bad in ("3000060", "0/XYZ", "0/123456789", "/1", "0/"):
+        with pytest.raises(ConfigError, match=r"is not a WAL location: .* e\.g\. 0/3000060"):
+            PitrJob.from_params({**base, "target": {"lsn": bad}})
+    with pytest.raises(ConfigError, match="one of time, name, xid, lsn, immediate or end, not xid and lsn"):
+        PitrJob.from_params({**base, "target": {"xid": "5", "lsn": "0/1"}})
+    with pytest.raises(ConfigError, match="target.exclusive applies to a time, xid or lsn target, not to target.name"):
+        PitrJob.from_params({**base, "target": {"name": "p", "exclusive": True}})

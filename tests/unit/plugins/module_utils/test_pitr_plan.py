@@ -79,3 +79,25 @@ def test_live_needs_the_stanzas_name_and_scratch_an_empty_new_directory(tmp_path
         scratch_dir(job(live={"data_dir": str(tmp_path / "other")}, scratch={"dir": str(live)}))
     with pytest.raises(ConfigError, match="too long"):
         scratch_dir(job(live={"data_dir": str(live)}, scratch={"dir": str(tmp_path / ("x" * 100))}))
+
+
+def test_xid_lsn_and_exclusive_restore_options():
+    xid = restore_options(job(target={"xid": "7395", "exclusive": True}), None, "/s", "SET")
+    assert xid[:4] == ["--type=xid", "--target=7395", "--target-exclusive", "--target-action=promote"]
+    lsn = restore_options(job(target={"lsn": "0/3000060"}), None, "/s")
+    assert lsn[:3] == ["--type=lsn", "--target=0/3000060", "--target-action=promote"]
+    assert "--target-exclusive" not in lsn
+    assert restore_options(job(target={"immediate": True}), None, "/s")[:2] == ["--type=immediate", "--target-action=promote"]
+
+
+def test_lsn_and_xid_targets_start_from_a_backup_that_reaches_them():
+    line = Lineage(1, {})
+    full, incr = "20251102-010002F", "20251102-010002F_20251102-070001I"
+    # pgBackRest would take the newest backup; for an LSN inside the first one's WAL that one must be used
+    assert pick_set(job(target={"lsn": "0/4000000"}), INFO, line, None) == (full, False)
+    assert pick_set(job(target={"lsn": "0/5000100"}), INFO, line, None) == (incr, False)
+    with pytest.raises(ConfigError, match="target.lsn 0/3000000 lies before the end of every backup.*later location"):
+        pick_set(job(target={"lsn": "0/3000000"}), INFO, line, None)
+    # an xid's commit time is unknown to the repository: the oldest backup reaches it; backup_set overrides
+    assert pick_set(job(target={"xid": "900"}), INFO, line, None) == (full, False)
+    assert pick_set(job(target={"xid": "900", "backup_set": incr}), INFO, line, None) == (incr, False)

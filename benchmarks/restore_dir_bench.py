@@ -52,9 +52,7 @@ sys.path.insert(0, benchlib.collections_dir())
 
 # pylint: disable=wrong-import-position
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup  # noqa: E402
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn  # noqa: E402
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, run_restore  # noqa: E402
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config  # noqa: E402
 
 
 def children_cpu() -> float:

@@ -156,7 +156,7 @@ def test_directory_round_trip_from_s3(run_module, pg_server, table_digest, dbs, 
 
 
 def test_corrupted_or_missing_object_in_s3_is_refused(run_module, pg_server, table_digest, dbs, dirs, s3_bucket,
-                                                       seaweed) -> None:
+                                                      seaweed) -> None:
     made_on, restore_on = dirs
     db = dbs.sample()
     made = dir_backup(run_module, pg_server, db, made_on, s3=s3_bucket)

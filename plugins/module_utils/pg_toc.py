@@ -77,8 +77,8 @@ def parse(listing: str) -> list[Entry]:
         elif depends and raw:
             raw[-1][3].extend(int(d) for d in depends.group(1).split())
     split = [_desc(text) for _id, text, _line, _deps in raw]
-    schemas = {"public", "pg_catalog"} | {_without_owner(rest)[2:] for desc, rest in split
-                                           if desc == "SCHEMA" and rest.startswith("- ")}
+    declared = {_without_owner(rest)[2:] for desc, rest in split if desc == "SCHEMA" and rest.startswith("- ")}
+    schemas = {"public", "pg_catalog"} | declared
     names = sorted(schemas, key=len, reverse=True)
     entries = []
     for (number, _text, line, deps), (desc, rest) in zip(raw, split):

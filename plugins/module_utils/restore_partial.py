@@ -184,4 +184,3 @@ class PartialRestore:
         finally:
             pipeline.remove_quietly(list_path)
         log(f"{self.target!r} holds {', '.join(f'{k} ({v} rows)' for k, v in run.result['partial']['rows'].items())}")
-

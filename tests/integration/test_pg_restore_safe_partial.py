@@ -104,8 +104,8 @@ def test_a_missing_table_fails_before_anything_is_created(run_module, pg_server,
     assert audit["status"] == "failure" and audit["mode"] == "partial" and "public.ordres" in audit["error"]
 
 
-def test_an_existing_target_db_is_refused_whatever_confirm_says(run_module, pg_server, table_digest, dbs,
-                                                                  backup_dir) -> None:
+def test_an_existing_target_db_is_refused_whatever_confirm_says(
+        run_module, pg_server, table_digest, dbs, backup_dir) -> None:
     db, digest, _made = yesterday_and_today(pg_server, table_digest, dbs, backup_dir)
     target = dbs.empty(dbs.name("_taken"))
     pg_server.query("CREATE TABLE keep (x int); INSERT INTO keep VALUES (7)", dbname=target)
@@ -117,8 +117,8 @@ def test_an_existing_target_db_is_refused_whatever_confirm_says(run_module, pg_s
     assert table_digest(pg_server, target) == {"public.keep": table_digest(pg_server, target)["public.keep"]}
     assert pg_server.query("SELECT x FROM keep", dbname=target) == [(7,)]
     assert table_digest(pg_server, db) == digest["modified"]
-    assert "the live one" in failed(run_module(MODULE, restore_args(pg_server, db, backup_dir,
-                                                                     partial={"tables": ["orders"], "target_db": db})))
+    into_live = restore_args(pg_server, db, backup_dir, partial={"tables": ["orders"], "target_db": db})
+    assert "the live one" in failed(run_module(MODULE, into_live))
 
 
 def test_one_table_from_s3(run_module, pg_server, table_digest, dbs, tmp_path, s3_bucket) -> None:

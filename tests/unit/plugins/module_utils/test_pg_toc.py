@@ -10,7 +10,7 @@ LISTING = """;
 ; Archive created at 2026-12-03 02:24:55 UTC
 ; Selected TOC Entries:
 ;
-3401; 0 0 ENCODING - ENCODING 
+3401; 0 0 ENCODING - ENCODING
 6; 2615 31670 SCHEMA - billing postgres
 7; 2615 31671 SCHEMA - my schema postgres
 222; 1259 31726 SEQUENCE public invoice_number_seq postgres

@@ -60,8 +60,8 @@ class Exposure:
         newest = f"newest archived commit {iso_us(self.commit.at)} (segment {self.commit.segment})"
         if self.idle:
             return f"0s: nothing committed since the {newest}"
-        return f"{self.age:.1f}s: the {newest}" + ("" if self.next_xid is not None else
-                                                    ", the live server not asked whether anything committed since")
+        unasked = "" if self.next_xid is not None else ", the live server not asked whether anything committed since"
+        return f"{self.age:.1f}s: the {newest}{unasked}"
 
     def summary(self) -> dict[str, Any]:
         return {"measured_at": iso_us(self.measured_at), "seconds": self.seconds,

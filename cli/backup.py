@@ -49,12 +49,14 @@ from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import check_policy
+from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import translate
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 
 FILES_COMMANDS = ("files", "files-drill")
 SET_ONLY = ("name", "paths", "preset")  # options that only make sense per set
+PROGRAMS = {"pgbackrest_backup": "doctorq-pgbackrest"}  # whose config holds which module's options; else doctorq-backup
 
 
 def job_spec() -> dict[str, Any]:
@@ -70,23 +72,50 @@ def files_job_spec() -> dict[str, Any]:
     options = files_backup_argument_spec()
     options["s3"] = s3_argument_spec()
     spec = {name: option for name, option in options.items() if name not in SET_ONLY}
-    # no defaults inside a set: an option a set leaves out takes the shared value
-    per_set = {name: {k: v for k, v in option.items() if k != "default"} for name, option in options.items()}
+    # no defaults inside a set: an option a set leaves out takes the shared value (a notification setting too)
+    per_set = {name: _without_defaults(option) for name, option in options.items()}
+    per_set["notification"]["options"] = {name: _without_defaults(sub)
+                                          for name, sub in per_set["notification"]["options"].items()}
     spec["sets"] = dict(type="list", elements="dict", required=True, options=per_set)
     return spec
 
 
-def read_config(path: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
-    """Read a 0600 JSON config and validate it with the modules' own argument spec."""
+def _without_defaults(option: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in option.items() if k != "default"}
+
+
+def read_config(path: str, spec: dict[str, Any], what: str, module: str, per_set: str | None = None) -> dict[str, Any]:
+    """Read a 0600 JSON config and validate it with the modules' own argument spec.
+
+    Old spellings of ``module``'s options (renamed_options' table) are read
+    with a warning on stderr, in the config itself and in each entry of its
+    ``per_set`` list.
+    """
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
     from ansible.module_utils.errors import UnsupportedError  # pylint: disable=import-outside-toplevel
     raw = _read_json(path, what)
+    raw = _today(path, module, raw)
+    if per_set and isinstance(raw.get(per_set), list):
+        raw[per_set] = [_today(path, module, entry) if isinstance(entry, dict) else entry for entry in raw[per_set]]
     result = ArgumentSpecValidator(spec).validate(raw)
     if result.error_messages:
         raise ConfigError(f"config {path}: " + "; ".join(
             ("unknown option " if isinstance(error, UnsupportedError) else "") + error.error_message
             for error in result.errors.errors))
     return result.validated_parameters
+
+
+def _today(path: str, module: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` in today's spellings of ``module``'s options; a warning on stderr for each old one."""
+    try:
+        done = translate(module, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    if done.module != module:
+        raise ConfigError(f"config {path}: " + " ".join(done.deprecations))
+    for note in done.deprecations:
+        sys.stderr.write(f"{PROGRAMS.get(module, 'doctorq-backup')}: WARNING: config {path}: {note}" + "\n")
+    return done.args
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -108,16 +137,19 @@ def _read_json(path: str, what: str) -> Any:
 
 def load_config(path: str) -> dict[str, Any]:
     """The databases' config (pg_backup options and ``databases``)."""
-    return read_config(path, job_spec(), "pg_backup options")
+    return read_config(path, job_spec(), "pg_backup options", "pg_backup")
 
 
 def load_files_config(path: str) -> list[dict[str, Any]]:
     """The file sets' config: one files_backup parameter dict per set, the shared options merged in."""
-    params = read_config(path, files_job_spec(), "files_backup options and sets")
+    params = read_config(path, files_job_spec(), "files_backup options and sets", "files_backup", per_set="sets")
     shared = {k: v for k, v in params.items() if k != "sets"}
     found: list[dict[str, Any]] = []
     for number, entry in enumerate(params["sets"], 1):
         merged = {**shared, **{k: v for k, v in entry.items() if v is not None}}
+        if entry.get("notification"):  # a set's own notification settings, the shared ones for the rest
+            merged["notification"] = {**(shared.get("notification") or {}),
+                                      **{k: v for k, v in entry["notification"].items() if v is not None}}
         name = merged.get("name") or merged.get("preset")
         if not name:
             raise ConfigError(f"config {path}: set #{number} has no name (nor a preset, which would name it).")
@@ -303,7 +335,8 @@ def _internal_error(exc: Exception) -> str:
 def _secrets(params: dict[str, Any]) -> list[str]:
     """The no_log values of one job's parameters (password, webhook URL, S3 secret key and token)."""
     s3 = params.get("s3") or {}
-    values = [params.get("login_password"), params.get("webhook_url"), s3.get("secret_key"), s3.get("session_token")]
+    values = [params.get("login_password"), (params.get("notification") or {}).get("webhook_url"), s3.get("secret_key"),
+              s3.get("session_token")]
     return [v for v in values if isinstance(v, str) and v]
 
 

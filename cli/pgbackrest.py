@@ -73,7 +73,7 @@ def _set(params: dict[str, Any], where: str, value: Any) -> None:
 
 def load_config(path: str) -> dict[str, Any]:
     """Read the 0600 config and validate it with the modules' own argument spec."""
-    params = read_config(path, job_spec(), "pgbackrest job options")
+    params = read_config(path, job_spec(), "pgbackrest job options", "pgbackrest_backup")
     for old, new in LEGACY_DRILL_OPTIONS.items():
         value = params.pop(old, None)
         if value is not None:

@@ -65,7 +65,7 @@ class DrillJob:
                    backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
                    s3=s3util.S3Config.from_params(params.get("s3")), report_dir=params.get("report_dir"),
                    jobs=params.get("jobs"),
-                   max_rpo_hours=_rpo_hours(params), notifier=Notifier.from_params(params))
+                   max_rpo_hours=_rpo_hours(params), notifier=Notifier.from_params(params, notify_on="failure"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ class FilesDrillJob:
                    backup_dir=params.get("backup_dir") or "/var/backups/files",
                    s3=s3util.S3Config.from_params(params.get("s3")), report_dir=params.get("report_dir"),
                    scratch_dir=params.get("scratch_dir"), max_rpo_hours=_rpo_hours(params),
-                   notifier=Notifier.from_params(params))
+                   notifier=Notifier.from_params(params, notify_on="failure"))
 
 
 def _rpo_hours(params: dict[str, Any]) -> float:

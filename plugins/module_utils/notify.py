@@ -113,25 +113,33 @@ def write_metrics(directory: str, job: str, database: str, samples: dict[str, fl
         lines.append(f'{name}{{database="{_label(database)}"}} {float(value)!r}' if not float(value).is_integer()
                      else f'{name}{{database="{_label(database)}"}} {int(value)}')
     suffix = "The run's own outcome is not affected."
+    where = f"notification.metrics_dir {directory}"
     if not os.path.isdir(directory):
-        raise StorageError(f"metrics not written: metrics_dir {directory} does not exist or is not a directory; create "
-                           f"it (node_exporter's textfile directory) or fix the metrics_dir option. {suffix}")
+        raise StorageError(f"metrics not written: {where} does not exist or is not a directory; create it "
+                           f"(node_exporter's textfile directory) or fix the notification.metrics_dir option. {suffix}")
     try:
         write_file_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=0o644)
     except StorageError as exc:
-        raise StorageError(f"metrics not written to metrics_dir {directory}: {exc} It must be writable by uid "
+        raise StorageError(f"metrics not written to {where}: {exc} It must be writable by uid "
                            f"{os.geteuid()}. {suffix}") from None
     return path
 
 
+NOTIFY_ON = ("always", "failure", "never")
+
+
 def notify_argument_spec() -> dict[str, Any]:
-    """Webhook and metrics options, shared by every job that reports an outcome."""
-    return dict(
+    """The ``notification`` option (webhook and metrics) of every job that reports an outcome.
+
+    Doc fragment ``doctorq.backup.notify``; edit them together. ``notify_on``
+    has no default here: each job has its own (``Notifier.from_params``).
+    """
+    return dict(notification=dict(type="dict", options=dict(
         webhook_url=dict(type="str", no_log=True),
         webhook_format=dict(type="str", default="slack", choices=["slack", "json"]),
-        notify_on=dict(type="str", default="always", choices=["always", "failure", "never"]),
+        notify_on=dict(type="str", choices=list(NOTIFY_ON)),
         metrics_dir=dict(type="path"),
-    )
+    )))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +152,11 @@ class Notifier:
     metrics_dir: str | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Notifier":
-        return cls(params.get("webhook_url"), params.get("webhook_format") or "slack",
-                   params.get("notify_on") or "always", params.get("metrics_dir"))
+    def from_params(cls, params: dict[str, Any], notify_on: str = "always") -> "Notifier":
+        """The ``notification`` option of ``params``; ``notify_on`` is the job's default (drills: ``failure``)."""
+        given = params.get("notification") or {}
+        return cls(given.get("webhook_url"), given.get("webhook_format") or "slack",
+                   given.get("notify_on") or notify_on, given.get("metrics_dir"))
 
     def send(self, event: dict[str, Any], log: RunLog) -> list[str]:
         if not self.webhook_url or self.notify_on == "never":

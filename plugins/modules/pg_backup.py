@@ -107,7 +107,8 @@ EXAMPLES = r"""
     s3:
       bucket: doctorq-backups
       prefix: "doctorq/{{ inventory_hostname }}"
-    webhook_url: "{{ vault_slack_webhook }}"
+    notification:
+      webhook_url: "{{ vault_slack_webhook }}"
 
 - name: Back up to a MinIO server with gzip, keeping 7 days of dailies
   doctorq.backup.pg_backup:

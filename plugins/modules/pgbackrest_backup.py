@@ -70,8 +70,9 @@ EXAMPLES = r"""
 - name: Weekly full backup, notified to Slack, with node_exporter metrics
   doctorq.backup.pgbackrest_backup:
     kind: physical_full
-    webhook_url: "{{ vault_slack_webhook }}"
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    notification:
+      webhook_url: "{{ vault_slack_webhook }}"
+      metrics_dir: /var/lib/node_exporter/textfile_collector
   become: true
 
 - name: See which backup would be made on top of which

@@ -75,8 +75,6 @@ options:
         directory backup, which is restored the way M(doctorq.backup.pg_restore_safe) restores it.
       - Not used with O(file_set).
     type: int
-  notify_on:
-    default: failure
 seealso:
   - module: doctorq.backup.pg_restore_safe
   - module: doctorq.backup.files_restore
@@ -88,7 +86,8 @@ EXAMPLES = r"""
     db: doctorq
     backup_dir: /var/backups/doctorq/database
     report_dir: /var/lib/doctorq-backup/drills
-    metrics_dir: /var/lib/prometheus/node-exporter
+    notification:
+      metrics_dir: /var/lib/prometheus/node-exporter
   register: drill
 
 - name: Show RTO and RPO
@@ -197,7 +196,6 @@ def main() -> None:
         jobs=dict(type="int"),
         s3=s3_argument_spec(),
     )
-    spec["notify_on"] = dict(spec["notify_on"], default="failure")
     module = AnsibleModule(argument_spec=spec, supports_check_mode=False, mutually_exclusive=[("db", "file_set")],
                            required_one_of=[("db", "file_set")])
     params = module.params

@@ -3,9 +3,9 @@
 """The action plugin of a module whose old option spellings are still read: translate, warn, run the module.
 
 The translation is ``module_utils/renamed_options.py``'s table (``translate``;
-the commands that read the same options from a config use it too), or a
-module's own (``TRANSLATE``: task args -> (args, [(old, new)]), from
-``module_utils``). The module itself only ever sees the new spellings, and
+the commands that read the same options from a config use it too), after a
+module's own where it has one (``TRANSLATE``: task args -> (args, [(old, new)]),
+from ``module_utils``). The module itself only ever sees the new spellings, and
 its documentation lists only those. When the old options ask for a job
 another module does now (``pg_backup kind=incremental``), that module runs,
 through its own action plugin when it has one.
@@ -39,12 +39,12 @@ class RenamedOptionsAction(ActionBase):
         del tmp  # unused since Ansible 2.5
         module = type(self).__module__.rpartition(".")[2]
         try:
+            args, notes = dict(self._task.args), []
             if self.TRANSLATE is not None:
-                args, moved = self.TRANSLATE(dict(self._task.args))  # pylint: disable=not-callable
-                target, notes = module, [deprecation(module, moved, self.REMOVED_IN)] if moved else []
-            else:
-                done = translate(module, self._task.args)
-                target, args, notes = done.module, done.args, done.deprecations
+                args, moved = self.TRANSLATE(args)  # pylint: disable=not-callable
+                notes = [deprecation(module, moved, self.REMOVED_IN)] if moved else []
+            done = translate(module, args)
+            target, args, notes = done.module, done.args, notes + done.deprecations
         except ConfigError as exc:
             result.update(failed=True, msg=str(exc))
             return result

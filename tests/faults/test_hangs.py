@@ -51,7 +51,7 @@ def test_a_trickling_webhook_costs_a_complete_backup_only_a_warning(pg_server, p
     token = secrets.token_urlsafe(16)
     server = Trickle(interval=2.0)
     try:
-        params = job_params(pg_server, pg_db, tmp_path / "backups", webhook_url=f"{server.url}/hook/{token}")
+        params = job_params(pg_server, pg_db, tmp_path / "backups", notification={"webhook_url": f"{server.url}/hook/{token}"})
         result, elapsed = bounded(lambda: run_backup(BackupJob.from_params(params)), WEBHOOK_DEADLINE_S + 30)
     finally:
         server.close()

@@ -43,7 +43,7 @@ def test_metrics_dir_that_cannot_be_written_is_a_warning(how, pg_server, pg_db, 
         else:
             metrics_dir = stack.enter_context(tmpfs(str(tmp_path / "ro"), "1m", read_only=True))
         backup_dir = tmp_path / "backups"
-        result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, metrics_dir=metrics_dir))
+        result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, notification={"metrics_dir": metrics_dir}))
         assert not result.get("failed"), result.get("msg")
         # the backup is complete and listed
         assert os.path.exists(result["backup"]["path"] + ".manifest.json")
@@ -61,7 +61,7 @@ def test_cli_goes_on_after_a_database_fails_and_never_prints_a_traceback(pg_serv
     """The first database does not exist and the metrics directory is missing: the second is still backed up."""
     missing = f"{pg_db}_missing"
     metrics_dir = str(tmp_path / "no-textfile")
-    params = {**job_params(pg_server, pg_db, tmp_path / "backups", metrics_dir=metrics_dir),
+    params = {**job_params(pg_server, pg_db, tmp_path / "backups", notification={"metrics_dir": metrics_dir}),
               "databases": [missing, pg_db]}
     del params["db"]
     config = write_private(str(tmp_path / "backup.json"), json.dumps(params))

@@ -7,6 +7,7 @@ covers them). Options: the action plugins translate them (plugins/action/).
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -52,3 +53,32 @@ def test_old_module_names_redirect_warn_and_keep_the_group_defaults(ansible_play
     for old, new in (("pg_backup_info", "backup_info"), ("pg_restore_drill", "restore_drill")):
         assert re.search(rf"{old} was renamed to doctorq\.backup\.{new} .*use that name\. This feature will be removed "
                          r"from collection 'doctorq\.backup' version 1\.0\.0", text), text[-3000:]
+
+
+def test_flat_notification_options_move_into_notification_with_a_deprecation(ansible_playbook, pg_server, pg_db,
+                                                                              tmp_path) -> None:
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    files = tmp_path / "app"
+    files.mkdir()
+    (files / "a.txt").write_text("a")
+    conn = {name: f"{{{{ conn.{name} }}}}" for name in pg_server.params(pg_db)}
+    flat = {"metrics_dir": str(textfile), "notify_on": "never", "webhook_url": "http://127.0.0.1:9/hook"}
+    tasks = [
+        {"doctorq.backup.pg_backup": {**conn, **flat}},
+        {"doctorq.backup.files_backup": {"name": "app", "paths": [str(files)], **flat}},
+        {"doctorq.backup.restore_drill": {**conn, **flat}, "register": "drilled"}, register("drilled"),
+    ]
+    run = ansible_playbook(play(tmp_path, tasks, {"backup_dir": str(tmp_path / "backups")}),
+                           {"conn": pg_server.params(pg_db)})
+    assert run.returncode == 0, run.stdout[-4000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    assert results["drilled"]["report"]["status"] == "success"
+    # every run wrote its metrics where the old spelling said, and sent nothing (notify_on=never was read too)
+    assert sorted(os.listdir(textfile)) == sorted([f"doctorq_backup_{pg_db}.prom", "doctorq_files_backup_app.prom",
+                                                   f"doctorq_drill_{pg_db}.prom"])
+    text = deprecations(run.stdout + run.stderr)
+    assert "webhook notification failed" not in text
+    for module in ("pg_backup", "files_backup", "restore_drill"):
+        assert re.search(rf"{module}: old option spellings are read until 1\.0\.0; use the new ones \(webhook_url -> "
+                         r"notification\.webhook_url, .*metrics_dir -> notification\.metrics_dir\)", text), text[-3000:]

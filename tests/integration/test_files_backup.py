@@ -316,7 +316,7 @@ def test_file_modified_during_the_backup_is_reported(app, backup_dir, tmp_path, 
     thread.start()
     try:
         result = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
-                                                "metrics_dir": str(metrics), "compression_level": 1}))
+                                                "notification": {"metrics_dir": str(metrics)}, "compression_level": 1}))
         next_second()  # a second backup in the same second is refused (its name is taken)
         failing = run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
                                               "on_change": "fail", "compression_level": 1})
@@ -749,8 +749,9 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     hook = Webhook()
     try:
         result = ok(run_module("restore_drill", {"file_set": "app", "backup_dir": str(drill_host), "s3": s3_bucket,
-                                                 "report_dir": str(reports), "metrics_dir": str(metrics),
-                                                 "webhook_url": hook.url(), "webhook_format": "json"}))
+                                                 "report_dir": str(reports),
+                                                 "notification": {"metrics_dir": str(metrics), "webhook_url": hook.url(),
+                                                                  "webhook_format": "json"}}))
     finally:
         hook.close()
     report = result["report"]
@@ -769,7 +770,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     assert saved == {k: v for k, v in report.items() if k != "report_file"}
     prom = (metrics / "doctorq_files_drill_app.prom").read_text()
     assert 'doctorq_files_drill_last_run_status{database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
-    assert hook.received == []  # notify_on defaults to failure
+    assert hook.received == []  # notification.notify_on defaults to failure
     assert snapshot(app) != before and os.path.exists(app)  # the live tree is never touched
 
 
@@ -784,8 +785,9 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     hook = Webhook()
     try:
         result = run_module("restore_drill", {"file_set": "forged", "backup_dir": backup_dir,
-                                              "metrics_dir": str(metrics), "report_dir": str(tmp_path / "reports"),
-                                              "webhook_url": hook.url(), "webhook_format": "json"})
+                                              "report_dir": str(tmp_path / "reports"),
+                                              "notification": {"metrics_dir": str(metrics), "webhook_url": hook.url(),
+                                                               "webhook_format": "json"}})
     finally:
         hook.close()
     msg = failed(result, "restore drill of file set forged failed", "the restored tree has 2 files",

@@ -40,7 +40,7 @@ def test_real_backups_and_drills_write_what_the_monitoring_uses(pg_server, pg_db
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     common: dict[str, Any] = {**pg_server.params(pg_db), "backup_dir": str(tmp_path / "backups"),
-                              "metrics_dir": str(textfile)}
+                              "notification": {"metrics_dir": str(textfile)}}
     backup_prom = os.path.join(textfile, f"doctorq_backup_{pg_db}.prom")
     drill_prom = os.path.join(textfile, f"doctorq_drill_{pg_db}.prom")
 

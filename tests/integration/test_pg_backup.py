@@ -713,7 +713,7 @@ def test_backup_dir_not_writable(how, pg_server, pg_db, run_module, tmp_path, s3
             backup_dir = stack.enter_context(tmpfs(str(tmp_path / "ro"), "1m", read_only=True))
             reason = "is not writable"
         result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, s3=s3_bucket,
-                                                    webhook_url=webhook.url()))
+                                                    notification={"webhook_url": webhook.url()}))
         assert result["failed"]
         assert f"backup directory {backup_dir}" in result["msg"] and reason in result["msg"]
         if os.path.isdir(backup_dir):
@@ -748,7 +748,7 @@ def test_disk_already_full_when_the_run_starts(pg_server, pg_db, run_module, tmp
     """The usual way a disk is full: before the run, from earlier backups. A clear failure, not a traceback."""
     with tmpfs(str(tmp_path / "full"), "1m") as backup_dir:
         subprocess.run(["dd", "if=/dev/zero", f"of={backup_dir}/filler", "bs=64k"], capture_output=True, check=False)
-        result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, webhook_url=webhook.url()))
+        result = run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, notification={"webhook_url": webhook.url()}))
         assert result["failed"]
         assert "No space left on device" in result["msg"] and "free space" in result["msg"]
         assert backup_files(backup_dir) == ["filler"]
@@ -817,7 +817,7 @@ def test_s3_endpoint_down_at_start_still_keeps_a_local_backup(pg_server, pg_db, 
     s3 = {"bucket": "anything", "endpoint_url": f"http://127.0.0.1:{closed_port()}", "access_key": "AK",
           "secret_key": "SK-" + secrets.token_hex(8), "max_attempts": 1}
     params = job_params(pg_server, pg_db, backup_dir, s3=s3, weekly="always", globals=True,
-                        webhook_url=webhook.url("/json"), webhook_format="json")
+                        notification={"webhook_url": webhook.url("/json"), "webhook_format": "json"})
 
     # check mode checks access: S3 down fails it, clearly, and says what a real run would do
     plan = run_module("pg_backup", params, check_mode=True)
@@ -1039,14 +1039,14 @@ def test_webhook_slack_and_json_bodies(pg_server, pg_db, run_module, tmp_path, w
     def args(n: int, **extra: Any) -> dict[str, Any]:
         return job_params(pg_server, pg_db, tmp_path / f"b{n}", **extra)
 
-    slack = ok(run_module("pg_backup", args(1, webhook_url=webhook.url("/services/T0/B0/x"))))
+    slack = ok(run_module("pg_backup", args(1, notification={"webhook_url": webhook.url("/services/T0/B0/x")})))
     path, body = webhook.received[-1]
     assert path == "/services/T0/B0/x" and set(body) == {"text"}
     assert body["text"].startswith(":white_check_mark: ")
     assert f"Backup of {pg_db} on {socket.gethostname()} succeeded" in body["text"]
     assert slack["backup"]["id"]
 
-    generic = ok(run_module("pg_backup", args(2, webhook_url=webhook.url("/json"), webhook_format="json")))
+    generic = ok(run_module("pg_backup", args(2, notification={"webhook_url": webhook.url("/json"), "webhook_format": "json"})))
     path, body = webhook.received[-1]
     assert path == "/json"
     assert (body["event"], body["status"], body["database"], body["host"], body["error"]) == \
@@ -1054,14 +1054,14 @@ def test_webhook_slack_and_json_bodies(pg_server, pg_db, run_module, tmp_path, w
     assert body["backup"]["id"] == generic["backup"]["id"] and body["backup"]["sha256"] == generic["backup"]["sha256"]
     assert body["backup"]["size"] == generic["backup"]["size"] and body["duration_s"] > 0
 
-    failed = run_module("pg_backup", {**args(3, webhook_url=webhook.url("/fail")), "db": f"{pg_db}_nope"})
+    failed = run_module("pg_backup", {**args(3, notification={"webhook_url": webhook.url("/fail")}), "db": f"{pg_db}_nope"})
     assert failed["failed"]
     path, body = webhook.received[-1]
     assert path == "/fail" and body["text"].startswith(":rotating_light: ")
     assert "FAILED" in body["text"] and "does not exist" in body["text"]
 
     count = len(webhook.received)
-    ok(run_module("pg_backup", args(4, webhook_url=webhook.url("/quiet"), notify_on="failure")))
+    ok(run_module("pg_backup", args(4, notification={"webhook_url": webhook.url("/quiet"), "notify_on": "failure"})))
     assert len(webhook.received) == count
 
 
@@ -1069,7 +1069,7 @@ def test_webhook_outage_is_only_a_warning(pg_server, pg_db, run_module, tmp_path
     token = secrets.token_urlsafe(16)
     url = f"http://127.0.0.1:{closed_port()}/services/{token}"
     backup_dir = tmp_path / "backups"
-    result = ok(run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, webhook_url=url)))
+    result = ok(run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, notification={"webhook_url": url})))
     assert os.path.exists(result["backup"]["path"] + ".manifest.json")
     assert [w for w in result["warnings"] if "webhook notification failed" in w]
     assert not result.get("deprecations"), result.get("deprecations")
@@ -1084,7 +1084,7 @@ def test_metrics_textfile(pg_server, pg_db, run_module, tmp_path):
     metrics_dir.mkdir()
     prom = str(metrics_dir / f"doctorq_backup_{pg_db}.prom")
     before = time.time()
-    good = ok(run_module("pg_backup", job_params(pg_server, pg_db, tmp_path / "b1", metrics_dir=str(metrics_dir))))
+    good = ok(run_module("pg_backup", job_params(pg_server, pg_db, tmp_path / "b1", notification={"metrics_dir": str(metrics_dir)})))
     after = time.time()
     with open(prom, encoding="utf-8") as handle:
         text = handle.read()
@@ -1102,7 +1102,7 @@ def test_metrics_textfile(pg_server, pg_db, run_module, tmp_path):
     assert stat.S_IMODE(os.stat(prom).st_mode) == 0o644  # node_exporter reads it; nothing secret in it
 
     # a failed run says so, and keeps the time of the last success (what a staleness alert needs)
-    bad = run_module("pg_backup", job_params(pg_server, pg_db, tmp_path / "b2", metrics_dir=str(metrics_dir),
+    bad = run_module("pg_backup", job_params(pg_server, pg_db, tmp_path / "b2", notification={"metrics_dir": str(metrics_dir)},
                                              login_password="wrong"))
     assert bad["failed"]
     failed = prom_samples(prom)
@@ -1122,7 +1122,7 @@ def test_secrets_stay_out_of_argv_environment_logs_and_results(pg_server, pg_db,
     gate = GatedBin(str(tmp_path / "gate"), pg_server.bin_dir, hold=("pg_dump",))
     backup_dir = tmp_path / "backups"
     params = job_params(pg_server, pg_db, backup_dir, s3=s3_bucket, globals=True, pg_bin_dir=gate.dir,
-                        webhook_url=webhook.url(f"/services/{token}"), webhook_format="json")
+                        notification={"webhook_url": webhook.url(f"/services/{token}"), "webhook_format": "json"})
     proc = cli_procs.start("backup", "--config", cli_config(tmp_path, params, [pg_db]))
     try:
         wait_for(lambda: gate.dumped("pg_dump"), what="pg_dump to be streaming")

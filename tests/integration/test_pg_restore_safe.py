@@ -439,10 +439,10 @@ def test_log_audit_and_webhook(run_module, pg_server, dbs, backup_dir, webhook) 
     made = backup(run_module, pg_server, db, backup_dir)
     modify(pg_server, db)
 
-    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, webhook_url=url,
-                                                webhook_format="json")))
-    refused = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm="nope", webhook_url=url,
-                                              webhook_format="json"))
+    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db,
+                                                notification={"webhook_url": url, "webhook_format": "json"})))
+    refused = run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm="nope",
+                                              notification={"webhook_url": url, "webhook_format": "json"}))
     failed(refused)
 
     # the run log: seed-style timestamped lines, in the file and in the result
@@ -482,13 +482,14 @@ def test_slack_webhook_and_unreachable_webhook(run_module, pg_server, dbs, backu
     db = dbs.sample()
     backup(run_module, pg_server, db, backup_dir)
     # a refused restore is notified too (slack format: one text line)
-    failed(run_module(MODULE, restore_args(pg_server, db, backup_dir, webhook_url=url)))
+    failed(run_module(MODULE, restore_args(pg_server, db, backup_dir, notification={"webhook_url": url})))
     assert received[0]["body"]["text"].startswith(f":rotating_light: Restore of {db} ")
     assert "failure" in received[0]["body"]["text"]
 
     # a webhook that cannot be reached is a warning, never a failed restore
     dead = f"http://127.0.0.1:9/hooks/{secrets.token_hex(12)}"  # port 9 (discard): nothing listens
-    result = ok(run_module(MODULE, restore_args(pg_server, dbs.name("_b"), backup_dir, source_db=db, webhook_url=dead)))
+    result = ok(run_module(MODULE, restore_args(pg_server, dbs.name("_b"), backup_dir, source_db=db,
+                                           notification={"webhook_url": dead})))
     assert any("webhook notification failed" in w for w in result["warnings"])
     assert dead not in json.dumps(result)
     assert len(received) == 1
@@ -502,12 +503,12 @@ def test_secrets_stay_out_of_results_logs_and_audit(run_module, pg_server, dbs, 
     secrets_ = [pg_server.password, url]
 
     # the engine's own result (the module's output is masked by Ansible as well; this is not)
-    params = {**restore_args(pg_server, db, backup_dir, confirm=db, webhook_url=url), "mode": "swap"}
+    params = {**restore_args(pg_server, db, backup_dir, confirm=db, notification={"webhook_url": url}), "mode": "swap"}
     engine_result = run_restore(RestoreJob.from_params(params))
     ok(engine_result)
     # a failing run: a wrong password, said in the message without echoing it
     wrong = "Wr0ng-" + secrets.token_hex(8)
-    bad = run_module(MODULE, {**restore_args(pg_server, db, backup_dir, confirm=db, webhook_url=url),
+    bad = run_module(MODULE, {**restore_args(pg_server, db, backup_dir, confirm=db, notification={"webhook_url": url}),
                               "login_password": wrong})
     assert "authentication failed" in failed(bad)
 

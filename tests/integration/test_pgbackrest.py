@@ -379,7 +379,8 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
     metrics = str(tmp_path / "metrics")
     os.makedirs(metrics)
     try:
-        args = backup_module_args(bed, webhook_url=hook.url, webhook_format="json", metrics_dir=metrics)
+        args = backup_module_args(bed, notification={"webhook_url": hook.url, "webhook_format": "json",
+                                                         "metrics_dir": metrics})
         plan = run_module("pgbackrest_backup", {**args, "kind": "incremental"}, check_mode=True)
         assert not plan.get("failed"), plan.get("msg")
         newest = bed["engine"].info().usable()[-1].label
@@ -497,7 +498,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     history_before = {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")}
     started = dt.datetime.now(dt.timezone.utc)
     result = run_module("pg_pitr_restore", pitr_args(bed, into="drill", drill={"report_dir": reports},
-                                                     metrics_dir=metrics))
+                                                     notification={"metrics_dir": metrics}))
     assert not result.get("failed"), result.get("msg")
     scratch = result["scratch"]
     assert scratch["port"] != server.port and not scratch["kept"]
@@ -661,7 +662,7 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     config = str(tmp_path / "pgbackrest.json")
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "log_dir": str(tmp_path / "job"),
-        "metrics_dir": metrics}))
+        "notification": {"metrics_dir": metrics}}))
     done = _cli(config, "backup", "--kind", "incremental")
     assert done.returncode == 0, done.stderr
     assert "deprecated" not in done.stderr
@@ -673,7 +674,7 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     # (with the run-log directory under its old name, backup_dir: still read, with a warning)
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "backup_dir": str(tmp_path / "job"),
-        "metrics_dir": metrics, "report_dir": str(tmp_path / "not-used"),
+        "notification": {"metrics_dir": metrics}, "report_dir": str(tmp_path / "not-used"),
         **{k: v for k, v in pg_module_args(bed).items() if k.startswith("login_")}}))
     scratch = bed["server"].data_dir + "_cli_drill"  # where the database OS user can write
     drill = _cli(config, "drill", "--report-dir", str(tmp_path / "drills"), "--max-rpo-seconds", "600",
@@ -693,7 +694,7 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
 def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
     hook = Webhook()
     old_name = str(tmp_path / "old-name")
-    args = {**backup_module_args(bed, kind="incremental", webhook_url=hook.url, webhook_format="json",
+    args = {**backup_module_args(bed, kind="incremental", notification={"webhook_url": hook.url, "webhook_format": "json"},
                                  pgbackrest_config=str(tmp_path / "missing.conf")), "backup_dir": old_name}
     del args["log_dir"]
     try:

@@ -39,7 +39,7 @@ def test_honest_rpo_grows_while_archiving_is_stopped(bed, base_backup, run_modul
     bed["engine"].check()  # a WAL switch, archived: the healthy state archive_timeout keeps
 
     healthy = run_module("pg_pitr_restore", pitr_args(bed, into="drill", drill={"max_rpo_seconds": 60},
-                                                      metrics_dir=metrics))
+                                                      notification={"metrics_dir": metrics}))
     assert not healthy.get("failed"), healthy.get("msg")
     assert 0 <= healthy["rpo_s"] < 30 and healthy["exposure"]["seconds"] == healthy["rpo_s"]
     assert healthy["exposure"]["newest_archived_commit"] and healthy["exposure"]["segment"]
@@ -63,7 +63,7 @@ def test_honest_rpo_grows_while_archiving_is_stopped(bed, base_backup, run_modul
         server.query("SELECT pg_switch_wal()")  # a complete segment the archiver cannot push
         time.sleep(wait)
         lagging = run_module("pg_pitr_restore", pitr_args(bed, into="drill", drill={"max_rpo_seconds": 5},
-                                                          metrics_dir=metrics))
+                                                          notification={"metrics_dir": metrics}))
         assert lagging["failed"], "the exposure is over max_rpo_seconds"
         assert "drill.max_rpo_seconds=5" in lagging["msg"] and "check WAL archiving" in lagging["msg"], lagging["msg"]
         assert lagging["rpo_s"] >= wait and not lagging["exposure"]["idle"]

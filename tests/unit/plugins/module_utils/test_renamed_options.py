@@ -46,3 +46,15 @@ def test_todays_spellings_pass_untouched() -> None:
     for module in (*TABLE, "s3_lifecycle"):
         done = translate(module, args)
         assert (done.module, done.args, done.deprecations) == (module, args, [])
+
+
+@pytest.mark.parametrize("module", ["pg_backup", "files_backup", "pg_restore_safe", "files_restore", "restore_drill",
+                                    "pgbackrest_backup", "pg_pitr_restore"])
+def test_every_module_that_notifies_reads_the_flat_notification_options(module) -> None:
+    done = translate(module, {"webhook_url": "https://hook", "webhook_format": "json", "notify_on": "never",
+                              "metrics_dir": "/m", "notification": {"notify_on": "failure"}})
+    assert done.module == module
+    assert done.args == {"notification": {"webhook_url": "https://hook", "webhook_format": "json",
+                                          "notify_on": "failure", "metrics_dir": "/m"}}
+    [note] = done.deprecations
+    assert note.startswith(f"{module}: ") and "webhook_url -> notification.webhook_url" in note and "1.0.0" in note

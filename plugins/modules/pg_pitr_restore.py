@@ -297,7 +297,7 @@ rpo_s:
     - The drill's RPO in seconds - what a disaster at the drill's start would lose, measured before the drill commits
       or switches anything - the age of the newest commit in the archived WAL then, or V(0) when the live server
       had assigned no transaction ID since; null when no commit was found in the archived WAL (the drill fails).
-    - The recovery point reached is RV(recovery.recovery_point).
+    - The recovery point reached is C(recovery_point) in RV(recovery).
   returned: with O(into=drill)
   type: float
 exposure:

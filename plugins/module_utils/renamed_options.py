@@ -83,10 +83,10 @@ TABLE: dict[str, Renames] = {
         "kind": "every pg_backup is a logical backup (physical ones are doctorq.backup.pgbackrest_backup)",
         **{name: "it applies to physical backups only, which are doctorq.backup.pgbackrest_backup"
            for name in PGBACKREST}}),
-    "pg_restore_safe": Renames(moved=NOTIFICATION, handoff=PITR_HANDOFF, dropped={
+    "pg_restore_safe": Renames(moved={**NOTIFICATION, **ARCHIVE}, handoff=PITR_HANDOFF, dropped={
         **{name: NOT_PITR for name in PGBACKREST}, **{f"pitr_{name}": NOT_PITR for name in PITR}}),
     "files_backup": Renames(moved=NOTIFICATION),
-    "files_restore": Renames(moved=NOTIFICATION),
+    "files_restore": Renames(moved={**NOTIFICATION, **ARCHIVE}),
     "restore_drill": Renames(moved=NOTIFICATION),
     "pgbackrest_backup": Renames(moved=NOTIFICATION),
     "pg_pitr_restore": Renames(moved=NOTIFICATION),  # its flat PITR spellings: pitr_options.translate_legacy

@@ -9,7 +9,7 @@ both kinds:
 - no manifest, no restore; a manifest of the other type of backup is refused
   with the name of the module that restores it;
 - an object in GLACIER or DEEP_ARCHIVE is brought back first: HEAD, a restore
-  request (tier, days), then polling up to ``wait_timeout`` or a ``pending``
+  request (tier, days), then polling up to ``archive.wait_timeout`` or a ``pending``
   result that tells when to come back (running again is safe: no second
   request is made while one is in progress);
 - every byte is hashed once while it is read and compared with the manifest
@@ -50,13 +50,13 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 def archive_argument_spec() -> dict[str, Any]:
-    """Archive-tier options of every restore (doc fragment ``doctorq.backup.archive``; edit them together)."""
-    return dict(
-        archive_tier=dict(type="str", default="Standard", choices=list(TIERS)),
-        archive_days=dict(type="int", default=1),
+    """The ``archive`` option of every restore (doc fragment ``doctorq.backup.archive``; edit them together)."""
+    return dict(archive=dict(type="dict", options=dict(
+        tier=dict(type="str", default="Standard", choices=list(TIERS)),
+        days=dict(type="int", default=1),
         wait_timeout=dict(type="int", default=0),
         poll_interval=dict(type="int", default=30),
-    )
+    )))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +70,14 @@ class ArchiveOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "ArchiveOptions":
-        if (params.get("wait_timeout") or 0) < 0:
-            raise ConfigError("wait_timeout must not be negative.")
-        if (params.get("archive_days") or 1) < 1 or (params.get("poll_interval") or 30) < 1:
-            raise ConfigError("archive_days and poll_interval must be at least 1.")
-        return cls(tier=params.get("archive_tier") or "Standard", days=params.get("archive_days") or 1,
-                   wait_timeout=params.get("wait_timeout") or 0, poll_interval=params.get("poll_interval") or 30)
+        """The ``archive`` option of ``params``, checked."""
+        given = params.get("archive") or {}
+        if (given.get("wait_timeout") or 0) < 0:
+            raise ConfigError("archive.wait_timeout must not be negative.")
+        if (given.get("days") or 1) < 1 or (given.get("poll_interval") or 30) < 1:
+            raise ConfigError("archive.days and archive.poll_interval must be at least 1.")
+        return cls(tier=given.get("tier") or "Standard", days=given.get("days") or 1,
+                   wait_timeout=given.get("wait_timeout") or 0, poll_interval=given.get("poll_interval") or 30)
 
 
 def parse_when(text: str | None) -> dt.datetime | None:
@@ -285,7 +287,7 @@ class Sources:
                                  f"not touched. Restore another backup ({self.wording.lister} lists them).") from None
 
     def wait_for_archive(self, source: Source, names: list[str], log: RunLog) -> str:
-        """Request what is archived, poll up to ``wait_timeout``; ``pending`` (with ``msg`` set) if still not back."""
+        """Request what is archived, poll up to ``archive.wait_timeout``; ``pending`` (with ``msg`` set) if still not back."""
         archive = self.archive
         state = self.archive_state(source, names, request=True)
         deadline = time.monotonic() + archive.wait_timeout

@@ -17,7 +17,7 @@ description:
   - Reads every byte once and compares SHA-256 and MD5 with the manifest before anything else; S3 downloads are hashed
     while they stream. A mismatch fails and leaves the target untouched.
   - An archive in GLACIER or DEEP_ARCHIVE is restored from the archive tier first (after the confirmation check); the
-    module waits up to O(wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
+    module waits up to O(archive.wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
   - Reads every header of the archive before extracting anything and refuses the whole archive if any member has an
     absolute path, a C(..) component, is a hard link out of the archive, lies under a symlink of the archive, or is a
     device file.
@@ -127,8 +127,9 @@ EXAMPLES = r"""
   doctorq.backup.files_restore:
     name: uploads
     target: /srv/scratch/uploads
-    archive_tier: Expedited
-    wait_timeout: 600
+    archive:
+      tier: Expedited
+      wait_timeout: 600
     s3:
       bucket: doctorq-backups
       prefix: "doctorq/{{ inventory_hostname }}"

@@ -15,7 +15,7 @@ description:
   - Reads every byte once and compares SHA-256 and MD5 with the manifest before touching any database; S3 downloads are
     hashed while they stream. A mismatch fails and leaves the target untouched.
   - Objects in GLACIER or DEEP_ARCHIVE are restored from the archive tier first; the module waits up to
-    O(wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
+    O(archive.wait_timeout) or returns C(pending=true) telling when to run again. Running again is safe.
   - Replacing an existing database needs O(confirm) equal to its name, and takes a safety backup of it first.
   - In O(mode=swap) (default) the backup is restored into C(<db>__restoring_<timestamp>), verified (every table of the
     manifest present, row counts equal), and only then swapped in one transaction; the old database is kept as
@@ -207,8 +207,9 @@ EXAMPLES = r"""
     db: doctorq
     confirm: doctorq
     source: s3://doctorq-backups/doctorq/db1/doctorq/2025-10-01/doctorq_full_20251001_020000.dump.zst
-    archive_tier: Expedited
-    wait_timeout: 600
+    archive:
+      tier: Expedited
+      wait_timeout: 600
   register: restore
   until: not (restore.pending | default(false))
 """

@@ -55,8 +55,8 @@ def test_old_module_names_redirect_warn_and_keep_the_group_defaults(ansible_play
                          r"from collection 'doctorq\.backup' version 1\.0\.0", text), text[-3000:]
 
 
-def test_flat_notification_options_move_into_notification_with_a_deprecation(ansible_playbook, pg_server, pg_db,
-                                                                              tmp_path) -> None:
+def test_flat_notification_options_move_into_notification_with_a_deprecation(
+        ansible_playbook, pg_server, pg_db, tmp_path) -> None:
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     files = tmp_path / "app"

@@ -687,7 +687,8 @@ def test_glacier_flow_on_moto(app, tmp_path, run_module, moto_bucket, moto_s3, m
                                           "s3": moto_bucket}))["backup"]
     glacier = GlacierObject(moto_s3.client(), moto_bucket["bucket"], made["s3_uri"].split("/", 3)[3], moto_restores)
     target = str(tmp_path / "restored" / "app")
-    args = {"name": "app", "backup_dir": restore_on, "s3": moto_bucket, "target": target, "archive_tier": "Expedited"}
+    args = {"name": "app", "backup_dir": restore_on, "s3": moto_bucket, "target": target,
+            "archive": {"tier": "Expedited"}}
 
     # check mode: reports the archived state, requests nothing, reads nothing
     plan = ok(run_module("files_restore", args, check_mode=True))
@@ -706,7 +707,7 @@ def test_glacier_flow_on_moto(app, tmp_path, run_module, moto_bucket, moto_s3, m
 
     # the retrieval runs; a 2nd run waiting 2 s (polling every second): still pending, no second request
     glacier.start_retrieval()
-    second = ok(run_module("files_restore", {**args, "wait_timeout": 2, "poll_interval": 1}))
+    second = ok(run_module("files_restore", {**args, "archive": {"tier": "Expedited", "wait_timeout": 2, "poll_interval": 1}}))
     assert second["pending"] is True and second["changed"] is False
     assert second["archive"][made["file"]] == {"storage_class": "GLACIER", "restore": "in progress"}
     waits = sum("Waiting for the archive restore" in line for line in second["log"])
@@ -714,7 +715,7 @@ def test_glacier_flow_on_moto(app, tmp_path, run_module, moto_bucket, moto_s3, m
 
     # a 3rd run waits while the retrieval finishes, then restores the whole tree
     with glacier.finished_while_waiting(restore_on, waits):
-        third = ok(run_module("files_restore", {**args, "wait_timeout": 60, "poll_interval": 1}))
+        third = ok(run_module("files_restore", {**args, "archive": {"tier": "Expedited", "wait_timeout": 60, "poll_interval": 1}}))
     assert glacier.restore_header().startswith('ongoing-request="false"')
     assert not third.get("pending") and third["changed"] is True
     assert third["checksums"]["verified"] is True and third["sample_verified"] == 8

@@ -489,7 +489,7 @@ def test_slack_webhook_and_unreachable_webhook(run_module, pg_server, dbs, backu
     # a webhook that cannot be reached is a warning, never a failed restore
     dead = f"http://127.0.0.1:9/hooks/{secrets.token_hex(12)}"  # port 9 (discard): nothing listens
     result = ok(run_module(MODULE, restore_args(pg_server, dbs.name("_b"), backup_dir, source_db=db,
-                                           notification={"webhook_url": dead})))
+                                                notification={"webhook_url": dead})))
     assert any("webhook notification failed" in w for w in result["warnings"])
     assert dead not in json.dumps(result)
     assert len(received) == 1

@@ -204,7 +204,7 @@ def test_glacier_retrieval_of_a_directory_backup(run_module, pg_server, table_di
     modify(pg_server, db)
     modified = table_digest(pg_server, db)
     names = dbs.mine()
-    args = restore_args(pg_server, db, restore_on, confirm=db, s3=moto_bucket, archive_tier="Expedited")
+    args = restore_args(pg_server, db, restore_on, confirm=db, s3=moto_bucket, archive={"tier": "Expedited"})
     dirname = os.path.basename(made["path"])
 
     plan = ok(run_module(MODULE, args, check_mode=True))

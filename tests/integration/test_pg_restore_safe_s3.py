@@ -209,7 +209,7 @@ def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, mo
     modify(pg_server, db)
     modified = table_digest(pg_server, db)
     names = dbs.mine()
-    args = restore_args(pg_server, db, restore_on, confirm=db, s3=moto_bucket, archive_tier="Expedited")
+    args = restore_args(pg_server, db, restore_on, confirm=db, s3=moto_bucket, archive={"tier": "Expedited"})
 
     # check mode: reports the archived state, requests nothing
     plan = ok(run_module(MODULE, args, check_mode=True))
@@ -230,7 +230,7 @@ def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, mo
 
     # 2nd run, waiting up to 3 s (polling every second): still pending, no second request, nothing changed
     started = time.monotonic()
-    second = ok(run_module(MODULE, {**args, "wait_timeout": 3, "poll_interval": 1}))
+    second = ok(run_module(MODULE, {**args, "archive": {"tier": "Expedited", "wait_timeout": 3, "poll_interval": 1}}))
     assert 3 <= time.monotonic() - started < 60
     assert second["pending"] is True and second["changed"] is False
     assert second["archive"][made["file"]] == {"storage_class": "GLACIER", "restore": "in progress"}
@@ -242,7 +242,7 @@ def test_glacier_flow_on_moto(run_module, pg_server, table_digest, dbs, dirs, mo
 
     # 3rd run waits (polling) while the retrieval finishes, then restores
     with glacier.finished_while_waiting(restore_on, waits):
-        third = ok(run_module(MODULE, {**args, "wait_timeout": 60, "poll_interval": 1}))
+        third = ok(run_module(MODULE, {**args, "archive": {"tier": "Expedited", "wait_timeout": 60, "poll_interval": 1}}))
     assert restore_header().startswith('ongoing-request="false"')
     assert not third.get("pending") and third["changed"] is True
     assert any("Waiting for the archive restore" in line for line in third["log"])

@@ -380,7 +380,7 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
     os.makedirs(metrics)
     try:
         args = backup_module_args(bed, notification={"webhook_url": hook.url, "webhook_format": "json",
-                                                         "metrics_dir": metrics})
+                                                     "metrics_dir": metrics})
         plan = run_module("pgbackrest_backup", {**args, "kind": "incremental"}, check_mode=True)
         assert not plan.get("failed"), plan.get("msg")
         newest = bed["engine"].info().usable()[-1].label

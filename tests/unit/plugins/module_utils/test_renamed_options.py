@@ -58,3 +58,12 @@ def test_every_module_that_notifies_reads_the_flat_notification_options(module) 
                                           "notify_on": "failure", "metrics_dir": "/m"}}
     [note] = done.deprecations
     assert note.startswith(f"{module}: ") and "webhook_url -> notification.webhook_url" in note and "1.0.0" in note
+
+
+@pytest.mark.parametrize("module", ["pg_restore_safe", "files_restore"])
+def test_restores_read_the_flat_archive_options(module) -> None:
+    done = translate(module, {"archive_tier": "Bulk", "archive_days": 3, "wait_timeout": 600, "poll_interval": 10})
+    assert (done.module, done.args) == (module, {"archive": {"tier": "Bulk", "days": 3, "wait_timeout": 600,
+                                                             "poll_interval": 10}})
+    [note] = done.deprecations
+    assert "archive_tier -> archive.tier" in note and "wait_timeout -> archive.wait_timeout" in note

@@ -88,13 +88,13 @@ def test_archive_options_are_one_spec_for_both_restores():
     shared = archive_argument_spec()
     for spec in (restore_argument_spec(), files_restore_argument_spec()):
         assert {k: spec[k] for k in shared} == shared
-    assert ArchiveOptions.from_params({"archive_tier": "Bulk", "archive_days": 3, "wait_timeout": 60,
-                                       "poll_interval": 5}) == ArchiveOptions("Bulk", 3, 60, 5)
-    assert ArchiveOptions.from_params({}) == ArchiveOptions()
-    with pytest.raises(ConfigError, match="wait_timeout must not be negative"):
-        ArchiveOptions.from_params({"wait_timeout": -1})
-    with pytest.raises(ConfigError, match="at least 1"):
-        ArchiveOptions.from_params({"poll_interval": -5})
+    assert ArchiveOptions.from_params({"archive": {"tier": "Bulk", "days": 3, "wait_timeout": 60,
+                                                   "poll_interval": 5}}) == ArchiveOptions("Bulk", 3, 60, 5)
+    assert ArchiveOptions.from_params({}) == ArchiveOptions() == ArchiveOptions.from_params({"archive": None})
+    with pytest.raises(ConfigError, match="archive.wait_timeout must not be negative"):
+        ArchiveOptions.from_params({"archive": {"wait_timeout": -1}})
+    with pytest.raises(ConfigError, match="archive.poll_interval must be at least 1"):
+        ArchiveOptions.from_params({"archive": {"poll_interval": -5}})
 
 
 def test_parse_when_accepts_iso_and_defaults_to_utc():

@@ -57,7 +57,7 @@ def files_restore_argument_spec() -> dict[str, Any]:
         confirm=dict(type="str", default=""),
         safety_backup=dict(type="bool", default=True),
         safety_dir=dict(type="path"),
-        drop_previous=dict(type="bool", default=False),
+        previous=dict(type="dict", options=dict(drop=dict(type="bool", default=False))),
         work_dir=dict(type="path"),
         **archive_argument_spec(),
         **notify_argument_spec(),
@@ -96,7 +96,7 @@ class FilesRestoreJob:
                    backup_dir=params.get("backup_dir") or "/var/backups/files",
                    s3=s3util.S3Config.from_params(params.get("s3")), target=target,
                    confirm=params.get("confirm") or "", safety_backup=params.get("safety_backup", True),
-                   safety_dir=params.get("safety_dir"), drop_previous=bool(params.get("drop_previous")),
+                   safety_dir=params.get("safety_dir"), drop_previous=bool((params.get("previous") or {}).get("drop")),
                    work_dir=params.get("work_dir"), archive=ArchiveOptions.from_params(params),
                    notifier=Notifier.from_params(params))
 
@@ -343,7 +343,7 @@ class _FilesRestore(RestoreRun):
         if replaces and self.job.drop_previous:
             shutil.rmtree(previous)
             self.result["previous_dropped"] = True
-            log(f"Dropped the previous tree {previous} (drop_previous)")
+            log(f"Dropped the previous tree {previous} (previous.drop)")
         log.banner("RESTORE COMPLETED SUCCESSFULLY")
 
 

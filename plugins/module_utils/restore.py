@@ -72,8 +72,10 @@ def restore_argument_spec() -> dict[str, Any]:
         jobs=dict(type="int"),
         safety_backup=dict(type="bool", default=True),
         safety_dir=dict(type="path"),
-        drop_previous=dict(type="bool", default=False),
-        previous_retention_days=dict(type="int", default=0),
+        previous=dict(type="dict", options=dict(
+            drop=dict(type="bool", default=False),
+            retention_days=dict(type="int", default=0),
+        )),
         restore_globals=dict(type="bool", default=False),
         no_owner=dict(type="bool", default=False),
         no_privileges=dict(type="bool", default=False),
@@ -116,8 +118,9 @@ class RestoreJob:
             raise ConfigError("db is required: name the database to restore into.")
         if params.get("mode") == "replace" and params.get("safety_backup") is False:
             raise ConfigError("mode=replace drops the target before restoring: it needs safety_backup=true.")
-        for name in ("jobs", "previous_retention_days"):
-            if (params.get(name) or 0) < 0:
+        previous = params.get("previous") or {}
+        for name, value in (("jobs", params.get("jobs")), ("previous.retention_days", previous.get("retention_days"))):
+            if (value or 0) < 0:
                 raise ConfigError(f"{name} must not be negative.")
         return cls(
             # Server-level work (CREATE/RENAME/DROP DATABASE) runs from the maintenance database: the
@@ -129,8 +132,7 @@ class RestoreJob:
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",
             mode=params.get("mode") or "swap", jobs=params.get("jobs"),
             safety_backup=params.get("safety_backup", True), safety_dir=params.get("safety_dir"),
-            drop_previous=bool(params.get("drop_previous")),
-            previous_retention_days=params.get("previous_retention_days") or 0,
+            drop_previous=bool(previous.get("drop")), previous_retention_days=previous.get("retention_days") or 0,
             restore_globals=bool(params.get("restore_globals")), no_owner=bool(params.get("no_owner")),
             no_privileges=bool(params.get("no_privileges")),
             row_tolerance=params.get("row_tolerance", 0.1) if params.get("row_tolerance") is not None else 0.1,
@@ -214,7 +216,7 @@ class _Restore(DatabaseRestoreRun):
         return previous
 
     def prune_previous(self, pg: PgClient, log: RunLog) -> list[str]:
-        """Drop ``<db>__pre_restore_<stamp>`` databases older than previous_retention_days."""
+        """Drop ``<db>__pre_restore_<stamp>`` databases older than previous.retention_days."""
         if not self.job.previous_retention_days:
             return []
         # the same stem derived_name() gives: "__pre_restore_" + stamp is 29 characters
@@ -377,7 +379,7 @@ class _Restore(DatabaseRestoreRun):
         self.result["previous_database"] = previous
         if previous and self.job.drop_previous:
             drop_database(pg, previous)
-            log(f"Dropped the previous database {previous!r} (drop_previous)")
+            log(f"Dropped the previous database {previous!r} (previous.drop)")
             self.result["previous_dropped"] = True
 
     def _replace_mode(self, pg: PgClient, local_path: str, m: Manifest, exists: bool, log: RunLog) -> None:

@@ -89,10 +89,16 @@ options:
   safety_dir:
     description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
     type: path
-  drop_previous:
-    description: After a successful swap, delete the previous tree instead of keeping it as C(<target>.pre_restore_<timestamp>).
-    type: bool
-    default: false
+  previous:
+    description:
+      - What becomes of the tree a swap leaves as C(<target>.pre_restore_<timestamp>).
+      - Until 1.0.0 also read flat, as C(drop_previous), with a deprecation warning.
+    type: dict
+    suboptions:
+      drop:
+        description: After a successful swap, delete the previous tree instead of keeping it.
+        type: bool
+        default: false
   work_dir:
     description: Where S3 downloads go; defaults to C(<backup_dir>/.restore-work).
     type: path

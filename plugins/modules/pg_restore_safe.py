@@ -105,14 +105,20 @@ options:
   safety_dir:
     description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
     type: path
-  drop_previous:
-    description: After a successful swap, drop the previous database instead of keeping it.
-    type: bool
-    default: false
-  previous_retention_days:
-    description: Drop C(<db>__pre_restore_*) databases older than this many days; V(0) keeps them until dropped by hand.
-    type: int
-    default: 0
+  previous:
+    description:
+      - What becomes of the databases a swap leaves as C(<db>__pre_restore_<timestamp>).
+      - Until 1.0.0 also read flat, as C(drop_previous) and C(previous_retention_days), with a deprecation warning.
+    type: dict
+    suboptions:
+      drop:
+        description: After a successful swap, drop the previous database instead of keeping it.
+        type: bool
+        default: false
+      retention_days:
+        description: Drop C(<db>__pre_restore_*) databases older than this many days; V(0) keeps them until dropped by hand.
+        type: int
+        default: 0
   restore_globals:
     description:
       - Restore the backup's globals (roles, tablespaces) first, for a restore onto a new server. Existing roles and

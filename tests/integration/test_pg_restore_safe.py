@@ -274,7 +274,7 @@ def test_check_mode_touches_nothing_and_reports_the_plan(run_module, pg_server, 
     names = dbs.mine()
     files = files_under(backup_dir)
 
-    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, drop_previous=True),
+    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, previous={"drop": True}),
                            check_mode=True))
 
     assert result["changed"] is True
@@ -345,7 +345,7 @@ def test_drop_previous(run_module, pg_server, table_digest, dbs, backup_dir) -> 
     backup(run_module, pg_server, db, backup_dir)
     modify(pg_server, db)
 
-    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, drop_previous=True)))
+    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, previous={"drop": True})))
 
     assert result["previous_dropped"] is True
     assert result["previous_database"].startswith(f"{db}__pre_restore_")
@@ -364,7 +364,8 @@ def test_previous_retention_days(run_module, pg_server, table_digest, dbs, backu
     recent = dbs.empty(f"{stem}__pre_restore_{(dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)):%Y%m%d_%H%M%S}")
     unrelated = dbs.empty(f"{stem[:-1]}z__pre_restore_20200101_000000")  # another database's previous copy
 
-    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db, previous_retention_days=1)))
+    result = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db,
+                                                previous={"retention_days": 1})))
 
     previous = result["previous_database"]
     assert len(previous) <= 63 and previous.startswith(stem + "__pre_restore_")

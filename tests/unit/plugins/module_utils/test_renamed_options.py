@@ -67,3 +67,10 @@ def test_restores_read_the_flat_archive_options(module) -> None:
                                                              "poll_interval": 10}})
     [note] = done.deprecations
     assert "archive_tier -> archive.tier" in note and "wait_timeout -> archive.wait_timeout" in note
+
+
+def test_restores_read_the_flat_previous_options() -> None:
+    done = translate("pg_restore_safe", {"drop_previous": True, "previous_retention_days": 7})
+    assert done.args == {"previous": {"drop": True, "retention_days": 7}}
+    assert "previous_retention_days -> previous.retention_days" in done.deprecations[0]
+    assert translate("files_restore", {"drop_previous": True}).args == {"previous": {"drop": True}}

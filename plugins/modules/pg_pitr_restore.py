@@ -239,7 +239,8 @@ EXAMPLES = r"""
     into: drill
     drill:
       report_dir: /var/lib/doctorq-backup/drills
-    metrics_dir: /var/lib/node_exporter
+    notification:
+      metrics_dir: /var/lib/node_exporter
   become: true
 """
 

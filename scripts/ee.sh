@@ -13,6 +13,8 @@
 #                          scripts/build-image.sh, because no container
 #                          registry is reachable here; "definition" = the
 #                          definition's own, quay.io/centos/centos:stream9)
+#   DOCTORQ_EE_REF         build the collection from this commit (git archive)
+#                          instead of the tracked files as they are on disk
 #   DOCTORQ_EE_TAG         image tag (default localhost/doctorq-backup-ee:latest)
 #   DOCTORQ_EE_CA_BUNDLE   CA bundle mounted into the build for apt and pip
 #                          behind a TLS-inspecting proxy (default: the host's
@@ -36,11 +38,15 @@ ca=${DOCTORQ_EE_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
 work=.build/ee
 mkdir -p "$work"
 
-# 1. The artifact, from the files git tracks (what a release holds).
+# 1. The artifact, from the files git tracks (what a release holds), or from a commit.
 log "building the collection tarball from git's files"
 rm -rf "$work/src" "$work"/doctorq-backup*.tar.gz
 mkdir -p "$work/src"
-git ls-files -z | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$work/src"
+if [ -n "${DOCTORQ_EE_REF:-}" ]; then
+  git archive "$DOCTORQ_EE_REF" | tar -xf - -C "$work/src"
+else
+  git ls-files -z | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$work/src"
+fi
 .venv/bin/ansible-galaxy collection build --force --output-path "$work" "$work/src" >/dev/null
 cp "$work"/doctorq-backup-*.tar.gz "$work/doctorq-backup.tar.gz"
 

@@ -40,8 +40,28 @@ def exit_with(module: AnsibleModule, result: dict) -> None:
     module.exit_json(**result)
 
 
-def run_engine(module: AnsibleModule, job: Callable[[], dict[str, Any]], *, postgres: bool = True, s3: bool = False) -> None:
-    """Every module's tail: the libraries it needs, the engine's job, its result or its error."""
+def module_spec(options: dict[str, Any], *, postgres: bool = True, s3: bool = True,
+                db_required: bool = False) -> dict[str, Any]:
+    """A module's whole argument spec: the connection options (``postgres``), its own ``options``, ``s3``."""
+    spec = pgutil.postgres_argument_spec() if postgres else {}
+    spec.update(options)
+    if s3:
+        spec["s3"] = s3util.s3_argument_spec()
+    if db_required:
+        spec["db"] = dict(spec["db"], required=True)
+    return spec
+
+
+def run_engine(module: AnsibleModule, job: Callable[[], dict[str, Any]], *, postgres: bool = True,
+               s3: bool | None = None) -> None:
+    """Every module's tail: the libraries it needs, the engine's job, its result or its error.
+
+    ``s3`` unset: boto3 is needed when the task has an ``s3`` option or an
+    ``s3://`` ``source``.
+    """
+    if s3 is None:
+        params = module.params
+        s3 = bool(params.get("s3")) or str(params.get("source") or "").startswith("s3://")
     require_libs(module, postgres=postgres, s3=s3)
     with engine_errors(module):
         result = job()

@@ -46,6 +46,12 @@ def pgbackrest_argument_spec() -> dict[str, Any]:
     )
 
 
+def log_dir_argument_spec() -> dict[str, Any]:
+    """``log_dir`` of the pgBackRest jobs (their run logs and lock), its old name ``backup_dir`` read until 1.0.0."""
+    return dict(log_dir=dict(type="path", default=DEFAULT_LOG_DIR, aliases=["backup_dir"], deprecated_aliases=[
+        dict(name="backup_dir", version="1.0.0", collection_name="doctorq.backup")]))
+
+
 def metrics_label(stanza: str, kind: str | None = None) -> str:
     """The metrics' ``database`` label of a stanza: ``pgbackrest/<stanza>[/<kind>]``."""
     return f"pgbackrest/{stanza}" + (f"/{kind}" if kind else "")

@@ -19,21 +19,13 @@ description:
   - With O(stanza), also lists the physical (pgBackRest) backups of that stanza and the recoverable window of
     point-in-time recovery, from C(pgbackrest info --output=json) and the newest commit in the archived WAL. This
     needs root (C(become)) or the O(pgbackrest_user).
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common
   - doctorq.backup.s3
 attributes:
   check_mode:
     support: full
     description: The module only reads.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description: Only backups of this database (or, for file backups, of this file set).

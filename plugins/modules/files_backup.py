@@ -25,9 +25,9 @@ description:
   - Names are C(<name>_files_<YYYYmmdd_HHMMSS>.tar.zst) on disk and C(<prefix>/<name>/<YYYY-MM-DD>/...) in S3, beside the
     database backups; a database and a file set of the same name never touch each other's files.
   - Restore with M(doctorq.backup.files_restore), or with stock tools in one line (see notes).
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common.files
+  - doctorq.backup.common
   - doctorq.backup.s3
   - doctorq.backup.policy
   - doctorq.backup.notify
@@ -35,13 +35,6 @@ attributes:
   check_mode:
     support: full
     description: Checks that the paths are readable, the tools present and the bucket reachable, and reports what would be written and deleted.
-  diff_mode:
-    support: none
-    description: No diff is produced; the result and the run log say what was written.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux hosts with GNU tar (Debian's tar package) and zstd or gzip.
 options:
   name:
     description:
@@ -183,35 +176,33 @@ leftovers_removed:
   type: list
   elements: str
 plan:
-  description:
-    - In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete (C(would_delete)).
-    - C(would_delete) counts the backup the run would make, so it is exactly what the run deletes.
+  description: >-
+    In check mode, what a run would archive, upload (C(would_upload), the catch-up) and delete (C(would_delete));
+    C(would_delete) counts the archive the run would make, so it is exactly what the run deletes.
   returned: check mode
   type: dict
 log:
-  description: The run's log lines.
+  description: The run's log lines - tar, checksums, uploads, weekly copy and retention.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(backup_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(log_dir) (default O(backup_dir)).
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def main() -> None:
-    spec = files_backup_argument_spec()
-    spec["s3"] = s3_argument_spec()
-    module = AnsibleModule(argument_spec=spec, required_one_of=[("paths", "preset")], supports_check_mode=True)
+    module = AnsibleModule(argument_spec=module_spec(files_backup_argument_spec(), postgres=False),
+                           required_one_of=[("paths", "preset")], supports_check_mode=True)
     run_engine(module, lambda: run_files_backup(FilesJob.from_params(module.params), check_mode=module.check_mode),
-               postgres=False, s3=bool(module.params["s3"]))
+               postgres=False)
 
 
 if __name__ == "__main__":

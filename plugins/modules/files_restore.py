@@ -33,25 +33,19 @@ description:
     belong to the user running the restore.
   - Every step is logged in C(restore_<name>_files_<timestamp>.log), an audit record is appended to
     C(restore_audit.jsonl) in O(backup_dir), and a webhook is notified.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common.files
+  - doctorq.backup.common
   - doctorq.backup.s3
   - doctorq.backup.notify
   - doctorq.backup.archive
+  - doctorq.backup.restore
 attributes:
   check_mode:
     support: full
     description:
       - Finds the backup, checks its archive state, verifies its checksums, checks every member of the archive and
         reports the plan; changes nothing (no archive restore is requested).
-  diff_mode:
-    support: none
-    description: No diff is produced; the result and the run log say what was written.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux hosts with GNU tar (Debian's tar package) and zstd or gzip.
 options:
   name:
     description: File set whose newest backup O(source=latest) restores.
@@ -64,12 +58,7 @@ options:
         O(backup_dir), with a warning naming the S3 problem.
     type: str
     default: latest
-  before:
-    description: With O(source=latest), only backups started before this time (ISO 8601, UTC when no offset is given).
-    type: str
   backup_dir:
-    description: Local backup directory; also where the run log, the audit log and (by default) safety backups go.
-    type: path
     default: /var/backups/files
   target:
     description:
@@ -86,9 +75,6 @@ options:
     description: Back up the non-empty target before replacing it.
     type: bool
     default: true
-  safety_dir:
-    description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
-    type: path
   previous:
     description:
       - What becomes of the tree a swap leaves as C(<target>.pre_restore_<timestamp>).
@@ -157,11 +143,11 @@ target:
   returned: when a backup was found
   type: str
 pending:
-  description: True while the backup is being restored from an archive tier; run again later.
+  description: True while the archive is being restored from an archive tier (the target untouched); run again later.
   returned: when archived
   type: bool
 archive:
-  description: Per file, the storage class and the state of its archive restore.
+  description: The archive's storage class and the state of its archive restore.
   returned: when archived
   type: dict
 contents:
@@ -173,13 +159,15 @@ sample_verified:
   returned: when extracted
   type: int
 plan:
-  description: In check mode, what would be done.
+  description: >-
+    In check mode, what would be done - target, target_exists, replaces, confirmation_ok, safety_backup, previous
+    (where the replaced tree would be kept) and archive_state.
   returned: check mode
   type: dict
 s3_error:
-  description:
-    - Why O(s3) could not be listed when O(source=latest) searched it; the newest backup in O(backup_dir) was used
-      instead (a warning and the run log say so).
+  description: >-
+    Why O(s3) could not be listed when O(source=latest) searched it; the newest backup of the file set in
+    O(backup_dir) was restored instead (a warning and the run log say so).
   returned: when S3 could not be listed
   type: str
 safety_backup:
@@ -195,35 +183,34 @@ durations:
   returned: always
   type: dict
 log:
-  description: Timestamped log lines of every step.
+  description: Timestamped log lines of every step, from finding the backup to the swap.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(restore_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).
   returned: when not in check mode
   type: str
 audit_file:
-  description: Path of the audit log the run was appended to.
+  description: >-
+    Path of the audit log this run appended its line to (C("type": "files")) - C(restore_audit.jsonl) in
+    O(backup_dir), as for database restores.
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import (
     FilesRestoreJob, files_restore_argument_spec, run_files_restore,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def main() -> None:
-    spec = files_restore_argument_spec()
-    spec["s3"] = s3_argument_spec()
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=module_spec(files_restore_argument_spec(), postgres=False), supports_check_mode=True)
     run_engine(module, lambda: run_files_restore(FilesRestoreJob.from_params(module.params), check_mode=module.check_mode),
-               postgres=False, s3=bool(module.params["s3"]) or (module.params["source"] or "").startswith("s3://"))
+               postgres=False)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,8 @@ description:
     module's action plugin still hands a task with the old C(kind=physical_full|differential|incremental) to it, with
     a deprecation warning; the old C(kind=logical), C(stanza), C(pgbackrest_config) and C(pgbackrest_user) are
     ignored otherwise.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.policy
@@ -50,13 +49,6 @@ attributes:
   check_mode:
     support: full
     description: Checks access to PostgreSQL, the client programs and the bucket, and reports what would be written and deleted.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description: Database to back up.
@@ -226,37 +218,31 @@ caught_up:
   elements: dict
 plan:
   description:
-    - In check mode, what a run would write, upload (C(would_upload), the catch-up) and delete (C(would_delete)).
+    - In check mode, what a run would dump and write, upload (C(would_upload), the catch-up) and delete
+      (C(would_delete)).
     - C(would_delete) counts the backup the run would make, so it is exactly what the run deletes.
   returned: check mode
   type: dict
 log:
-  description: The run's log lines.
+  description: The run's log lines - the dump, checksums, uploads, weekly copy and retention.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(backup_<db>_<YYYYmmdd_HHMMSS>.log) in O(log_dir) (default O(backup_dir)).
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def main() -> None:
-    spec = postgres_argument_spec()
-    spec.update(backup_argument_spec())
-    spec["s3"] = s3_argument_spec()
-    spec["db"] = dict(spec["db"], required=True)
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_engine(module, lambda: run_backup(BackupJob.from_params(module.params), check_mode=module.check_mode),
-               s3=bool(module.params["s3"]))
+    module = AnsibleModule(argument_spec=module_spec(backup_argument_spec(), db_required=True), supports_check_mode=True)
+    run_engine(module, lambda: run_backup(BackupJob.from_params(module.params), check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ description:
     deprecation warning (C(pitr_target_time) is O(target.time), and so on).
   - The flat option spellings of before the grouping (C(target_time), C(scratch_dir), C(drill=true)...) are
     translated by the module's action plugin until 1.0.0, with a deprecation warning naming the new spelling.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common.pgbackrest_host
+  - doctorq.backup.common
   - doctorq.backup.postgres
   - doctorq.backup.notify
   - doctorq.backup.pgbackrest
@@ -38,13 +38,6 @@ attributes:
   check_mode:
     support: full
     description: Reads the repository, checks the target against the window and reports the plan; changes nothing.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the database host, as root (C(become=true)) or as O(pgbackrest_user).
 options:
   db:
     description:
@@ -319,36 +312,29 @@ report_file:
   returned: with O(into=drill) and O(drill.report_dir)
   type: str
 log:
-  description: Timestamped log lines of every step.
+  description: Timestamped log lines of every step of the recovery.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(restore_pgbackrest-<stanza>_<YYYYmmdd_HHMMSS>.log) in O(log_dir).
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import log_dir_argument_spec, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
-from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import REMOVED_IN, PitrJob, pitr_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import PitrJob, pitr_argument_spec
 
 
 def main() -> None:
-    spec = postgres_argument_spec()
-    spec.update(pgbackrest_argument_spec())
-    spec.update(notify_argument_spec())
-    spec.update(log_dir=dict(type="path", default=DEFAULT_LOG_DIR, aliases=["backup_dir"],
-                             deprecated_aliases=[dict(name="backup_dir", version=REMOVED_IN,
-                                                      collection_name="doctorq.backup")]),
-                confirm=dict(type="str", default=""))
-    spec.update(pitr_argument_spec())
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    options = dict(confirm=dict(type="str", default=""), **log_dir_argument_spec(), **pgbackrest_argument_spec(),
+                   **notify_argument_spec(), **pitr_argument_spec())
+    module = AnsibleModule(argument_spec=module_spec(options, s3=False), supports_check_mode=True)
     run_engine(module, lambda: run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode))
 
 

@@ -35,24 +35,17 @@ description:
     plugin still hands a task with the old C(pitr_*) options (C(pitr_target) or C(pitr_drill) set) to it, with the
     options without the prefix and a deprecation warning; C(stanza), C(pgbackrest_config) and C(pgbackrest_user) are
     ignored otherwise.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.notify
   - doctorq.backup.archive
+  - doctorq.backup.restore
 attributes:
   check_mode:
     support: full
     description: Finds the backup, checks its archive state, verifies its checksums and reports the plan; changes nothing.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
 options:
   db:
     description:
@@ -69,12 +62,7 @@ options:
   source_db:
     description: Database whose backups O(source=latest) searches; defaults to O(db).
     type: str
-  before:
-    description: With O(source=latest), only backups started before this time (ISO 8601, UTC when no offset is given).
-    type: str
   backup_dir:
-    description: Local backup directory; also where the run log, the audit log and (by default) safety backups go.
-    type: path
     default: /var/backups/postgresql
   confirm:
     description:
@@ -102,9 +90,6 @@ options:
     description: Back up the existing target before replacing it (required by O(mode=replace)).
     type: bool
     default: true
-  safety_dir:
-    description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
-    type: path
   previous:
     description:
       - What becomes of the databases a swap leaves as C(<db>__pre_restore_<timestamp>).
@@ -232,21 +217,24 @@ checksums:
   returned: when a backup was found
   type: dict
 pending:
-  description: True while the backup is being restored from an archive tier; run again later.
+  description: True while the backup (every file of a directory backup) is being restored from an archive tier; run again later.
   returned: when archived
   type: bool
 archive:
-  description: Per file, the storage class and the state of its archive restore.
+  description: Per data file of the backup (the dump, or each file of a directory backup), its storage class and archive restore.
   returned: when archived
   type: dict
 plan:
-  description: In check mode, what would be done.
+  description:
+    - In check mode, what would be done - target_exists, confirmation_ok, archive_state, drop_leftovers,
+      finish_interrupted (a killed restore's intent), safety_backup, restore_into, rename_target_to, drop_previous or
+      drop_and_recreate.
   returned: check mode
   type: dict
 s3_error:
   description:
-    - Why O(s3) could not be listed when O(source=latest) searched it; the newest backup in O(backup_dir) was used
-      instead (a warning and the run log say so).
+    - Why O(s3) could not be listed when O(source=latest) searched it; the newest backup of the database in
+      O(backup_dir) was restored instead (a warning and the run log say so).
   returned: when S3 could not be listed
   type: str
 partial:
@@ -285,36 +273,29 @@ durations:
   returned: always
   type: dict
 log:
-  description: Timestamped log lines of every step.
+  description: Timestamped log lines of every step of the restore.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(restore_<db>_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).
   returned: when not in check mode
   type: str
 audit_file:
-  description: Path of the audit log the run was appended to.
+  description: Path of C(restore_audit.jsonl) in O(backup_dir), the audit log of every restore; this run appended its line.
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec, run_restore
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import s3_argument_spec
 
 
 def main() -> None:
-    spec = postgres_argument_spec()
-    spec.update(restore_argument_spec())
-    spec["s3"] = s3_argument_spec()
-    spec["db"] = dict(spec["db"], required=True)
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    run_engine(module, lambda: run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode),
-               s3=bool(module.params["s3"]) or (module.params["source"] or "").startswith("s3://"))
+    module = AnsibleModule(argument_spec=module_spec(restore_argument_spec(), db_required=True), supports_check_mode=True)
+    run_engine(module, lambda: run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ description:
   - The scheduled job on the host (C(doctorq-pgbackrest backup --kind ...)) runs the same code.
   - Replaces the physical kinds of M(doctorq.backup.pg_backup) (C(kind=physical_full|differential|incremental)),
     which still work there until 1.0.0 with a deprecation warning.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common.pgbackrest_host
+  - doctorq.backup.common
   - doctorq.backup.notify
   - doctorq.backup.pgbackrest
 attributes:
@@ -30,13 +30,6 @@ attributes:
     support: full
     description:
       - Checks that the stanza is healthy and reports which backup would be made on top of which; writes nothing.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the database host, as root (C(become=true)) or as O(pgbackrest_user).
 options:
   kind:
     description:
@@ -189,34 +182,28 @@ plan:
   returned: check mode
   type: dict
 log:
-  description: The run's log lines.
+  description: The run's log lines - the stanza's check, the backup and pgBackRest's expiry.
   returned: always
   type: list
   elements: str
 log_file:
-  description: Path of the run log.
+  description: Path of the run log, C(backup_pgbackrest-<stanza>_<YYYYmmdd_HHMMSS>.log) in O(log_dir).
   returned: when not in check mode
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import log_dir_argument_spec, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 
 
 def argument_spec() -> dict:
-    spec = dict(
-        kind=dict(type="str", default="incremental", choices=list(KINDS)),
-        log_dir=dict(type="path", default=DEFAULT_LOG_DIR, aliases=["backup_dir"],
-                     deprecated_aliases=[dict(name="backup_dir", version="1.0.0", collection_name="doctorq.backup")]),
-    )
-    spec.update(pgbackrest_argument_spec())
-    spec.update(notify_argument_spec())
-    return spec
+    return module_spec(dict(kind=dict(type="str", default="incremental", choices=list(KINDS)), **log_dir_argument_spec(),
+                            **pgbackrest_argument_spec(), **notify_argument_spec()), postgres=False, s3=False)
 
 
 def main() -> None:

@@ -21,9 +21,8 @@ description:
     never touches O(db) or the file set's directories.
   - The drill fails when the restore or the comparison fails, when the newest backup is still in an archive tier, or
     when the newest backup is older than O(max_rpo_hours).
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.notify
@@ -31,12 +30,7 @@ attributes:
   check_mode:
     support: none
     description: A drill is a real restore into a scratch database or directory; there is nothing to predict.
-  diff_mode:
-    support: none
-    description: There is no before and after to show.
   platform:
-    support: full
-    platforms: posix
     description:
       - Runs on the database host (or any host that reaches the server), with the PostgreSQL client programs.
       - A file-set drill needs GNU tar and no PostgreSQL; the PostgreSQL connection options are ignored then.

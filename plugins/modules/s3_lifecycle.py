@@ -28,9 +28,8 @@ description:
   - O(ensure_bucket) optionally creates the bucket and converges versioning, default encryption and Object Lock.
     Anything else about a bucket (policy, public access block, tags, ownership) is left to M(amazon.aws.s3_bucket).
   - O(s3) is required; O(s3.bucket) names the bucket to manage.
-author:
-  - DoctorQ infrastructure team (@doctorq-infra)
 extends_documentation_fragment:
+  - doctorq.backup.common
   - doctorq.backup.s3
 attributes:
   check_mode:

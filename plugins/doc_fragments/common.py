@@ -7,8 +7,8 @@ that reaches the server). The variants only say what differs, and come before
 it in ``extends_documentation_fragment`` (the first fragment listed wins):
 ``doctorq.backup.common.pgbackrest_host`` (pgBackRest, on the database host; not
 ``.pgbackrest``, which would load the pgbackrest fragment) and
-``doctorq.backup.common.files`` (a file set, with GNU tar). Each module states
-its own ``check_mode``, and overrides what else differs (s3_lifecycle).
+``doctorq.backup.common.files`` (a file set, with GNU tar). Each module says
+what its ``check_mode`` does (restore_drill: none), and overrides what else differs (s3_lifecycle).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ class ModuleDocFragment:  # pylint: disable=too-few-public-methods
 author:
   - DoctorQ infrastructure team (@doctorq-infra)
 attributes:
+  check_mode:
+    support: full
   diff_mode:
     support: none
     description: There is no before and after to show.

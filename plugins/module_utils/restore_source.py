@@ -50,7 +50,7 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 def archive_argument_spec() -> dict[str, Any]:
-    """The ``archive`` option of every restore (doc fragment ``doctorq.backup.archive``; edit them together)."""
+    """The ``archive`` option of every restore (doc fragment ``doctorq.backup.restore``; edit them together)."""
     return dict(archive=dict(type="dict", options=dict(
         tier=dict(type="str", default="Standard", choices=list(TIERS)),
         days=dict(type="int", default=1),

@@ -24,7 +24,6 @@ extends_documentation_fragment:
   - doctorq.backup.s3
 attributes:
   check_mode:
-    support: full
     description: The module only reads.
 options:
   db:
@@ -159,47 +158,21 @@ s3_error:
   returned: when S3 could not be listed
   type: str
 physical_backups:
-  description: pgBackRest backups of O(stanza), newest first.
+  description:
+    - pgBackRest backups of O(stanza), newest first.
+    - Each with the facts M(doctorq.backup.pgbackrest_backup) returns of the backup it makes
+      (RV(doctorq.backup.pgbackrest_backup#module:backup)) - C(label) (the
+      O(doctorq.backup.pg_pitr_restore#module:target.backup_set) value), C(kind), C(type), C(prior), C(started_at),
+      C(finished_at), C(duration_s), C(database_size), C(delta), C(repo_size), C(repo_delta), C(wal_start),
+      C(wal_stop), C(lsn_start), C(lsn_stop), C(error) - and C(timeline) and C(on_latest_timeline) (whether a recovery
+      to the end of the window can start from it).
   returned: with O(stanza)
   type: list
   elements: dict
-  contains:
-    label:
-      description: "pgBackRest label (the O(doctorq.backup.pg_pitr_restore#module:backup_set) value)."
-      type: str
-      returned: always
-    kind:
-      description: C(physical_full), C(differential) or C(incremental).
-      type: str
-      returned: always
-    prior:
-      description: Label of the backup it is based on.
-      type: str
-      returned: always
-    started_at:
-      description: Start (UTC).
-      type: str
-      returned: always
-    finished_at:
-      description: End (UTC).
-      type: str
-      returned: always
-    database_size:
-      description: Bytes of the cluster.
-      type: int
-      returned: always
-    repo_delta:
-      description: Bytes this backup added to the repository.
-      type: int
-      returned: always
-    wal_start:
-      description: First WAL segment needed.
-      type: str
-      returned: always
-    wal_stop:
-      description: Last WAL segment needed.
-      type: str
-      returned: always
+  sample:
+    - {label: 20251109-060002F_20251109-063001I, kind: incremental, type: incr, prior: 20251109-060002F,
+       started_at: "2025-11-09T06:30:01Z", finished_at: "2025-11-09T06:30:40Z", repo_delta: 18231040, timeline: 1,
+       on_latest_timeline: true}
 recoverable_window:
   description:
     - Times a point-in-time recovery can reach - from just after the oldest backup ended to the newest transaction

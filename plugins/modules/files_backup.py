@@ -33,7 +33,6 @@ extends_documentation_fragment:
   - doctorq.backup.notify
 attributes:
   check_mode:
-    support: full
     description: Checks that the paths are readable, the tools present and the bucket reachable, and reports what would be written and deleted.
 options:
   name:
@@ -132,7 +131,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: Facts of the backup made.
+  description: Facts of the archive made.
   returned: success, and on an S3 failure after the local copy was completed
   type: dict
   contains:
@@ -166,12 +165,12 @@ changed_during_backup:
   type: list
   elements: dict
 deleted:
-  description: Backups removed by retention.
+  description: Archives of the set removed by retention (each with its checksum files and manifest), on disk and in S3.
   returned: success
   type: list
   elements: dict
 leftovers_removed:
-  description: Files and unfinished uploads of interrupted earlier runs that were removed.
+  description: Partial archives and unfinished uploads of interrupted earlier runs of the set that were removed.
   returned: success
   type: list
   elements: str

@@ -38,11 +38,9 @@ extends_documentation_fragment:
   - doctorq.backup.common
   - doctorq.backup.s3
   - doctorq.backup.notify
-  - doctorq.backup.archive
   - doctorq.backup.restore
 attributes:
   check_mode:
-    support: full
     description:
       - Finds the backup, checks its archive state, verifies its checksums, checks every member of the archive and
         reports the plan; changes nothing (no archive restore is requested).

@@ -47,7 +47,6 @@ extends_documentation_fragment:
   - doctorq.backup.notify
 attributes:
   check_mode:
-    support: full
     description: Checks access to PostgreSQL, the client programs and the bucket, and reports what would be written and deleted.
 options:
   db:
@@ -121,7 +120,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: Facts of the backup made.
+  description: Facts of the dump made.
   returned: success, and on an S3 failure after the local copy was completed
   type: dict
   contains:
@@ -197,12 +196,12 @@ backup:
     sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     s3_uri: s3://doctorq-backups/doctorq/db1/doctorq/2025-11-07/doctorq_full_20251107_020000.dump.zst
 deleted:
-  description: Backups removed by retention.
+  description: Backups of O(db) removed by retention (each dump with its checksum files and manifest), on disk and in S3.
   returned: success
   type: list
   elements: dict
 leftovers_removed:
-  description: Files and unfinished uploads of interrupted earlier runs that were removed.
+  description: Partial dumps and unfinished uploads of interrupted earlier runs of O(db) that were removed.
   returned: success
   type: list
   elements: str

@@ -36,7 +36,6 @@ extends_documentation_fragment:
   - doctorq.backup.pgbackrest
 attributes:
   check_mode:
-    support: full
     description: Reads the repository, checks the target against the window and reports the plan; changes nothing.
 options:
   db:

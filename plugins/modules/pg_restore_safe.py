@@ -40,11 +40,9 @@ extends_documentation_fragment:
   - doctorq.backup.postgres
   - doctorq.backup.s3
   - doctorq.backup.notify
-  - doctorq.backup.archive
   - doctorq.backup.restore
 attributes:
   check_mode:
-    support: full
     description: Finds the backup, checks its archive state, verifies its checksums and reports the plan; changes nothing.
 options:
   db:

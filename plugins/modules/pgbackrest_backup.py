@@ -27,7 +27,6 @@ extends_documentation_fragment:
   - doctorq.backup.pgbackrest
 attributes:
   check_mode:
-    support: full
     description:
       - Checks that the stanza is healthy and reports which backup would be made on top of which; writes nothing.
 options:

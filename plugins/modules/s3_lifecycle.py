@@ -33,7 +33,6 @@ extends_documentation_fragment:
   - doctorq.backup.s3
 attributes:
   check_mode:
-    support: full
     description:
       - Reads only, and predicts C(changed) and the resulting rules.
       - The prediction assumes the server implements the whole declaration; with O(on_unsupported=warn) on a
@@ -394,16 +393,9 @@ bucket:
       type: dict
       returned: always
   sample:
-    created: true
-    actions: [create, object_lock, default_retention, encryption]
-    state:
-      exists: true
-      versioning: true
-      encryption: AES256
-      object_lock: true
-      default_retention:
-        mode: GOVERNANCE
-        days: 30
+    created: false
+    actions: [versioning]
+    state: {exists: true, versioning: true, encryption: AES256, object_lock: false}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

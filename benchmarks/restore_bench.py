@@ -56,6 +56,7 @@ sys.path.insert(0, benchlib.collections_dir())
 # pylint: disable=wrong-import-position
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup  # noqa: E402
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn  # noqa: E402
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy  # noqa: E402
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, run_restore  # noqa: E402
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config  # noqa: E402
 
@@ -90,7 +91,7 @@ class Bench(benchlib.Bench):
 
         job = BackupJob(conn=PgConn.from_params(self.pg.params(self.source_db)), db=self.source_db,
                         backup_dir=os.path.join(self.out, "backup-host"), s3=S3Config.from_params(self.s3_option),
-                        weekly="never", prune=False)
+                        policy=JobPolicy(weekly="never", prune=False))
         started = time.monotonic()
         made = run_backup(job)
         assert not made.get("failed"), made.get("msg")

@@ -222,7 +222,7 @@ def _files_runs(args: argparse.Namespace, sets: list[dict[str, Any]]) -> list[tu
 def _drill(job: BackupJob, args: argparse.Namespace) -> dict[str, Any]:
     report = run_drill(DrillJob(conn=job.conn, db=job.db, backup_dir=job.backup_dir, s3=job.s3,
                                 report_dir=args.report_dir, max_rpo_hours=args.max_rpo_hours,
-                                notifier=dataclasses.replace(job.notifier, notify_on="failure")), echo=sys.stdout)
+                                notifier=dataclasses.replace(job.policy.notifier, notify_on="failure")), echo=sys.stdout)
     return {"failed": report["status"] != "success", "msg": report.get("error")}
 
 

@@ -27,9 +27,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
-from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
@@ -48,37 +46,27 @@ def backup_argument_spec() -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class BackupJob(JobPolicy):
+class BackupJob:
     conn: PgConn
     db: str
     backup_dir: str
     s3: s3util.S3Config | None = None
-    compression: str = "zstd"
-    compression_level: int | None = None
-    compression_threads: int = 0
     globals: bool = False
-    weekly: str = "auto"
-    weekly_day: str = "sunday"
-    retention_daily_days: int = 30
-    retention_weekly_days: int = 365
-    retention_min_count: int = DEFAULT_MIN_COUNT
-    prune: bool = True
-    notifier: Notifier = Notifier()
-    log_dir: str | None = None
+    policy: JobPolicy = JobPolicy()
     jobs: int = 1  # 1: one custom-format stream; 0: pg_dump -Fd with one job per core; N: pg_dump -Fd -j N
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackupJob":
         if not params.get("db"):
             raise ConfigError("db is required: name the database to back up.")
-        policy = cls.policy_from_params(params)
+        policy = JobPolicy.from_params(params)
         jobs = params.get("jobs", 1)
         if jobs is None or jobs < 0:
             raise ConfigError(f"jobs is {jobs}: use 1 (one stream, the default), 0 (a directory backup with one "
                               "pg_dump job per core) or the number of pg_dump jobs of a directory backup.")
         return cls(
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
-            s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), jobs=jobs, **policy,
+            s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), jobs=jobs, policy=policy,
         )
 
     @property
@@ -91,7 +79,7 @@ class BackupJob(JobPolicy):
         return self.jobs or os.cpu_count() or 1
 
     def data_name(self, backup_id_: str) -> str:
-        return f"{backup_id_}.dir" if self.directory else f"{backup_id_}.dump{self.extension}"
+        return f"{backup_id_}.dir" if self.directory else f"{backup_id_}.dump{self.policy.extension}"
 
 
 class _Run:
@@ -104,7 +92,7 @@ class _Run:
         self.local = LocalStore(job.backup_dir)
         self.s3 = S3Store(job.s3) if job.s3 else None
         self.warnings: list[str] = []
-        self.stores = Stores(self.local, self.s3, job.db, "database", min_count=job.retention_min_count,
+        self.stores = Stores(self.local, self.s3, job.db, "database", min_count=job.policy.retention_min_count,
                              warnings=self.warnings)
         self.echo = echo
 
@@ -113,9 +101,9 @@ class _Run:
         return self.stores.clean_leftovers(log)
 
     def retention(self, log: RunLog, *, check_mode: bool) -> list[dict[str, str]]:
-        if not self.job.prune:
+        if not self.job.policy.prune:
             return []
-        return self.stores.retention(self.started, self.job.keep_days, log, check_mode=check_mode)
+        return self.stores.retention(self.started, self.job.policy.keep_days, log, check_mode=check_mode)
 
     def dump_argv(self, pg: PgClient) -> list[str]:
         if self.job.directory:  # the directory format's options follow (dirdump.dump_argv)
@@ -126,12 +114,12 @@ class _Run:
         """pg_dump's --compress of a directory backup, checked against the client tools before any work."""
         if not self.job.directory:
             return None
-        return dirdump.compress_option(self.job.compression, self.job.compression_level, client_major(pg_dump))
+        return dirdump.compress_option(self.job.policy.compression, self.job.policy.compression_level, client_major(pg_dump))
 
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
         """Stream one artifact to disk and S3; return its digest, S3 facts, S3 error (local is kept)."""
-        compressor = self.job.compressor()
+        compressor = self.job.policy.compressor()
         return self.stores.stream([argv, compressor], env, name, self.started, self.id,
                                   names + ([os.path.basename(compressor[0])] if compressor else []), kind_tag=kind_tag,
                                   log=log)
@@ -154,11 +142,11 @@ class _Run:
         path = self.local.path("daily", name)
         s3_uri = self.job.s3.uri(f"{self.s3.dir_key('daily', self.job.db, self.started.strftime('%Y-%m-%d'))}/{name}") if self.s3 else None
         log(f"Would write {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
-        weekly = self.job.weekly_due(self.started)
+        weekly = self.job.policy.weekly_due(self.started)
         if weekly:
             log("Would copy it to the weekly set")
-        would_upload, would_delete = self.stores.plan(self.started, self.job.keep_days, self.id, name, weekly=weekly,
-                                                      prune=self.job.prune, log=log)
+        would_upload, would_delete = self.stores.plan(self.started, self.job.policy.keep_days, self.id, name, weekly=weekly,
+                                                      prune=self.job.policy.prune, log=log)
         return {"changed": True, "plan": {"database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
                                           "would_upload": would_upload, "would_delete": would_delete,
                                           "leftovers": self.local.leftovers(self.job.db)},
@@ -166,8 +154,8 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         job = self.job
-        frame = Frame(title=f"Backup {job.db} - kind: full", notifier=job.notifier, echo=self.echo,
-                      log_path=os.path.join(job.log_dir or job.backup_dir, f"backup_{encode_name(job.db)}_{self.started.strftime(STAMP)}.log"),
+        frame = Frame(title=f"Backup {job.db} - kind: full", notifier=job.policy.notifier, echo=self.echo,
+                      log_path=os.path.join(job.policy.log_dir or job.backup_dir, f"backup_{encode_name(job.db)}_{self.started.strftime(STAMP)}.log"),
                       lock_path=lock_path(job.backup_dir, job.db), lock_what=f"the backup of database {job.db!r}",
                       prepare=self.local.ensure_writable, result={"changed": False}, warnings=self.warnings)
 
@@ -180,7 +168,7 @@ class _Run:
                 event={"event": "backup", "status": status, "database": job.db, "host": host, "summary": summary,
                        "duration_s": frame.duration, "backup": backup or None, "error": error,
                        "s3_error": self.stores.s3_problem},
-                metrics=samples(status, frame.duration, self.stores.s3_lacking(self.started, job.keep_days),
+                metrics=samples(status, frame.duration, self.stores.s3_lacking(self.started, job.policy.keep_days),
                                 last_size_bytes=backup.get("size", 0)), metrics_job="backup", metrics_label=job.db)
 
         return frame.run(lambda log: self._locked(log, frame.started_at, frame.result), conclude)
@@ -213,13 +201,13 @@ class _Run:
                 else:
                     digest, s3_facts, s3_error = self.stream(dump_argv + [f"--snapshot={snap.id}"], pg.env(job.db),
                                                              name, "daily", ["pg_dump"], log)
-            log(f"FULL backup finished: {human(digest.size)} ({job.compression})")
+            log(f"FULL backup finished: {human(digest.size)} ({job.policy.compression})")
             with stores.until_committed(log):  # a step failing before the commit point leaves nothing of the set
                 if directory is None:
                     stores.put_checksums(name, digest, log)
                 globals_facts = None
                 if job.globals:
-                    gname = f"{backup_id(job.db, self.started, 'globals')}.sql{job.extension}"
+                    gname = f"{backup_id(job.db, self.started, 'globals')}.sql{job.policy.extension}"
                     gdigest, _gfacts, gerr = self.stream([pg.tool("pg_dumpall"), "--globals-only", "--no-password"],
                                                          pg.env("postgres"), gname, "daily", ["pg_dumpall"], log)
                     s3_error = s3_error or gerr
@@ -228,17 +216,17 @@ class _Run:
                 manifest = Manifest(
                     id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
                     finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
-                    size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.compression,
-                    compression_level=job.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
+                    size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.policy.compression,
+                    compression_level=job.policy.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),
                     host=socket.gethostname(), table_count=len(tables), tables=tables, globals=globals_facts,
                     s3=s3_facts, **({"format": "directory", "jobs": job.dump_jobs,
                                      "dir_files": directory.manifest_files()} if directory else {}))
                 local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error, checksums_written=True)
             out.update(changed=True, backup={**local_manifest.summary(), "path": path, "weekly": False,
                                              "s3_checksum": (local_manifest.s3 or {}).get("checksum")})
-            if job.weekly_due(self.started):
+            if job.policy.weekly_due(self.started):
                 self._weekly(local_manifest, s3_manifest, log, out)
-        stores.finish(self.started, self.id, path, out, log, keep_days=job.keep_days, prune=job.prune)
+        stores.finish(self.started, self.id, path, out, log, keep_days=job.policy.keep_days, prune=job.policy.prune)
         log("Backup completed successfully")
 
     def _weekly(self, local_manifest: Manifest, s3_manifest: Manifest | None, log: RunLog, out: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from typing import IO, Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
-from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, backup_id, encode_name, iso, utcnow
@@ -32,7 +31,6 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import
 from ansible_collections.doctorq.backup.plugins.module_utils.fileset import (
     PRESETS, TYPE, check_set_name, norm, postgresql_config_paths, under,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.retention import DEFAULT_MIN_COUNT
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import private_dir
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
@@ -61,7 +59,7 @@ def files_backup_argument_spec() -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class FilesJob(JobPolicy):
+class FilesJob:
     name: str
     paths: tuple[str, ...]
     root: str
@@ -70,23 +68,13 @@ class FilesJob(JobPolicy):
     exclude: tuple[str, ...] = ()
     one_file_system: bool = False
     on_change: str = "warn"
-    compression: str = "zstd"
-    compression_level: int | None = None
-    compression_threads: int = 0
-    weekly: str = "auto"
-    weekly_day: str = "sunday"
-    retention_daily_days: int = 30
-    retention_weekly_days: int = 365
-    retention_min_count: int = DEFAULT_MIN_COUNT
-    prune: bool = True
-    notifier: Notifier = Notifier()
-    log_dir: str | None = None
+    policy: JobPolicy = JobPolicy()
     preset: str | None = None
     notes: tuple[str, ...] = ()  # what resolving the preset found worth a warning
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "FilesJob":
-        policy = cls.policy_from_params(params)
+        policy = JobPolicy.from_params(params)
         paths = [norm(p) for p in params.get("paths") or []]
         notes: list[str] = []
         preset = params.get("preset")
@@ -112,7 +100,7 @@ class FilesJob(JobPolicy):
             name=name, paths=tuple(dict.fromkeys(paths)), root=root, backup_dir=params.get("backup_dir") or "/var/backups/files",
             s3=s3util.S3Config.from_params(params.get("s3")), exclude=tuple(params.get("exclude") or ()),
             one_file_system=bool(params.get("one_file_system")), on_change=params.get("on_change") or "warn",
-            preset=preset, notes=tuple(notes), **policy,
+            preset=preset, notes=tuple(notes), policy=policy,
         )
 
     @property
@@ -122,12 +110,12 @@ class FilesJob(JobPolicy):
 
     @property
     def extension(self) -> str:
-        return ".tar" + super().extension
+        return ".tar" + self.policy.extension
 
     def self_excludes(self) -> list[str]:
         """Member names of our own output (backup and log directories) when they lie inside the set."""
         names = []
-        for directory in dict.fromkeys(norm(d) for d in (self.backup_dir, self.log_dir) if d):
+        for directory in dict.fromkeys(norm(d) for d in (self.backup_dir, self.policy.log_dir) if d):
             for path, member in zip(self.paths, self.members):
                 if under(directory, path) and directory != path:
                     rel = os.path.relpath(directory, path)
@@ -162,7 +150,7 @@ class _FilesRun:
         local = LocalStore(job.backup_dir)
         self.warnings: list[str] = list(job.notes)
         self.stores = Stores(local, S3Store(job.s3) if job.s3 else None, job.name, TYPE,
-                             min_count=job.retention_min_count, warnings=self.warnings)
+                             min_count=job.policy.retention_min_count, warnings=self.warnings)
         self.echo = echo
 
     @property
@@ -174,7 +162,7 @@ class _FilesRun:
         job = self.job
         log.banner(f"Backup of file set {job.name} - check mode, nothing is written")
         find_tar()
-        job.compressor()
+        job.policy.compressor()
         unreadable = [p for p in job.paths if not os.access(p, os.R_OK)]
         if unreadable:
             raise DoctorqError(f"cannot read {', '.join(unreadable)} as uid {os.geteuid()}: run the backup as a user "
@@ -183,9 +171,9 @@ class _FilesRun:
         path = self.stores.local.path("daily", self.file_name)
         s3_uri = job.s3.uri(self.stores.s3_key(self.started, self.file_name)) if self.stores.s3 else None
         log(f"Would archive {', '.join(job.paths)} (root {job.root}) into {path}" + (f" and upload {s3_uri}" if s3_uri else ""))
-        weekly = job.weekly_due(self.started)
-        would_upload, would_delete = self.stores.plan(self.started, job.keep_days, self.id, self.file_name,
-                                                      weekly=weekly, prune=job.prune, log=log)
+        weekly = job.policy.weekly_due(self.started)
+        would_upload, would_delete = self.stores.plan(self.started, job.policy.keep_days, self.id, self.file_name,
+                                                      weekly=weekly, prune=job.policy.prune, log=log)
         return {"changed": True, "plan": {"name": job.name, "paths": list(job.paths), "root": job.root, "path": path,
                                           "s3_uri": s3_uri, "weekly": weekly, "would_upload": would_upload,
                                           "would_delete": would_delete,
@@ -194,8 +182,8 @@ class _FilesRun:
 
     def run(self) -> dict[str, Any]:
         job = self.job
-        frame = Frame(title=f"Backup of file set {job.name}", notifier=job.notifier, echo=self.echo,
-                      log_path=os.path.join(job.log_dir or job.backup_dir,
+        frame = Frame(title=f"Backup of file set {job.name}", notifier=job.policy.notifier, echo=self.echo,
+                      log_path=os.path.join(job.policy.log_dir or job.backup_dir,
                                             f"backup_{encode_name(job.name)}_files_{self.started.strftime(STAMP)}.log"),
                       lock_path=lock_path(job.backup_dir, job.name, "files"),
                       lock_what=f"the backup of file set {job.name!r}", prepare=self.stores.local.ensure_writable,
@@ -216,7 +204,7 @@ class _FilesRun:
                            + (f"; {len(changed)} file(s) changed while read" if changed else ""))
             else:
                 summary = f"Backup of file set {job.name} on {host} FAILED: {error}"
-            metrics = samples(status, duration, self.stores.s3_lacking(self.started, job.keep_days),
+            metrics = samples(status, duration, self.stores.s3_lacking(self.started, job.policy.keep_days),
                               last_size_bytes=backup.get("size", 0))
             metrics["last_changed_files"] = float(len(changed))
             if status == "success":
@@ -232,7 +220,7 @@ class _FilesRun:
     def _locked(self, log: RunLog, t0: float, out: dict[str, Any]) -> None:
         job, stores = self.job, self.stores
         tar = find_tar()
-        compressor = job.compressor()
+        compressor = job.policy.compressor()
         stores.open_s3(log)  # S3 refusing goes on local-only: the backup is still made
         out["leftovers_removed"] = stores.clean_leftovers(log)
         name = self.file_name
@@ -273,21 +261,21 @@ class _FilesRun:
                 self.warnings.append(warning)
                 log(f"WARNING: {warning}")
             log(f"Archive finished: {counts['count']} entries, {counts['files']} files, {human(counts['bytes'])} of file "
-                f"data; {human(digest.size)} ({job.compression})")
+                f"data; {human(digest.size)} ({job.policy.compression})")
             fileset = {"root": job.root, "paths": job.members, "sources": list(job.paths), "exclude": list(job.exclude),
                        "preset": job.preset, **counts, "changed_during_backup": changed,
                        "tar_version": tar_version(tar), "sample": sample}
             manifest = Manifest(
                 id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
                 duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
-                md5=digest.md5, compression=job.compression, compression_level=job.level, format="tar",
+                md5=digest.md5, compression=job.policy.compression, compression_level=job.policy.level, format="tar",
                 host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
             local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
         out.update(changed=True, changed_during_backup=changed,
                    backup={**local_manifest.summary(), "path": path, "weekly": False})
-        if job.weekly_due(self.started):
+        if job.policy.weekly_due(self.started):
             out["backup"].update(stores.weekly(local_manifest, s3_manifest, log))
-        stores.finish(self.started, self.id, path, out, log, keep_days=job.keep_days, prune=job.prune)
+        stores.finish(self.started, self.id, path, out, log, keep_days=job.policy.keep_days, prune=job.policy.prune)
         log("Backup completed successfully" + (" (with files changed while read)" if changed else ""))
 
 

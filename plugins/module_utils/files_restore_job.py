@@ -35,6 +35,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Mani
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, IntegrityError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, run_files_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.fileset import TYPE, check_set_name, norm, under
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import RestoreRun
@@ -235,7 +236,7 @@ class _FilesRestore(RestoreRun):
     def take_safety_backup(self, m: Manifest, target: str, log: RunLog) -> dict[str, Any]:
         def backup(safety_dir: str) -> dict[str, Any]:
             return run_files_backup(FilesJob(name=m.database, paths=(target,), root=target, backup_dir=safety_dir,
-                                             weekly="never", prune=False), echo=None)
+                                             policy=JobPolicy(weekly="never", prune=False)), echo=None)
         outcome = self.safety_backup(target, backup, log)
         self.warnings += outcome.get("warnings") or []
         return outcome["backup"]

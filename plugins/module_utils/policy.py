@@ -9,6 +9,7 @@ their checks before any work (``check_policy``) and what they mean
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -56,31 +57,30 @@ def policy_argument_spec() -> dict[str, Any]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
 class JobPolicy:
-    """What the policy options (``policy_argument_spec``) mean, for every backup job that has them.
+    """What the policy options (``policy_argument_spec``) mean: the ``policy`` field of every backup job that has them.
 
-    Mixed into BackupJob and files_backup_job.FilesJob. Each of those dataclasses
-    declares the fields itself: a dataclass base would put them, with their
-    defaults, before the jobs' own required fields.
+    BackupJob and files_backup_job.FilesJob hold one each (``job.policy``).
     """
 
-    compression: str
-    compression_level: int | None
-    compression_threads: int
-    weekly: str
-    weekly_day: str
-    retention_daily_days: int
-    retention_weekly_days: int
-    retention_min_count: int
-    prune: bool
-    notifier: Notifier
-    log_dir: str | None
+    compression: str = "zstd"
+    compression_level: int | None = None
+    compression_threads: int = 0
+    weekly: str = "auto"
+    weekly_day: str = "sunday"
+    retention_daily_days: int = 30
+    retention_weekly_days: int = 365
+    retention_min_count: int = DEFAULT_MIN_COUNT
+    prune: bool = True
+    notifier: Notifier = Notifier()
+    log_dir: str | None = None
 
-    @staticmethod
-    def policy_from_params(params: dict[str, Any]) -> dict[str, Any]:
-        """The policy fields of a job, from module or CLI parameters (checked first: check_policy)."""
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "JobPolicy":
+        """The policy of a job, from module or CLI parameters (checked first: check_policy)."""
         check_policy(params)
-        return dict(
+        return cls(
             compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
             compression_threads=params.get("compression_threads") or 0,
             weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",

@@ -37,6 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils import restore_inte
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, run_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier, notify_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, Manifest, encode_name
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, PgError
@@ -171,7 +172,7 @@ class _Restore(DatabaseRestoreRun):
     def take_safety_backup(self, log: RunLog) -> dict[str, Any]:
         def backup(safety_dir: str) -> dict[str, Any]:
             return run_backup(BackupJob(conn=self.job.conn.with_db(self.job.db), db=self.job.db, backup_dir=safety_dir,
-                                        weekly="never", prune=False))
+                                        policy=JobPolicy(weekly="never", prune=False)))
         return self.safety_backup(repr(self.job.db), backup, log)["backup"]
 
     # -- 6. restore: swap / replace ----------------------------------------------------------
@@ -413,7 +414,7 @@ class _Restore(DatabaseRestoreRun):
                 drop_database(pg, self.job.db)
                 create_database(pg, self.job.db, settings)
                 apply_extras(pg, extras, self.job.db)
-                self.pg_restore(pg, safety, BackupJob.compression, self.job.db, log)
+                self.pg_restore(pg, safety, JobPolicy.compression, self.job.db, log)
             except DoctorqError as again:
                 raise DoctorqError(f"{exc} Restoring the safety backup {safety} failed too ({again}); {self.job.db!r} "
                                    f"is incomplete: restore {safety} (source={safety}); the next pg_restore_safe run "

@@ -37,6 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import Backu
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
+from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 
 MODULE = "pg_restore_safe"
@@ -149,7 +150,7 @@ def backup_at(pg_server: PgServer, db: str, backup_dir: str, when: dt.datetime,
               s3: dict[str, Any] | None = None) -> dict[str, Any]:
     """A backup through the engine as if started at ``when`` (so several can be made in one second)."""
     job = BackupJob(conn=PgConn.from_params(pg_server.params(db)), db=db, backup_dir=backup_dir,
-                    s3=S3Config.from_params(s3), weekly="never", prune=False)
+                    s3=S3Config.from_params(s3), policy=JobPolicy(weekly="never", prune=False))
     return ok(run_backup(job, now=when.replace(microsecond=0)))["backup"]
 
 

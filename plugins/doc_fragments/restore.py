@@ -19,9 +19,21 @@ options:
   backup_dir:
     description: Local backup directory; also where the run log, the audit log and (by default) safety backups go.
     type: path
-  safety_dir:
-    description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
-    type: path
+  safety:
+    description:
+      - The safety backup of what the restore replaces, taken before anything is replaced.
+      - Until 1.0.0 also read flat, as C(safety_backup) and C(safety_dir), with a deprecation warning.
+    type: dict
+    suboptions:
+      backup:
+        description:
+          - Back up the existing target - the database, or the non-empty directory - before replacing it.
+          - Required by M(doctorq.backup.pg_restore_safe)'s O(doctorq.backup.pg_restore_safe#module:mode=replace).
+        type: bool
+        default: true
+      dir:
+        description: Where safety backups go; defaults to C(<backup_dir>/safety). They are kept until you delete them.
+        type: path
   archive:
     description:
       - How to bring back a backup whose data object is in GLACIER or DEEP_ARCHIVE.

@@ -40,7 +40,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runframe import loc
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_run import RestoreRun
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
-    FILES, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
+    FILES, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when, safety_argument_spec,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.tarstream import (
     Member, check_sample, find_tar, inspect_archive, tar_features, tool_env, tree_counts,
@@ -56,8 +56,7 @@ def files_restore_argument_spec() -> dict[str, Any]:
         backup_dir=dict(type="path", default="/var/backups/files"),
         target=dict(type="path"),
         confirm=dict(type="str", default=""),
-        safety_backup=dict(type="bool", default=True),
-        safety_dir=dict(type="path"),
+        **safety_argument_spec(),
         previous=dict(type="dict", options=dict(drop=dict(type="bool", default=False))),
         work_dir=dict(type="path"),
         **archive_argument_spec(),
@@ -93,11 +92,12 @@ class FilesRestoreJob:
         if target == "/":
             raise ConfigError("target / cannot be swapped: restore into a directory (a new one to copy from, or the "
                               "directory that was backed up).")
+        safety = params.get("safety") or {}
         return cls(name=params.get("name"), source=source, before=parse_when(params.get("before")),
                    backup_dir=params.get("backup_dir") or "/var/backups/files",
                    s3=s3util.S3Config.from_params(params.get("s3")), target=target,
-                   confirm=params.get("confirm") or "", safety_backup=params.get("safety_backup", True),
-                   safety_dir=params.get("safety_dir"), drop_previous=bool((params.get("previous") or {}).get("drop")),
+                   confirm=params.get("confirm") or "", safety_backup=safety.get("backup") is not False,
+                   safety_dir=safety.get("dir"), drop_previous=bool((params.get("previous") or {}).get("drop")),
                    work_dir=params.get("work_dir"), archive=ArchiveOptions.from_params(params),
                    notifier=Notifier.from_params(params))
 

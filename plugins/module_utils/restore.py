@@ -57,7 +57,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_partial imp
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import (
-    DATABASE, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when,
+    DATABASE, ArchiveOptions, Source, archive_argument_spec, check_source, parse_when, safety_argument_spec,
 )
 
 
@@ -71,8 +71,7 @@ def restore_argument_spec() -> dict[str, Any]:
         confirm=dict(type="str", default=""),
         mode=dict(type="str", default="swap", choices=["swap", "replace"]),
         jobs=dict(type="int"),
-        safety_backup=dict(type="bool", default=True),
-        safety_dir=dict(type="path"),
+        **safety_argument_spec(),
         previous=dict(type="dict", options=dict(
             drop=dict(type="bool", default=False),
             retention_days=dict(type="int", default=0),
@@ -117,8 +116,9 @@ class RestoreJob:
     def from_params(cls, params: dict[str, Any]) -> "RestoreJob":
         if not params.get("db"):
             raise ConfigError("db is required: name the database to restore into.")
-        if params.get("mode") == "replace" and params.get("safety_backup") is False:
-            raise ConfigError("mode=replace drops the target before restoring: it needs safety_backup=true.")
+        safety = params.get("safety") or {}
+        if params.get("mode") == "replace" and safety.get("backup") is False:
+            raise ConfigError("mode=replace drops the target before restoring: it needs safety.backup=true.")
         previous = params.get("previous") or {}
         for name, value in (("jobs", params.get("jobs")), ("previous.retention_days", previous.get("retention_days"))):
             if (value or 0) < 0:
@@ -132,7 +132,7 @@ class RestoreJob:
             backup_dir=params.get("backup_dir") or "/var/backups/postgresql",
             s3=s3util.S3Config.from_params(params.get("s3")), confirm=params.get("confirm") or "",
             mode=params.get("mode") or "swap", jobs=params.get("jobs"),
-            safety_backup=params.get("safety_backup", True), safety_dir=params.get("safety_dir"),
+            safety_backup=safety.get("backup") is not False, safety_dir=safety.get("dir"),
             drop_previous=bool(previous.get("drop")), previous_retention_days=previous.get("retention_days") or 0,
             restore_globals=bool(params.get("restore_globals")), no_owner=bool(params.get("no_owner")),
             no_privileges=bool(params.get("no_privileges")),

@@ -49,6 +49,11 @@ RESTORED_BY = {"database": "pg_restore_safe", "files": "files_restore"}
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
+def safety_argument_spec() -> dict[str, Any]:
+    """The ``safety`` option of every restore: the backup of what it replaces (doc fragment ``doctorq.backup.restore``)."""
+    return dict(safety=dict(type="dict", options=dict(backup=dict(type="bool", default=True), dir=dict(type="path"))))
+
+
 def archive_argument_spec() -> dict[str, Any]:
     """The ``archive`` option of every restore (doc fragment ``doctorq.backup.restore``; edit them together)."""
     return dict(archive=dict(type="dict", options=dict(

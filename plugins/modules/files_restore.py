@@ -69,10 +69,6 @@ options:
     description: Must equal the target directory's path when it exists and is not empty; anything else fails and names what to type.
     type: str
     default: ''
-  safety_backup:
-    description: Back up the non-empty target before replacing it.
-    type: bool
-    default: true
   previous:
     description:
       - What becomes of the tree a swap leaves as C(<target>.pre_restore_<timestamp>).

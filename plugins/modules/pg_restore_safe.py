@@ -84,10 +84,6 @@ options:
         one per core. From S3 its files are downloaded in parallel to O(work_dir) first; on disk they are read in
         place. Every file is checked against the manifest (size, SHA-256, MD5) before anything is touched.
     type: int
-  safety_backup:
-    description: Back up the existing target before replacing it (required by O(mode=replace)).
-    type: bool
-    default: true
   previous:
     description:
       - What becomes of the databases a swap leaves as C(<db>__pre_restore_<timestamp>).

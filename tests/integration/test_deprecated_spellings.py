@@ -82,3 +82,30 @@ def test_flat_notification_options_move_into_notification_with_a_deprecation(
     for module in ("pg_backup", "files_backup", "restore_drill"):
         assert re.search(rf"{module}: old option spellings are read until 1\.0\.0; use the new ones \(webhook_url -> "
                          r"notification\.webhook_url, .*metrics_dir -> notification\.metrics_dir\)", text), text[-3000:]
+
+
+def test_flat_restore_options_move_into_their_groups_with_a_deprecation(ansible_playbook, pg_server, pg_db,
+                                                                        tmp_path) -> None:
+    conn = {name: f"{{{{ conn.{name} }}}}" for name in pg_server.params(pg_db)}
+    swapped = f"{pg_db}_flat"
+    tasks = [
+        {"doctorq.backup.pg_backup": conn},
+        # a swap over a database that exists: the flat safety_dir and drop_previous are what happens
+        {"doctorq.backup.pg_restore_safe": {**conn, "db": swapped, "source_db": pg_db}},
+        {"doctorq.backup.pg_restore_safe": {**conn, "db": swapped, "source_db": pg_db, "confirm": swapped,
+                                            "safety_dir": str(tmp_path / "safety"), "drop_previous": True,
+                                            "wait_timeout": 0, "archive_tier": "Bulk"},
+         "register": "restored"}, register("restored"),
+    ]
+    run = ansible_playbook(play(tmp_path, tasks, {"backup_dir": str(tmp_path / "backups")}),
+                           {"conn": pg_server.params(pg_db)})
+    assert run.returncode == 0, run.stdout[-4000:]
+    restored = json.loads((tmp_path / "out.json").read_text())["restored"]
+    assert restored["safety_backup"].startswith(str(tmp_path / "safety") + "/")
+    assert "previous_database" in restored
+    names = [row[0] for row in pg_server.query("SELECT datname FROM pg_database")]
+    assert restored["previous_database"] not in names  # previous.drop
+    text = deprecations(run.stdout + run.stderr)
+    assert re.search(r"pg_restore_safe: old option spellings are read until 1\.0\.0; use the new ones \(.*"
+                     r"wait_timeout -> archive\.wait_timeout.*drop_previous -> previous\.drop.*"
+                     r"safety_dir -> safety\.dir\)", text), text[-3000:]

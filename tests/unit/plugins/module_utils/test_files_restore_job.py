@@ -15,3 +15,11 @@ def test_target_and_set_name():
     with pytest.raises(ConfigError, match="too long for a file-set name"):
         FilesRestoreJob.from_params({"name": "é" * 32})  # 192 characters once encoded
     assert FilesRestoreJob.from_params({"name": "../x"}).name == "../x"  # any name: encoded in file names and keys
+
+
+def test_grouped_options_reach_the_job():
+    job = FilesRestoreJob.from_params({"name": "app", "safety": {"backup": False, "dir": "/s"}, "previous": {"drop": True},
+                                       "archive": {"tier": "Bulk"}})
+    assert (job.safety_backup, job.safety_dir, job.drop_previous, job.archive.tier) == (False, "/s", True, "Bulk")
+    default = FilesRestoreJob.from_params({"name": "app", "safety": None, "previous": None})
+    assert (default.safety_backup, default.safety_dir, default.drop_previous) == (True, None, False)

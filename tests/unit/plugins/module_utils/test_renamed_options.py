@@ -74,3 +74,10 @@ def test_restores_read_the_flat_previous_options() -> None:
     assert done.args == {"previous": {"drop": True, "retention_days": 7}}
     assert "previous_retention_days -> previous.retention_days" in done.deprecations[0]
     assert translate("files_restore", {"drop_previous": True}).args == {"previous": {"drop": True}}
+
+
+@pytest.mark.parametrize("module", ["pg_restore_safe", "files_restore"])
+def test_restores_read_the_flat_safety_options(module) -> None:
+    done = translate(module, {"safety_backup": False, "safety_dir": "/s", "safety": {"dir": "/new"}})
+    assert done.args == {"safety": {"backup": False, "dir": "/new"}}
+    assert "safety_backup -> safety.backup" in done.deprecations[0]

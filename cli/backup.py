@@ -49,8 +49,8 @@ from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import check_policy
-from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import translate
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import translate
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import Terminated, signals_raise
 from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec
 

@@ -146,7 +146,7 @@ def postgresql_config_paths(config_dir: str, version: str | None, cluster: str) 
         # server reads it last, so its settings win.
         auto = os.path.join(data_dir, AUTO_CONF)
         if os.path.isfile(auto):
-            auto_settings, _ = pg_conf_settings(auto)
+            auto_settings = pg_conf_settings(auto)[0]
             settings.update(auto_settings)
             conf_files.append(auto)
         elif os.path.isdir(data_dir):

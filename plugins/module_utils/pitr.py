@@ -353,7 +353,7 @@ class _Pitr:
                 status, error = "failure", "the drill recovered no transaction: the recovery point is unknown."
             elif status == "success" and rpo is None:
                 status, error = "failure", ("the exposure is unknown: no commit was found in the newest archived WAL "
-                                            f"(pgbackrest info --stanza={job.stanza}), so nothing proves what a disaster "
+                                            f"and no usable backup is listed (pgbackrest info --stanza={job.stanza}), so nothing proves what a disaster "
                                             "would lose: check WAL archiving (pgbackrest check).")
             elif status == "success" and job.max_rpo_seconds and rpo > job.max_rpo_seconds:
                 status, error = "failure", (f"a disaster at the drill's start would have lost {rpo:.0f}s of transactions "

@@ -10,7 +10,9 @@ WAL read with ``archive-get`` + ``pg_waldump``) against the drill's start.
 When the live server answers and has assigned no transaction ID since that
 commit, nothing committed since is missing from the archive and the
 exposure is 0 (an idle cluster is not behind); otherwise it is that
-commit's age.
+commit's age, or the newest backup's age when that backup ended later (what
+committed before a backup's end comes back with it, archived commit or not:
+right after a backup the newest segments often hold no commit at all).
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class Exposure:
     measured_at: dt.datetime
     commit: ArchivedCommit | None
     next_xid: int | None = None
+    backup_end: dt.datetime | None = None  # the newest usable backup's end: recoverable without any archived commit
+
+    @property
+    def recoverable(self) -> dt.datetime | None:
+        """The newest point a recovery surely reaches: the newest archived commit or the newest backup's end."""
+        points = [p for p in (self.commit.at if self.commit else None, self.backup_end) if p is not None]
+        return max(points) if points else None
 
     @property
     def idle(self) -> bool:
@@ -45,19 +54,22 @@ class Exposure:
 
     @property
     def age(self) -> float | None:
-        """Seconds from the newest archived commit to the measurement."""
-        if self.commit is None:
+        """Seconds from the newest recoverable point to the measurement."""
+        if self.recoverable is None:
             return None
-        return round(max(0.0, (self.measured_at - self.commit.at).total_seconds()), 3)
+        return round(max(0.0, (self.measured_at - self.recoverable).total_seconds()), 3)
 
     @property
     def seconds(self) -> float | None:
         return 0.0 if self.idle else self.age
 
     def describe(self) -> str:
-        if self.commit is None:
-            return "unknown: no commit found in the newest archived WAL"
-        newest = f"newest archived commit {iso_us(self.commit.at)} (segment {self.commit.segment})"
+        if self.recoverable is None:
+            return "unknown: no commit found in the newest archived WAL and no backup"
+        if self.commit is None or (self.backup_end is not None and self.backup_end > self.commit.at):
+            newest = f"newest backup's end {iso_us(self.backup_end)}, no archived commit after it"
+        else:
+            newest = f"newest archived commit {iso_us(self.commit.at)} (segment {self.commit.segment})"
         if self.idle:
             return f"0s: nothing committed since the {newest}"
         unasked = "" if self.next_xid is not None else ", the live server not asked whether anything committed since"
@@ -68,6 +80,7 @@ class Exposure:
                 "newest_archived_commit": iso_us(self.commit.at) if self.commit else None,
                 "newest_archived_xid": self.commit.xid if self.commit else None,
                 "segment": self.commit.segment if self.commit else None,
+                "newest_backup_end": iso_us(self.backup_end) if self.backup_end else None,
                 "age_seconds": self.age, "idle": self.idle}
 
 
@@ -93,4 +106,5 @@ def measure_exposure(pgbr: PgBackRest, info: StanzaInfo, sql: Sql | None, measur
     cluster leaves at once.)
     """
     xid = next_xid(sql)
-    return Exposure(measured_at, newest_archived_commit(pgbr, info, bin_dir=bin_dir), xid)
+    ends = [b.stopped for b in info.usable()]
+    return Exposure(measured_at, newest_archived_commit(pgbr, info, bin_dir=bin_dir), xid, max(ends) if ends else None)

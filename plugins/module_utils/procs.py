@@ -267,3 +267,38 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | N
         for handle in (tmp_in, out_file):
             if handle is not None:
                 handle.close()
+
+
+def stop_writers(directory: str, grace: float = 10.0) -> list[int]:
+    """Kill the processes that still hold a file open under ``directory``; return their pids.
+
+    For the leftovers of a dead run only: the death signal reaches the
+    programs we start, not what they fork themselves (pg_dump -j's workers
+    finish the table they are writing before they notice their leader is
+    gone), so such an orphan may still be writing into an interrupted
+    backup's directory when the next run, holding the job's lock, removes it.
+    Only processes of our own user are considered (any, as root).
+    """
+    inside = os.path.realpath(directory) + os.sep
+    mine, uid = os.getpid(), os.geteuid()
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == mine:
+            continue
+        fd_dir = f"/proc/{entry}/fd"
+        try:
+            if uid != 0 and os.stat(fd_dir).st_uid != uid:
+                continue
+            if any(os.readlink(os.path.join(fd_dir, fd)).startswith(inside) for fd in os.listdir(fd_dir)):
+                found.append(int(entry))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/fd") for pid in found):
+        time.sleep(0.05)
+    return found

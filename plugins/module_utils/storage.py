@@ -35,6 +35,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     DIR_EXT, MANIFEST_SUFFIX, InvalidManifest, Manifest, belongs_to, encode_name, name_forms, newest_first,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.procs import stop_writers
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import makedirs_owned
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import (
     fsync_dir, remove_quietly, write_file_atomic,
@@ -226,6 +227,7 @@ class LocalStore:
         emptied = []
         for path in paths:
             if path.endswith("." + DIR_EXT) and os.path.isdir(path) and not os.path.islink(path):
+                stop_writers(path)  # an orphaned pg_dump worker of the dead run may still write in it
                 shutil.rmtree(path, ignore_errors=True)
                 continue
             remove_quietly(path)

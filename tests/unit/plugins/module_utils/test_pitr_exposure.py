@@ -47,10 +47,21 @@ def test_without_the_live_server_or_an_xid_the_age_stands():
     assert Exposure(START, ArchivedCommit(START + dt.timedelta(seconds=1), 9)).seconds == 0.0
 
 
-def test_no_archived_commit_leaves_the_exposure_unknown():
+def test_no_archived_commit_and_no_backup_leaves_the_exposure_unknown():
     unknown = Exposure(START, None, next_xid=5)
     assert unknown.seconds is None and unknown.age is None and not unknown.idle
     assert unknown.describe().startswith("unknown")
+
+
+def test_a_backup_newer_than_every_archived_commit_is_the_recoverable_point():
+    # right after a backup the newest segments hold its checkpoint and backup-end records, no commit
+    ended = START - dt.timedelta(seconds=30)
+    after_backup = Exposure(START, None, next_xid=5, backup_end=ended)
+    assert after_backup.seconds == 30.0 and "backup's end" in after_backup.describe()
+    assert after_backup.summary()["newest_backup_end"] is not None
+    assert Exposure(START, COMMIT, next_xid=800, backup_end=ended).seconds == 30.0
+    # an older backup does not hide a newer archived commit
+    assert Exposure(START, COMMIT, next_xid=800, backup_end=START - dt.timedelta(hours=1)).seconds == 90.5
 
 
 def test_next_xid_reads_the_snapshot_and_never_assigns_one():

@@ -93,3 +93,31 @@ def test_a_stage_killed_by_sigpipe_is_not_blamed_for_a_later_stage_failing():
     with procs.Pipe([["yes"], ["sh", "-c", "head -c 10 >/dev/null; echo 'restore failed' >&2; exit 1"]]) as pipe:
         with pytest.raises(procs.ProcessFailed, match=r"^sh exited with status 1: restore failed$"):
             pipe.wait(timeout=30)
+
+
+def test_stop_writers_kills_an_orphan_still_writing_into_a_leftover_directory(tmp_path):
+    # what pg_dump -j's worker does after its leader died: keeps appending to a file of the backup's directory
+    leftover = tmp_path / "db_full_20261203_010000.dir"
+    leftover.mkdir()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    writer = textwrap.dedent("""
+        import sys, time
+        with open(sys.argv[1], "a") as out:
+            while True:
+                out.write("x"); out.flush(); time.sleep(0.01)
+    """)
+    orphan = subprocess.Popen([sys.executable, "-c", writer, str(leftover / "3012.dat")])
+    bystander = subprocess.Popen([sys.executable, "-c", writer, str(other / "keep.dat")])
+    try:
+        deadline = time.monotonic() + 10
+        while not (leftover / "3012.dat").exists() or not (other / "keep.dat").exists():
+            assert time.monotonic() < deadline, "the writers never started"
+            time.sleep(0.05)
+        assert procs.stop_writers(str(leftover)) == [orphan.pid]
+        assert orphan.wait(5) == -signal.SIGKILL
+        assert bystander.poll() is None  # a process writing elsewhere is not touched
+    finally:
+        for proc in (orphan, bystander):
+            proc.kill()
+            proc.wait()

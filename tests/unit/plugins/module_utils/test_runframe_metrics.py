@@ -43,10 +43,10 @@ def test_a_name_outside_the_vocabulary_is_refused():
 
 
 def test_a_failed_run_keeps_the_last_success_and_updates_measured_facts(tmp_path):
-    write_metrics(str(tmp_path), "drill", "shop", samples("success", 4.0, {"rpo_seconds": 60, "rpo_limit_seconds": 600},
-                                                             rto_seconds=4.0))
-    path = write_metrics(str(tmp_path), "drill", "shop", samples("failure", 9.0, {"rpo_seconds": 900,
-                                                                                  "rpo_limit_seconds": 600}))
+    good = samples("success", 4.0, {"rpo_seconds": 60, "rpo_limit_seconds": 600}, rto_seconds=4.0)
+    write_metrics(str(tmp_path), "drill", "shop", good)
+    bad = samples("failure", 9.0, {"rpo_seconds": 900, "rpo_limit_seconds": 600})
+    path = write_metrics(str(tmp_path), "drill", "shop", bad)
     got = _read(path)
     assert got['doctorq_drill_last_run_status{database="shop"}'] == 0.0
     assert got['doctorq_drill_rpo_seconds{database="shop"}'] == 900.0

@@ -333,7 +333,8 @@ class Trickle:
     with only a per-read timeout shorter than ``interval`` never times out.
     """
 
-    def __init__(self, interval: float = 2.0) -> None:
+    def __init__(self, interval: float = 2.0, *, headers_at_once: bool = False) -> None:
+        self.headers_at_once = headers_at_once  # the status line and headers at once, then the body byte by byte
         self.stop = threading.Event()
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -352,8 +353,14 @@ class Trickle:
             threading.Thread(target=self._drip, args=(client,), daemon=True).start()
 
     def _drip(self, client: socket.socket) -> None:
-        payload = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000000
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n"
+        payload = head + b"x" * 1000000
         with contextlib.closing(client):
+            if self.headers_at_once:
+                with contextlib.suppress(OSError):
+                    client.recv(65536)  # the request
+                    client.sendall(head)
+                payload = payload[len(head):]
             for byte in payload:
                 if self.stop.wait(self.interval):
                     return

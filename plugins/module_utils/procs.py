@@ -270,26 +270,27 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | N
 
 
 def stop_writers(directory: str, grace: float = 10.0) -> list[int]:
-    """Kill the processes that still hold a file open under ``directory``; return their pids.
+    """Kill the processes that still write into ``directory``; return their pids.
 
     For the leftovers of a dead run only: the death signal reaches the
     programs we start, not what they fork themselves (pg_dump -j's workers
     finish the table they are writing before they notice their leader is
     gone), so such an orphan may still be writing into an interrupted
     backup's directory when the next run, holding the job's lock, removes it.
-    Only processes of our own user are considered (any, as root).
+    A writer is a process that holds a file under ``directory`` open or names
+    the directory in its argv (a worker between two tables holds none); only
+    processes of our own user are considered (any, as root).
     """
-    inside = os.path.realpath(directory) + os.sep
+    names = {os.path.abspath(directory), os.path.realpath(directory)}
     mine, uid = os.getpid(), os.geteuid()
     found: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == mine:
             continue
-        fd_dir = f"/proc/{entry}/fd"
         try:
-            if uid != 0 and os.stat(fd_dir).st_uid != uid:
+            if uid != 0 and os.stat(f"/proc/{entry}").st_uid != uid:
                 continue
-            if any(os.readlink(os.path.join(fd_dir, fd)).startswith(inside) for fd in os.listdir(fd_dir)):
+            if _writes_into(entry, names):
                 found.append(int(entry))
         except OSError:
             continue  # gone meanwhile, or not ours to read
@@ -302,3 +303,13 @@ def stop_writers(directory: str, grace: float = 10.0) -> list[int]:
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/fd") for pid in found):
         time.sleep(0.05)
     return found
+
+
+def _writes_into(pid: str, names: set[str]) -> bool:
+    """Whether process ``pid`` names one of ``names`` (a directory's spellings) in its argv or has a file in it open."""
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        argv = handle.read().decode("utf-8", "surrogateescape").split("\0")
+    if any(arg in names or arg.partition("=")[2] in names for arg in argv):
+        return True
+    fd_dir = f"/proc/{pid}/fd"
+    return any(os.path.dirname(os.readlink(os.path.join(fd_dir, fd))) in names for fd in os.listdir(fd_dir))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import queue
 import re
-from typing import Any, Iterator
+import threading
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
@@ -32,6 +34,10 @@ STORAGE_CLASSES = (
     "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY",
 )
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# A call's total deadline lets its body move at this rate at least (256 KiB/s), besides the timeouts; and
+# botocore's standard retry mode waits at most 20 s between two attempts.
+MIN_RATE = 256 * 1024
+MAX_BACKOFF_S = 20
 # What botocore itself accepts (AWS is stricter: 3-63 lowercase letters, digits, '.', '-'), starting with one of
 # them: anything else (a space, a path, an s3:// URI) fails at the first request, after the dump, otherwise.
 BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -216,7 +222,7 @@ def s3_client(cfg: S3Config):
         response_checksum_validation="when_required",
     )
     session = boto3.session.Session(profile_name=cfg.profile) if cfg.profile else boto3.session.Session()
-    return session.client(
+    return _bounded(cfg, session.client(
         "s3",
         endpoint_url=cfg.endpoint_url or None,
         region_name=cfg.region or "us-east-1",
@@ -225,7 +231,139 @@ def s3_client(cfg: S3Config):
         aws_session_token=cfg.session_token,
         verify=cfg.validate_certs,
         config=config,
-    )
+    ))
+
+
+def call_deadline(cfg: S3Config, body_bytes: int = 0) -> float:
+    """Seconds one S3 call may take in all: every attempt's timeouts and body at ``MIN_RATE``, the backoffs between."""
+    attempt = min(10, cfg.timeout) + cfg.timeout + body_bytes / MIN_RATE
+    return cfg.max_attempts * attempt + sum(min(MAX_BACKOFF_S, 2 ** i) for i in range(1, cfg.max_attempts))
+
+
+def within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``'s value, or a StorageError when it has not returned after ``seconds``.
+
+    The timeouts botocore takes bound each read, not a call: a server that
+    sends a byte now and then holds a request for ever. The call runs in a
+    daemon thread, which is left behind when the deadline passes (its socket
+    goes with the process); the run goes on with an error that says so.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            outcome["error"] = exc  # raised below, in the caller's thread
+
+    worker = threading.Thread(target=target, name=f"doctorq-s3-{what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise StorageError(f"S3 {what} did not finish within {seconds:.0f} s: the server answers, but too slowly "
+                           "(a byte now and then); check the server and the network, or raise s3.timeout if it is "
+                           "only slow.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _body_size(params: dict[str, Any]) -> int:
+    body = params.get("Body")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return len(body)
+    return int(params.get("ContentLength") or 0)
+
+
+class BoundedBody:
+    """A response body read with a deadline: each chunk must arrive within ``timeout`` plus its size at ``MIN_RATE``.
+
+    One thread per body reads it ahead, at most two chunks (bounded memory),
+    so a slow server costs a deadline, not a thread per read. Reads return
+    what one chunk holds (fewer bytes than asked is a short read, as a raw
+    stream does; the callers read to the end).
+    """
+
+    READ = 1 << 20
+
+    def __init__(self, body: Any, cfg: S3Config, what: str) -> None:
+        self._body = body
+        self._what = what
+        self._wait = cfg.timeout + self.READ / MIN_RATE
+        self._chunks: queue.Queue = queue.Queue(maxsize=2)
+        self._closed = threading.Event()
+        self._rest = b""
+        self._eof = False
+        threading.Thread(target=self._pump, name="doctorq-s3-body", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._closed.is_set():
+                data = self._body.read(self.READ)
+                if not self._offer(data) or not data:
+                    return
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            self._offer(exc)  # raised in the reader's thread
+        finally:
+            self._body.close()
+
+    def _offer(self, item: Any) -> bool:
+        """Hand ``item`` to the reader; False once the body is closed or nobody has read for a deadline."""
+        while not self._closed.is_set():
+            try:
+                self._chunks.put(item, timeout=self._wait)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _next(self) -> bytes:
+        try:
+            item = self._chunks.get(timeout=self._wait)
+        except queue.Empty:
+            raise StorageError(f"S3 {self._what} did not go on for {self._wait:.0f} s: the server answers, but too "
+                               "slowly (a byte now and then); check the server and the network, or raise s3.timeout "
+                               "if it is only slow.") from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def read(self, amt: int | None = None) -> bytes:
+        if amt is None:
+            parts = [self._rest]
+            while not self._eof:
+                chunk = self._next()
+                self._eof = not chunk
+                parts.append(chunk)
+            self._rest = b""
+            return b"".join(parts)
+        if not self._rest and not self._eof:
+            self._rest = self._next()
+            self._eof = not self._rest
+        data, self._rest = self._rest[:amt], self._rest[amt:]
+        return data
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _bounded(cfg: S3Config, client: Any) -> Any:
+    """``client`` with a total deadline on every call (``call_deadline``) and on every read of a body it returns.
+
+    Every generated method and paginator of a botocore client goes through
+    its ``_make_api_call``, so one wrapper on the instance bounds them all.
+    """
+    make_api_call = client._make_api_call  # pylint: disable=protected-access
+
+    def bounded_call(operation: str, params: dict[str, Any]) -> Any:
+        response = within(call_deadline(cfg, _body_size(params)), operation,
+                          lambda: make_api_call(operation, params))
+        if isinstance(response, dict) and hasattr(response.get("Body"), "read"):
+            response["Body"] = BoundedBody(response["Body"], cfg, f"{operation} (reading the body)")
+        return response
+
+    client._make_api_call = bounded_call  # pylint: disable=protected-access
+    return client
 
 
 _HINTS = {

@@ -227,8 +227,11 @@ class LocalStore:
         emptied = []
         for path in paths:
             if path.endswith("." + DIR_EXT) and os.path.isdir(path) and not os.path.islink(path):
-                stop_writers(path)  # an orphaned pg_dump worker of the dead run may still write in it
-                shutil.rmtree(path, ignore_errors=True)
+                for _attempt in range(3):  # an orphaned pg_dump of the dead run may still write in it
+                    stop_writers(path)
+                    shutil.rmtree(path, ignore_errors=True)
+                    if not os.path.lexists(path):
+                        break
                 continue
             remove_quietly(path)
             if os.path.realpath(os.path.dirname(path)) not in homes:

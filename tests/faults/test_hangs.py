@@ -5,8 +5,9 @@
 - A webhook server that sends one byte every 2 s (a per-read timeout never
   fires) costs the run at most the webhook's deadline, and only a warning.
 - An S3 endpoint that accepts TCP and never answers fails within about
-  ``s3.max_attempts`` x ``s3.timeout``; the backup is complete on disk and the
-  run fails naming S3.
+  ``s3.max_attempts`` x ``s3.timeout``; one that answers a byte a second
+  within each call's total deadline (``s3.call_deadline``); either way the
+  backup is complete on disk and the run fails naming S3.
 - A PostgreSQL host that accepts TCP and never answers fails within about
   ``connect_timeout``, saying it could not connect; a ``connect_timeout``
   that would let libpq wait for ever (below 1) is refused before any work.
@@ -78,6 +79,26 @@ def test_a_silent_s3_endpoint_fails_within_its_timeout_and_the_local_backup_is_k
     assert msg.startswith("S3 access check (HEAD bucket) failed for s3://anything") and "did not answer" in msg
     assert "s3.timeout" in msg and f"The local backup {result['backup']['path']} is complete and kept" in msg
     assert s3["secret_key"] not in msg
+    manifest = read_json(result["backup"]["path"] + ".manifest.json")
+    assert manifest["s3"] is None and manifest["sha256"] == result["backup"]["sha256"]
+
+
+def test_a_trickling_s3_endpoint_fails_at_its_call_deadline_and_the_local_backup_is_kept(pg_server, pg_db, run_module,
+                                                                                         tmp_path):
+    backup_dir = tmp_path / "backups"
+    trickle = Trickle(interval=1.0)  # one byte a second: every read is within s3.timeout, the answer never ends
+    try:
+        s3 = {"bucket": "anything", "endpoint_url": trickle.url, "access_key": "AK",
+              "secret_key": "SK-" + secrets.token_hex(8), "max_attempts": 2, "timeout": 3}
+        result, elapsed = bounded(lambda: run_module("pg_backup", job_params(pg_server, pg_db, backup_dir, s3=s3)), 90)
+    finally:
+        trickle.close()
+    # 2 attempts of connect 3 + read 3, a backoff of at most 2 s: the call's deadline is 14 s
+    assert elapsed < 45
+    assert result["failed"]
+    msg = result["msg"]
+    assert msg.startswith("S3 HeadBucket did not finish within 14 s") and "s3.timeout" in msg
+    assert f"The local backup {result['backup']['path']} is complete and kept" in msg
     manifest = read_json(result["backup"]["path"] + ".manifest.json")
     assert manifest["s3"] is None and manifest["sha256"] == result["backup"]["sha256"]
 

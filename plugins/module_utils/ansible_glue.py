@@ -1,6 +1,6 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every module does around the engine: library checks and error mapping."""
+"""What every module does around the engine: its argument spec, library checks, error mapping, the job's run."""
 
 from __future__ import annotations
 
@@ -66,3 +66,17 @@ def run_engine(module: AnsibleModule, job: Callable[[], dict[str, Any]], *, post
     with engine_errors(module):
         result = job()
     exit_with(module, result)
+
+
+def run_job(options: dict[str, Any], job: Callable[[dict[str, Any]], Any], run: Callable[..., dict[str, Any]], *,
+            postgres: bool = True, s3: bool = True, db_required: bool = False, **checks: Any) -> None:
+    """The whole ``main()`` of a module that runs one engine job, check mode included.
+
+    ``options``: the job's own (``module_spec`` adds the connection options and
+    ``s3``); ``job``: the job from the module's parameters (``Job.from_params``);
+    ``run``: the engine's entry point, ``run(job, check_mode=...)``; ``checks``:
+    AnsibleModule's own (``required_one_of``...).
+    """
+    module = AnsibleModule(argument_spec=module_spec(options, postgres=postgres, s3=s3, db_required=db_required),
+                           supports_check_mode=True, **checks)
+    run_engine(module, lambda: run(job(module.params), check_mode=module.check_mode), postgres=postgres)

@@ -93,23 +93,22 @@ class Stores:
 
     def check_access(self, log: RunLog) -> None:
         """Check mode: S3 access is part of what is checked, so a refusal fails the check."""
-        if not self.s3:
-            return
-        try:
-            self.s3.check_bucket()
-        except StorageError as exc:
-            raise StorageError(f"{exc} (A real run would still write the local backup, skip S3, and fail at its "
-                               "end with this error.)", code=exc.code) from None
-        log(f"Bucket {self.s3_where} reachable")
+        self.open_s3(log, check_mode=True)
 
-    def open_s3(self, log: RunLog) -> None:
-        """Check S3 access before the run; when S3 refuses, the run goes on local-only."""
+    def open_s3(self, log: RunLog, *, check_mode: bool = False) -> None:
+        """Check S3 access before the run; when S3 refuses, the run goes on local-only (in check mode: fails)."""
         if not self.s3:
             return
         try:
             self.s3.check_bucket()
         except StorageError as exc:
+            if check_mode:
+                raise StorageError(f"{exc} (A real run would still write the local backup, skip S3, and fail at its "
+                                   "end with this error.)", code=exc.code) from None
             self.s3_failed(str(exc), log)
+            return
+        if check_mode:
+            log(f"Bucket {self.s3_where} reachable")
 
     def raise_for_s3(self, path: str, s3_uri: str | None, backup_id: str) -> None:
         """End of the run: fail it when S3 failed, saying what is safe where and what to do next."""

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 
 class DoctorqError(Exception):
-    """An error the user can act on."""
+    """An error the user can act on; ``code`` is what the failing side answered, when it said (S3's, pgBackRest's)."""
+
+    def __init__(self, msg: str, code: str | int | None = None) -> None:
+        super().__init__(msg)
+        self.code = code
 
 
 class ConfigError(DoctorqError):
@@ -22,11 +26,7 @@ class PgError(DoctorqError):
 
 
 class StorageError(DoctorqError):
-    """The local directory or the S3 store refused or failed."""
-
-    def __init__(self, msg: str, code: str | None = None) -> None:
-        super().__init__(msg)
-        self.code = code
+    """The local directory or the S3 store refused or failed; ``code``: S3's error code (``NoSuchKey``...)."""
 
 
 class IntegrityError(DoctorqError):
@@ -38,8 +38,4 @@ class LockBusy(DoctorqError):
 
 
 class PgBackRestError(DoctorqError):
-    """pgBackRest refused or failed; the message carries its ERROR lines and what to check."""
-
-    def __init__(self, msg: str, code: int | None = None) -> None:
-        super().__init__(msg)
-        self.code = code
+    """pgBackRest refused or failed; the message carries its ERROR lines and what to check; ``code``: its exit code."""

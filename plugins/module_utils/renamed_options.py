@@ -34,6 +34,9 @@ ARCHIVE = {"archive_tier": "archive.tier", "archive_days": "archive.days",
 PREVIOUS = {"drop_previous": "previous.drop", "previous_retention_days": "previous.retention_days"}
 # The safety backup of what a restore replaces.
 SAFETY = {"safety_backup": "safety.backup", "safety_dir": "safety.dir"}
+# How pg_restore_safe loads the verified backup into the database and checks what arrived.
+LOAD = {"restore_globals": "load.globals", "no_owner": "load.no_owner", "no_privileges": "load.no_privileges",
+        "row_tolerance": "load.row_tolerance"}
 # The connection options every PostgreSQL module takes (doc fragment doctorq.backup.postgres), aliases too.
 CONNECTION = frozenset(("login_host", "host", "login_port", "port", "login_user", "login", "login_password",
                         "login_unix_socket", "unix_socket", "db", "login_db", "ssl_mode", "ca_cert", "ssl_rootcert",
@@ -87,8 +90,9 @@ TABLE: dict[str, Renames] = {
         "kind": "every pg_backup is a logical backup (physical ones are doctorq.backup.pgbackrest_backup)",
         **{name: "it applies to physical backups only, which are doctorq.backup.pgbackrest_backup"
            for name in PGBACKREST}}),
-    "pg_restore_safe": Renames(moved={**NOTIFICATION, **ARCHIVE, **PREVIOUS, **SAFETY}, handoff=PITR_HANDOFF, dropped={
-        **{name: NOT_PITR for name in PGBACKREST}, **{f"pitr_{name}": NOT_PITR for name in PITR}}),
+    "pg_restore_safe": Renames(moved={**NOTIFICATION, **ARCHIVE, **PREVIOUS, **SAFETY, **LOAD}, handoff=PITR_HANDOFF,
+                               dropped={**{name: NOT_PITR for name in PGBACKREST},
+                                        **{f"pitr_{name}": NOT_PITR for name in PITR}}),
     "files_backup": Renames(moved=NOTIFICATION),
     "files_restore": Renames(moved={**NOTIFICATION, **ARCHIVE, **SAFETY, "drop_previous": "previous.drop"}),
     "restore_drill": Renames(moved=NOTIFICATION),

@@ -76,10 +76,12 @@ def restore_argument_spec() -> dict[str, Any]:
             drop=dict(type="bool", default=False),
             retention_days=dict(type="int", default=0),
         )),
-        restore_globals=dict(type="bool", default=False),
-        no_owner=dict(type="bool", default=False),
-        no_privileges=dict(type="bool", default=False),
-        row_tolerance=dict(type="float", default=0.1),
+        load=dict(type="dict", options=dict(
+            globals=dict(type="bool", default=False),
+            no_owner=dict(type="bool", default=False),
+            no_privileges=dict(type="bool", default=False),
+            row_tolerance=dict(type="float", default=0.1),
+        )),
         work_dir=dict(type="path"),
         partial=partial_argument_spec(),
         **archive_argument_spec(),
@@ -103,7 +105,7 @@ class RestoreJob:
     safety_dir: str | None = None
     drop_previous: bool = False
     previous_retention_days: int = 0
-    restore_globals: bool = False
+    restore_globals: bool = False  # the ``load`` option's: globals, no_owner, no_privileges, row_tolerance
     no_owner: bool = False
     no_privileges: bool = False
     row_tolerance: float = 0.1
@@ -120,6 +122,7 @@ class RestoreJob:
         if params.get("mode") == "replace" and safety.get("backup") is False:
             raise ConfigError("mode=replace drops the target before restoring: it needs safety.backup=true.")
         previous = params.get("previous") or {}
+        load = params.get("load") or {}
         for name, value in (("jobs", params.get("jobs")), ("previous.retention_days", previous.get("retention_days"))):
             if (value or 0) < 0:
                 raise ConfigError(f"{name} must not be negative.")
@@ -134,9 +137,9 @@ class RestoreJob:
             mode=params.get("mode") or "swap", jobs=params.get("jobs"),
             safety_backup=safety.get("backup") is not False, safety_dir=safety.get("dir"),
             drop_previous=bool(previous.get("drop")), previous_retention_days=previous.get("retention_days") or 0,
-            restore_globals=bool(params.get("restore_globals")), no_owner=bool(params.get("no_owner")),
-            no_privileges=bool(params.get("no_privileges")),
-            row_tolerance=params.get("row_tolerance", 0.1) if params.get("row_tolerance") is not None else 0.1,
+            restore_globals=bool(load.get("globals")), no_owner=bool(load.get("no_owner")),
+            no_privileges=bool(load.get("no_privileges")),
+            row_tolerance=load["row_tolerance"] if load.get("row_tolerance") is not None else 0.1,
             archive=ArchiveOptions.from_params(params), work_dir=params.get("work_dir"), notifier=Notifier.from_params(params),
             partial=Partial.from_params(params.get("partial"), params["db"]),
         )
@@ -280,7 +283,7 @@ class _Restore(DatabaseRestoreRun):
         names = data_names(source.manifest)
         if self.job.restore_globals:
             if not source.manifest.globals:
-                raise ConfigError(f"restore_globals is set but backup {source.manifest.id} has no globals file "
+                raise ConfigError(f"load.globals is set but backup {source.manifest.id} has no globals file "
                                   "(back up with globals: true).")
             names.append(source.manifest.globals["file"])
         return names

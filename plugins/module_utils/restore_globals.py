@@ -56,5 +56,5 @@ def restore_globals(pg: PgClient, path: str, compression: str, log: Callable[[st
     except procs.ProcessFailed as exc:
         raise PgError(f"restoring the globals (roles, tablespaces) from {path} failed: {pg.explain(str(exc))}. "
                       "No database was restored; roles created before the failing statement stay. Fix the cause "
-                      "(restoring roles takes a superuser as login_user), or restore without restore_globals.") from None
+                      "(restoring roles takes a superuser as login_user), or restore without load.globals.") from None
     log(f"Globals restored ({kept} existing role(s)/tablespace(s) kept as they were)")

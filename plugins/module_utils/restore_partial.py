@@ -115,7 +115,7 @@ class PartialRestore:
             raise ConfigError(f"backup {m.id} is a directory backup (pg_dump -Fd): a partial restore reads one-file "
                               "backups only for now; restore it whole into a new database (db: a new name) instead.")
         if job.restore_globals:
-            raise ConfigError("restore_globals does not go with partial: restore the globals with a full restore.")
+            raise ConfigError("load.globals does not go with partial: restore the globals with a full restore.")
         report = run.result["partial"] = {**self.options(), "from_database": m.database, "live_database_touched": False}
         skip = (f"no safety backup: a partial restore creates {self.target!r} and never touches {job.db!r}")
         report["safety_backup"] = "not needed"

@@ -191,17 +191,13 @@ log_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_spec(files_backup_argument_spec(), postgres=False),
-                           required_one_of=[("paths", "preset")], supports_check_mode=True)
-    run_engine(module, lambda: run_files_backup(FilesJob.from_params(module.params), check_mode=module.check_mode),
-               postgres=False)
+    run_job(files_backup_argument_spec(), FilesJob.from_params, run_files_backup, postgres=False,
+            required_one_of=[("paths", "preset")])
 
 
 if __name__ == "__main__":

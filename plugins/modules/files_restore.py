@@ -193,18 +193,14 @@ audit_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.files_restore_job import (
     FilesRestoreJob, files_restore_argument_spec, run_files_restore,
 )
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_spec(files_restore_argument_spec(), postgres=False), supports_check_mode=True)
-    run_engine(module, lambda: run_files_restore(FilesRestoreJob.from_params(module.params), check_mode=module.check_mode),
-               postgres=False)
+    run_job(files_restore_argument_spec(), FilesRestoreJob.from_params, run_files_restore, postgres=False)
 
 
 if __name__ == "__main__":

@@ -233,15 +233,12 @@ log_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.backup import BackupJob, backup_argument_spec, run_backup
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_spec(backup_argument_spec(), db_required=True), supports_check_mode=True)
-    run_engine(module, lambda: run_backup(BackupJob.from_params(module.params), check_mode=module.check_mode))
+    run_job(backup_argument_spec(), BackupJob.from_params, run_backup, db_required=True)
 
 
 if __name__ == "__main__":

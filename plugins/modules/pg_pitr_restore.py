@@ -321,9 +321,7 @@ log_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import log_dir_argument_spec, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
@@ -333,8 +331,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import
 def main() -> None:
     options = dict(confirm=dict(type="str", default=""), **log_dir_argument_spec(), **pgbackrest_argument_spec(),
                    **notify_argument_spec(), **pitr_argument_spec())
-    module = AnsibleModule(argument_spec=module_spec(options, s3=False), supports_check_mode=True)
-    run_engine(module, lambda: run_pitr(PitrJob.from_params(module.params), check_mode=module.check_mode))
+    run_job(options, PitrJob.from_params, run_pitr, s3=False)
 
 
 if __name__ == "__main__":

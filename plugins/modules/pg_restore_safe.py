@@ -98,27 +98,37 @@ options:
         description: Drop C(<db>__pre_restore_*) databases older than this many days; V(0) keeps them until dropped by hand.
         type: int
         default: 0
-  restore_globals:
+  load:
     description:
-      - Restore the backup's globals (roles, tablespaces) first, for a restore onto a new server. Existing roles and
-        tablespaces are kept (not created again); any other statement that fails (for example a role change that needs
-        a superuser) fails the restore before any database is touched.
-    type: bool
-    default: false
-  no_owner:
-    description: Do not restore object ownership (C(pg_restore --no-owner)).
-    type: bool
-    default: false
-  no_privileges:
-    description: Do not restore privileges (C(pg_restore --no-privileges)).
-    type: bool
-    default: false
-  row_tolerance:
-    description:
-      - Tables of the manifest with an exact row count must match exactly; larger tables (estimates only) may differ by
-        this fraction (or 1000 rows).
-    type: float
-    default: 0.1
+      - How the verified backup is loaded into the database, and how closely what arrived must match the manifest.
+        C(pg_restore)'s parallelism is O(jobs), named as in M(doctorq.backup.pg_backup) and
+        M(doctorq.backup.restore_drill).
+      - Until 1.0.0 the suboptions are also read flat, as the options they were (C(restore_globals), C(no_owner),
+        C(no_privileges), C(row_tolerance)), with a deprecation warning.
+    type: dict
+    suboptions:
+      globals:
+        description:
+          - Restore the backup's globals (roles, tablespaces; M(doctorq.backup.pg_backup)'s
+            O(doctorq.backup.pg_backup#module:globals)) first, for a restore onto a new server. Existing roles and
+            tablespaces are kept (not created again); any other statement that fails (for example a role change that
+            needs a superuser) fails the restore before any database is touched.
+        type: bool
+        default: false
+      no_owner:
+        description: Do not restore object ownership (C(pg_restore --no-owner)).
+        type: bool
+        default: false
+      no_privileges:
+        description: Do not restore privileges (C(pg_restore --no-privileges)).
+        type: bool
+        default: false
+      row_tolerance:
+        description:
+          - Tables of the manifest with an exact row count must match exactly; larger tables (estimates only) may
+            differ by this fraction (or 1000 rows).
+        type: float
+        default: 0.1
   work_dir:
     description: Where downloads and decompressed archives go; defaults to C(<backup_dir>/.restore-work).
     type: path
@@ -186,6 +196,12 @@ EXAMPLES = r"""
     partial:
       tables: [public.orders]
       target_db: doctorq_orders_yesterday
+
+- name: Restore onto a new server, roles and tablespaces first
+  doctorq.backup.pg_restore_safe:
+    db: doctorq
+    load:
+      globals: true
 
 - name: Restore an archived backup, waiting up to 10 minutes for an Expedited retrieval
   doctorq.backup.pg_restore_safe:
@@ -281,15 +297,12 @@ audit_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec, run_restore
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_spec(restore_argument_spec(), db_required=True), supports_check_mode=True)
-    run_engine(module, lambda: run_restore(RestoreJob.from_params(module.params), check_mode=module.check_mode))
+    run_job(restore_argument_spec(), RestoreJob.from_params, run_restore, db_required=True)
 
 
 if __name__ == "__main__":

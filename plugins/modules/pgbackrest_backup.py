@@ -191,24 +191,21 @@ log_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec, run_engine
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import log_dir_argument_spec, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 
 
-def argument_spec() -> dict:
-    return module_spec(dict(kind=dict(type="str", default="incremental", choices=list(KINDS)), **log_dir_argument_spec(),
-                            **pgbackrest_argument_spec(), **notify_argument_spec()), postgres=False, s3=False)
+def options() -> dict:
+    """The module's whole argument spec: no connection options, no s3 (the repository is pgBackRest's)."""
+    return dict(kind=dict(type="str", default="incremental", choices=list(KINDS)), **log_dir_argument_spec(),
+                **pgbackrest_argument_spec(), **notify_argument_spec())
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run_engine(module, lambda: run_physical_backup(PhysicalBackupJob.from_params(module.params),
-                                                   check_mode=module.check_mode), postgres=False)
+    run_job(options(), PhysicalBackupJob.from_params, run_physical_backup, postgres=False, s3=False)
 
 
 if __name__ == "__main__":

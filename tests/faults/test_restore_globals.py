@@ -38,7 +38,7 @@ def test_a_statement_of_the_globals_that_fails_fails_the_restore(run_module, pg_
     pg_server.query(f'CREATE ROLE "{role}" LOGIN CREATEDB CREATEROLE PASSWORD %s', (password,))
     try:
         target = dbs.name("_g")
-        result = run_module(MODULE, restore_args(pg_server, target, backup_dir, source_db=db, restore_globals=True,
+        result = run_module(MODULE, restore_args(pg_server, target, backup_dir, source_db=db, load={"globals": True},
                                                  login_user=role, login_password=password))
 
         msg = failed(result)
@@ -62,7 +62,7 @@ def test_a_globals_file_the_decompressor_rejects_fails_the_restore(run_module, p
                     md5=hashlib.md5(data).hexdigest())  # nosec - the manifest's own field
     write_file_atomic(made["path"] + ".manifest.json", dataclasses.replace(manifest, globals=globals_).to_json())
 
-    result = run_module(MODULE, restore_args(pg_server, dbs.name("_g"), backup_dir, source_db=db, restore_globals=True))
+    result = run_module(MODULE, restore_args(pg_server, dbs.name("_g"), backup_dir, source_db=db, load={"globals": True}))
 
     msg = failed(result)
     assert result["checksums"]["verified"] is True  # the bytes are the manifest's: only zstd can tell

@@ -96,11 +96,18 @@ def test_flat_restore_options_move_into_their_groups_with_a_deprecation(ansible_
                                             "safety_dir": str(tmp_path / "safety"), "drop_previous": True,
                                             "wait_timeout": 0, "archive_tier": "Bulk"},
          "register": "restored"}, register("restored"),
+        # the flat load options reach the engine: restore_globals asks for the globals this backup lacks
+        {"doctorq.backup.pg_restore_safe": {**conn, "db": f"{pg_db}_flatload", "source_db": pg_db,
+                                            "restore_globals": True, "no_owner": True, "row_tolerance": 0.5},
+         "register": "loaded", "ignore_errors": True}, register("loaded"),
     ]
     run = ansible_playbook(play(tmp_path, tasks, {"backup_dir": str(tmp_path / "backups")}),
                            {"conn": pg_server.params(pg_db)})
     assert run.returncode == 0, run.stdout[-4000:]
-    restored = json.loads((tmp_path / "out.json").read_text())["restored"]
+    results = json.loads((tmp_path / "out.json").read_text())
+    restored = results["restored"]
+    assert results["loaded"]["failed"] and "load.globals is set but backup" in results["loaded"]["msg"]
+    assert f"{pg_db}_flatload" not in [row[0] for row in pg_server.query("SELECT datname FROM pg_database")]
     assert restored["safety_backup"].startswith(str(tmp_path / "safety") + "/")
     assert "previous_database" in restored
     names = [row[0] for row in pg_server.query("SELECT datname FROM pg_database")]
@@ -109,3 +116,6 @@ def test_flat_restore_options_move_into_their_groups_with_a_deprecation(ansible_
     assert re.search(r"pg_restore_safe: old option spellings are read until 1\.0\.0; use the new ones \(.*"
                      r"wait_timeout -> archive\.wait_timeout.*drop_previous -> previous\.drop.*"
                      r"safety_dir -> safety\.dir\)", text), text[-3000:]
+    assert re.search(r"pg_restore_safe: old option spellings are read until 1\.0\.0; use the new ones \(.*"
+                     r"restore_globals -> load\.globals, no_owner -> load\.no_owner, row_tolerance -> "
+                     r"load\.row_tolerance\)", text), text[-3000:]

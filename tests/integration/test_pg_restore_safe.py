@@ -385,7 +385,7 @@ def test_restore_globals_brings_back_a_dropped_role(run_module, pg_server, dbs, 
         assert not pg_server.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
 
         target = dbs.name("_globals")
-        result = ok(run_module(MODULE, restore_args(pg_server, target, backup_dir, source_db=db, restore_globals=True)))
+        result = ok(run_module(MODULE, restore_args(pg_server, target, backup_dir, source_db=db, load={"globals": True})))
 
         assert pg_server.query("SELECT rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = %s", (role,)) == [(True, 7)]
         assert any("Globals restored" in line for line in result["log"])
@@ -398,7 +398,7 @@ def test_restore_globals_without_a_globals_file_is_refused(run_module, pg_server
     db = dbs.sample()
     backup(run_module, pg_server, db, backup_dir)
     names = dbs.mine()
-    msg = failed(run_module(MODULE, restore_args(pg_server, dbs.name("_g"), backup_dir, source_db=db, restore_globals=True)))
+    msg = failed(run_module(MODULE, restore_args(pg_server, dbs.name("_g"), backup_dir, source_db=db, load={"globals": True})))
     assert "no globals file" in msg and "globals: true" in msg
     assert dbs.mine() == names
 

@@ -40,10 +40,10 @@ def test_backup_dir_is_read_as_log_dir_with_a_warning(tmp_path, capsys):
 
 
 def test_module_option_has_the_same_default_and_the_old_name_as_a_deprecated_alias():
-    option = pgbackrest_backup.argument_spec()["log_dir"]
+    option = pgbackrest_backup.options()["log_dir"]
     assert option["default"] == DEFAULT_LOG_DIR and option["aliases"] == ["backup_dir"]
     assert option["deprecated_aliases"] == [{"name": "backup_dir", "version": "1.0.0", "collection_name": "doctorq.backup"}]
-    assert "backup_dir" not in pgbackrest_backup.argument_spec()
+    assert "backup_dir" not in pgbackrest_backup.options()
     # pg_backup's deprecated physical kinds pass backup_dir (and log_dir) as they always did
     assert PhysicalBackupJob.from_params({"kind": "physical_full", "backup_dir": "/b"}).log_dir == "/b"
     assert PhysicalBackupJob.from_params({"kind": "physical_full", "backup_dir": "/b", "log_dir": "/l"}).log_dir == "/l"

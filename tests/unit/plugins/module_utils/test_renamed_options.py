@@ -81,3 +81,16 @@ def test_restores_read_the_flat_safety_options(module) -> None:
     done = translate(module, {"safety_backup": False, "safety_dir": "/s", "safety": {"dir": "/new"}})
     assert done.args == {"safety": {"backup": False, "dir": "/new"}}
     assert "safety_backup -> safety.backup" in done.deprecations[0]
+
+
+def test_pg_restore_safe_reads_the_flat_load_options() -> None:
+    done = translate("pg_restore_safe", {"db": "app", "restore_globals": True, "no_owner": True, "no_privileges": False,
+                                         "row_tolerance": 0.2, "load": {"row_tolerance": 0.5}})
+    assert (done.module, done.args) == ("pg_restore_safe", {"db": "app", "load": {
+        "globals": True, "no_owner": True, "no_privileges": False, "row_tolerance": 0.5}})
+    [note] = done.deprecations
+    assert note.startswith("pg_restore_safe: old option spellings are read until 1.0.0") and all(
+        pair in note for pair in ("restore_globals -> load.globals", "no_owner -> load.no_owner",
+                                  "no_privileges -> load.no_privileges", "row_tolerance -> load.row_tolerance"))
+    # only pg_restore_safe loads a database dump: the other restore keeps its options as given
+    assert translate("files_restore", {"no_owner": True}).args == {"no_owner": True}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import module_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.restore import RestoreJob, restore_argument_spec
 
 
 def test_grouped_options_reach_the_job_and_replace_needs_its_safety_backup():
@@ -19,3 +20,22 @@ def test_grouped_options_reach_the_job_and_replace_needs_its_safety_backup():
         RestoreJob.from_params({"db": "app", "mode": "replace", "safety": {"backup": False}})
     with pytest.raises(ConfigError, match=r"previous\.retention_days must not be negative"):
         RestoreJob.from_params({"db": "app", "previous": {"retention_days": -1}})
+
+
+def test_the_load_option_reaches_the_job_with_the_defaults_of_before():
+    job = RestoreJob.from_params({"db": "app", "load": {"globals": True, "no_owner": True, "no_privileges": True,
+                                                        "row_tolerance": 0.25}})
+    assert (job.restore_globals, job.no_owner, job.no_privileges, job.row_tolerance) == (True, True, True, 0.25)
+    for params in ({"db": "app"}, {"db": "app", "load": None},
+                   {"db": "app", "load": {"globals": None, "no_owner": None, "row_tolerance": None}}):
+        default = RestoreJob.from_params(params)
+        assert (default.restore_globals, default.no_owner, default.no_privileges, default.row_tolerance) == (
+            False, False, False, 0.1)
+
+
+def test_the_module_spec_holds_load_and_not_the_flat_options_it_replaced():
+    spec = restore_argument_spec()
+    assert set(spec["load"]["options"]) == {"globals", "no_owner", "no_privileges", "row_tolerance"}
+    assert not {"restore_globals", "no_owner", "no_privileges", "row_tolerance"} & set(spec)
+    # pg_restore_safe's whole surface: at most 25 options, the ten connection options included
+    assert len(module_spec(spec, db_required=True)) <= 25

@@ -13,26 +13,33 @@ parallel, into ``<id>.dir/`` (backup_directory, dirdump).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import socket
 import time
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
-from ansible_collections.doctorq.backup.plugins.module_utils import backup_directory, dirdump, pipeline, restore_intent
+from ansible_collections.doctorq.backup.plugins.module_utils import backup_directory, dirdump, pipeline, procs, restore_intent
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
-from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
+from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major, gave_up_on_a_lock
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import LocalStore, S3Store
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import Conclusion, Frame, lock_path, samples
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
+
+
+# pg_dump locks every table it dumps (ACCESS SHARE) before it reads any; behind a session holding a conflicting lock
+# (ALTER TABLE, VACUUM FULL, a migration left open) it waits for ever by default, and every later run finds the job's
+# lock taken. Seconds it waits instead before the run fails naming the blocker; 0 waits for ever.
+LOCK_WAIT_TIMEOUT = 600
 
 
 def backup_argument_spec() -> dict[str, Any]:
@@ -41,6 +48,7 @@ def backup_argument_spec() -> dict[str, Any]:
         backup_dir=dict(type="path", default="/var/backups/postgresql"),
         globals=dict(type="bool", default=False),
         jobs=dict(type="int", default=1),
+        lock_wait_timeout=dict(type="int", default=LOCK_WAIT_TIMEOUT),
         **policy_argument_spec(),
     )
 
@@ -54,6 +62,7 @@ class BackupJob:
     globals: bool = False
     policy: JobPolicy = JobPolicy()
     jobs: int = 1  # 1: one custom-format stream; 0: pg_dump -Fd with one job per core; N: pg_dump -Fd -j N
+    lock_wait_timeout: int = LOCK_WAIT_TIMEOUT
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackupJob":
@@ -64,9 +73,14 @@ class BackupJob:
         if jobs is None or jobs < 0:
             raise ConfigError(f"jobs is {jobs}: use 1 (one stream, the default), 0 (a directory backup with one "
                               "pg_dump job per core) or the number of pg_dump jobs of a directory backup.")
+        lock_wait = params.get("lock_wait_timeout", LOCK_WAIT_TIMEOUT)
+        if lock_wait is None or lock_wait < 0:
+            raise ConfigError(f"lock_wait_timeout is {lock_wait}: use the seconds pg_dump may wait for a table's lock "
+                              f"(default {LOCK_WAIT_TIMEOUT}), or 0 to wait for ever.")
         return cls(
             conn=PgConn.from_params(params), db=params["db"], backup_dir=params["backup_dir"],
             s3=s3util.S3Config.from_params(params.get("s3")), globals=bool(params.get("globals")), jobs=jobs, policy=policy,
+            lock_wait_timeout=lock_wait,
         )
 
     @property
@@ -105,10 +119,23 @@ class _Run:
             return []
         return self.stores.retention(self.started, self.job.policy.keep_days, log, check_mode=check_mode)
 
+    @contextlib.contextmanager
+    def lock_waits(self, pg: PgClient) -> Iterator[None]:
+        """pg_dump giving up on a table's lock (``--lock-wait-timeout``) fails the run naming who holds it."""
+        try:
+            yield
+        except procs.ProcessFailed as exc:
+            if not gave_up_on_a_lock(exc.stderr):
+                raise
+            raise PgError(pg.lock_wait_failure(self.job.db, self.job.lock_wait_timeout)) from None
+
     def dump_argv(self, pg: PgClient) -> list[str]:
+        base = [pg.tool("pg_dump"), "--no-password"]
+        if self.job.lock_wait_timeout:
+            base.append(f"--lock-wait-timeout={self.job.lock_wait_timeout}s")
         if self.job.directory:  # the directory format's options follow (dirdump.dump_argv)
-            return [pg.tool("pg_dump"), "--no-password"]
-        return [pg.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password"]
+            return base
+        return base + ["--format=custom", "--compress=0"]
 
     def dir_compress(self, pg_dump: str) -> str | None:
         """pg_dump's --compress of a directory backup, checked against the client tools before any work."""
@@ -191,7 +218,7 @@ class _Run:
             log(f"Host: {job.conn.where}")
             log(f"{'Directory' if job.directory else 'File'}: {path}")
             directory = None
-            with pg.snapshot(job.db) as snap:
+            with pg.snapshot(job.db, job.lock_wait_timeout) as snap, self.lock_waits(pg):
                 tables = snap.table_facts()
                 if job.directory:
                     directory, s3_facts, s3_error = backup_directory.dump(

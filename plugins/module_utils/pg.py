@@ -30,6 +30,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without psycopg2
     PSYCOPG2_IMPORT_ERROR = exc
 
 
+# SQLSTATE of "canceling statement due to lock timeout" (lock_timeout).
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def gave_up_on_a_lock(stderr: str) -> bool:
+    """Whether pg_dump failed on ``--lock-wait-timeout`` (a statement timeout on its LOCK TABLE, or a lock timeout)."""
+    return "due to lock timeout" in stderr or ("due to statement timeout" in stderr and "LOCK TABLE" in stderr)
+
 # Tables up to this size get an exact row count in the manifest (a count(*) of 64 MiB is a few ms).
 EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -246,25 +254,49 @@ class PgClient:
             conn.close()
 
     @contextlib.contextmanager
-    def snapshot(self, db: str) -> Iterator["Snapshot"]:
+    def snapshot(self, db: str, lock_wait_timeout: int = 0) -> Iterator["Snapshot"]:
         """A read-only repeatable-read transaction whose snapshot ``pg_dump --snapshot`` can share.
 
         Facts read through it (tables, exact row counts) describe exactly
         the data in the dump, even while the database is being written to.
+        Behind a table's exclusive lock its reads wait ``lock_wait_timeout``
+        seconds at most (0: for ever), then fail naming the sessions holding it.
         """
         conn = self.connect(db)
         try:
             conn.autocommit = False
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
+                if lock_wait_timeout:
+                    cur.execute("SET lock_timeout = %s", (f"{lock_wait_timeout}s",))
                 cur.execute("SELECT pg_export_snapshot()")
                 snap_id = cur.fetchone()[0]
                 yield Snapshot(snap_id, cur, self)
         except psycopg2.Error as exc:
+            if getattr(exc, "pgcode", None) == LOCK_NOT_AVAILABLE:
+                raise PgError(self.lock_wait_failure(db, lock_wait_timeout)) from None
             raise PgError(self.explain(str(exc), db)) from None
         finally:
             conn.rollback()
             conn.close()
+
+    def lock_wait_failure(self, db: str, seconds: int) -> str:
+        """Why a backup gave up waiting for a table's lock, naming the sessions that hold exclusive ones in ``db``."""
+        try:
+            held = self.query(
+                "SELECT l.relation::regclass::text, l.pid, coalesce(a.state, ''), left(coalesce(a.query, ''), 120) "
+                "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.pid <> pg_backend_pid() ORDER BY 2, 1", db=db)
+        except PgError:
+            held = []
+        who = "; ".join(f"table {table} by session {pid} ({state or 'unknown state'}: {query!r})"
+                        for table, pid, state, query in held) or "no session holds one any more"
+        return (f"the backup of {db!r} waited {seconds}s (lock_wait_timeout={seconds}) for tables locked exclusively "
+                f"(ALTER TABLE, VACUUM FULL, TRUNCATE, a migration left open): {who}. End that transaction (SELECT "
+                "pg_terminate_backend(pid)) or raise lock_wait_timeout, then run again; nothing of this backup is "
+                "listed.")
 
     def table_facts(self, db: str, exact_max_bytes: int = EXACT_COUNT_MAX_BYTES) -> list[dict[str, Any]]:
         conn = self.connect(db)

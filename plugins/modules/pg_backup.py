@@ -76,6 +76,16 @@ options:
         needs the PostgreSQL 16 client tools or newer (the run fails before any work otherwise).
     type: int
     default: 1
+  lock_wait_timeout:
+    description:
+      - Seconds the backup waits for a table's lock before it fails (C(pg_dump --lock-wait-timeout), and the run's
+        own reads of the tables): behind a session holding a table exclusively (C(ALTER TABLE), C(VACUUM FULL),
+        C(TRUNCATE), a migration left open) a backup would otherwise wait for ever, and every later run would find
+        the job's lock taken. The failure names the tables and the sessions holding them; nothing of the backup is
+        listed.
+      - V(0) waits as long as it takes.
+    type: int
+    default: 600
 notes:
   - Restore without this collection, with stock tools, in one line -
     C(zstd -dc FILE.dump.zst | pg_restore --dbname=NEWDB --no-owner).

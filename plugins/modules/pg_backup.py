@@ -79,7 +79,7 @@ options:
   lock_wait_timeout:
     description:
       - Seconds the backup waits for a table's lock before it fails (C(pg_dump --lock-wait-timeout), and the run's
-        own reads of the tables): behind a session holding a table exclusively (C(ALTER TABLE), C(VACUUM FULL),
+        own reads of the tables) - behind a session holding a table exclusively (C(ALTER TABLE), C(VACUUM FULL),
         C(TRUNCATE), a migration left open) a backup would otherwise wait for ever, and every later run would find
         the job's lock taken. The failure names the tables and the sessions holding them; nothing of the backup is
         listed.

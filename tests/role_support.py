@@ -15,17 +15,26 @@ from typing import Any
 ROLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roles")
 
 _RENDER = r"""
-import json, sys
+import json, os, sys
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 role, template_name, extra = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+def trusted(value):
+    # the role's variables are templates themselves, as Ansible reads them, nested ones too
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    return value
 variables = {}
 for layer in ("defaults", "vars"):
+    if not os.path.exists(f"{role}/{layer}/main.yml"):
+        continue
     with open(f"{role}/{layer}/main.yml", encoding="utf-8") as handle:
-        # the role's variables are templates themselves, as Ansible reads them
-        variables.update({k: trust_as_template(v) if isinstance(v, str) else v
-                          for k, v in (yaml.safe_load(handle) or {}).items()})
+        variables.update({k: trusted(v) for k, v in (yaml.safe_load(handle) or {}).items()})
 variables.update(extra)
 with open(f"{role}/templates/{template_name}", encoding="utf-8") as handle:
     template = handle.read()

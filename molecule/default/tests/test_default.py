@@ -27,6 +27,7 @@ S3_SECRET = os.environ.get("DOCTORQ_SEAWEED_SECRET_KEY", "")
 FILES_DIR = "/var/backups/doctorq/files"
 FILES_CONFIG = "/etc/doctorq-backup/files.json"
 DRILL_CRON = "/etc/cron.d/doctorq-backup-drill"
+DRILL_LOG = "/var/log/doctorq-backup/doctorq-backup-drill.log"
 DRILL_REPORTS = "/var/lib/doctorq-backup/drills"
 PGCONF = "/etc/postgresql/15/main"
 PGCONF_RESTORED = "/var/tmp/pgconf-restored"
@@ -108,13 +109,23 @@ def test_drill_cron_file_exact(host):
     f = host.file(DRILL_CRON)
     assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
     assert f.content_string.endswith("\n")  # cron ignores a last line without its newline
+    # the drill role's default drill_cron_mail: always, said in the file
+    assert (f"# Cron mails MAILTO every drill: its outcome and log lines (RTO, RPO, checks), also appended to "
+            f"{DRILL_LOG}.") in f.content_string.splitlines()
     lines = [line for line in f.content_string.splitlines() if line and not line.startswith("#")]
-    assert lines[2:] == [
-        f"0 5 * * 1 postgres {WRAPPER} drill --config {CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "
+    run = f"{RUNNER} always {DRILL_LOG}"
+    assert lines == [
+        "SHELL=/bin/sh",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "MAILTO=dba@example.com",  # drill_cron_mailto: the backup role's backup_cron_mailto by default
+        f"0 5 * * 1 postgres {run} {WRAPPER} drill --config {CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "
         "--database doctorq",
-        f"30 5 * * 1 root {WRAPPER} files-drill --config {FILES_CONFIG} --report-dir {DRILL_REPORTS} --max-rpo-hours 26 "
-        "--name pgconf",
+        f"30 5 * * 1 root {run} {WRAPPER} files-drill --config {FILES_CONFIG} --report-dir {DRILL_REPORTS} "
+        "--max-rpo-hours 26 --name pgconf",
     ]
+    log = host.file(DRILL_LOG)  # made for postgres by the role: the root and postgres drills both append to it
+    assert (log.user, log.group, log.mode) == ("postgres", "postgres", 0o640)
+    host.run_expect([0], "logrotate --debug /etc/logrotate.d/doctorq-backup-drill")
 
 
 def test_no_secret_in_cron_file(host):
@@ -351,3 +362,28 @@ def test_file_backup_is_in_s3():
                       aws_access_key_id=os.environ["DOCTORQ_SEAWEED_ACCESS_KEY"], aws_secret_access_key=S3_SECRET)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix="molecule/files/pgconf/").get("Contents", [])]
     assert any(k.endswith(".manifest.json") for k in keys), keys
+
+
+# ---------------------------------------------------------------- the drill's cron line, for real
+
+
+def test_drill_cron_line_mails_the_outcome_and_the_drills_summary(host, daily_run):  # pylint: disable=unused-argument
+    """The weekly database drill as cron runs it: with the drill role's default (drill_cron_mail: always) the mail is
+    the outcome line, then the drill's log lines (RTO, RPO), the lines the drill log gets."""
+    for line in host.file(DRILL_CRON).content_string.splitlines():
+        fields = line.split(None, 6)
+        if len(fields) == 7 and not line.startswith("#") and f" {WRAPPER} drill " in fields[6]:
+            assert fields[5] == "postgres"
+            command = fields[6]
+            break
+    else:
+        raise AssertionError("no cron line runs the database drill")
+    result = _as_cron(host, command)
+    assert result.rc == 0 and result.stderr == "", f"{command}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    mail = result.stdout.splitlines()
+    assert re.fullmatch(r"doctorq-backup drill on \S+: succeeded", mail[0]) and mail[1] == "", mail
+    assert any(re.fullmatch(r"\[[-0-9: ]{19}\] Restore drill of doctorq: success; RTO [0-9.]+s, RPO [0-9]+s", line)
+               for line in mail), mail
+    assert "\n".join(mail[2:]) in host.file(DRILL_LOG).content_string  # the same lines reached the drill log
+    if S3_SECRET:
+        assert S3_SECRET not in result.stdout

@@ -1,5 +1,6 @@
 """The database host after the client, pgbackrest and drill roles and side_effect.yml (a full backup by the
-collection's runner, the PITR drill by playbooks/drill.yml): real state, then real backups into SeaweedFS.
+collection's runner, the PITR drill by playbooks/drill.yml): real state, then real backups into SeaweedFS,
+one of them from a cron line run as cron runs it (what it mails).
 
 Run by molecule's testinfra verifier with the podman backend (see molecule.yml).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shlex
 
 CONF = "/etc/pgbackrest/pgbackrest.conf"
@@ -18,6 +20,11 @@ JOB_CONFIG = "/etc/doctorq-backup/pgbackrest.json"
 JOB_DIR = "/var/lib/doctorq-backup/pgbackrest"
 DRILL_CRON = "/etc/cron.d/doctorq-backup-drill"
 REPORTS = "/var/lib/doctorq-backup/drills"
+CRON_RUNNER = "/usr/local/sbin/doctorq-backup-cron"  # every cron entry runs through it: log file and cron mail
+CRON_LOG = "/var/log/pgbackrest/doctorq-cron.log"
+DRILL_LOG = "/var/log/doctorq-backup/doctorq-backup-drill.log"
+CIPHER = "molecule-cipher-passphrase"  # molecule.yml's pgbackrest_cipher_pass
+LOG_LINE = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
 
 
 def _psql(host, sql: str, db: str = "postgres") -> str:
@@ -54,15 +61,79 @@ def test_check_archives_into_the_bucket(host):
     assert int(_psql(host, "SELECT archived_count FROM pg_stat_archiver")) > 0
 
 
-def test_cron_weekly_full_and_six_hourly_incremental_through_the_collections_runner(host):
-    lines = [line for line in host.file(CRON).content_string.splitlines() if line and not line.startswith("#")]
-    assert "MAILTO=dba@example.com" in lines
-    jobs = [line.split(None, 6) for line in lines if line[0].isdigit()]
-    run = f"{RUNNER} backup --kind %s --config {JOB_CONFIG} >>/var/log/pgbackrest/doctorq-cron.log"
-    assert ["0", "1", "*", "*", "0", "postgres", run % "physical_full"] in jobs
-    incr = [j for j in jobs if j[6] == run % "incremental"]
-    assert {(j[1], j[4]) for j in incr} == {("1", "1,2,3,4,5,6"), ("7,13,19", "*")}
-    assert len(jobs) == 3
+def test_cron_weekly_full_and_six_hourly_incremental_through_the_cron_runner(host):
+    text = host.file(CRON).content_string
+    assert text.endswith("\n"), "cron ignores a last line without a newline"
+    # the role's default pgbackrest_cron_mail: failure, said in the file
+    assert f"# Cron mails MAILTO a failed run: its outcome, log lines and error, also appended to {CRON_LOG}." in text
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    run = f"{CRON_RUNNER} failure {CRON_LOG} {RUNNER} backup --kind %s --config {JOB_CONFIG}"
+    assert lines == [
+        "SHELL=/bin/sh",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "MAILTO=dba@example.com",
+        "0 1 * * 0 postgres " + run % "physical_full",
+        "0 1 * * 1,2,3,4,5,6 postgres " + run % "incremental",
+        "0 7,13,19 * * * postgres " + run % "incremental",
+    ]
+    assert CIPHER not in text and "secret" not in text.lower()
+    runner = host.file(CRON_RUNNER)
+    assert (runner.user, runner.group, runner.mode) == ("root", "root", 0o755)
+
+
+def _as_cron(host, command: str):
+    """Run a cron line's command as cron would (user postgres, cron's PATH); its stdout is what cron mails."""
+    return host.run(f"runuser -u postgres -- env -i PATH=/usr/bin:/bin sh -c {shlex.quote(command)}")
+
+
+def _incremental_command(host) -> str:
+    """The command of the six-hourly incremental backup's cron line."""
+    for line in host.file(CRON).content_string.splitlines():
+        fields = line.split(None, 6)
+        if len(fields) == 7 and fields[1] == "7,13,19":
+            assert fields[5] == "postgres"
+            return fields[6]
+    raise AssertionError("no six-hourly cron line")
+
+
+def test_incremental_cron_line_mails_the_outcome_and_the_backups_summary(host):
+    """The six-hourly line as cron runs it: silent on success by default, its output in the log; with
+    pgbackrest_cron_mail: always the mail is the outcome line, then the backup's log lines."""
+    command = _incremental_command(host)
+    quiet = _as_cron(host, command)
+    assert (quiet.rc, quiet.stdout, quiet.stderr) == (0, "", ""), quiet.stdout + quiet.stderr  # no mail
+    log = host.file(CRON_LOG).content_string
+    assert re.search(LOG_LINE + r"INCREMENTAL backup \S+ finished: ", log), log[-3000:]
+
+    mailed = _as_cron(host, command.replace(f"{CRON_RUNNER} failure ", f"{CRON_RUNNER} always "))
+    assert mailed.rc == 0 and mailed.stderr == "", mailed.stdout + mailed.stderr
+    mail = mailed.stdout.splitlines()
+    assert re.fullmatch(r"doctorq-pgbackrest backup on \S+: succeeded", mail[0]) and mail[1] == "", mail
+    assert any(re.fullmatch(LOG_LINE + r"INCREMENTAL backup \S+ finished: .* stored in the repository .*", line)
+               for line in mail), mail
+    assert re.fullmatch(LOG_LINE + "Backup completed successfully", mail[-1]), mail
+    assert "\n".join(mail[2:]) in host.file(CRON_LOG).content_string  # the same lines reached the log file
+    assert CIPHER not in mailed.stdout
+
+
+_NO_SUCH_STANZA = ("import json, sys; c = json.load(open(sys.argv[1])); c['stanza'] = 'no_such_stanza'; "
+                   "json.dump(c, open(sys.argv[1], 'w'))")
+
+
+def test_failed_cron_run_mails_its_log_lines_and_error(host):
+    """The six-hourly line with a stanza that does not exist: the default (failure) mails FAILED, then the error."""
+    bad = "/tmp/doctorq-mail-test.json"
+    host.run_expect([0], f"install -o postgres -g postgres -m 0600 {JOB_CONFIG} {bad}")
+    try:
+        host.run_expect([0], f"runuser -u postgres -- python3 -c {shlex.quote(_NO_SUCH_STANZA)} {bad}")
+        result = _as_cron(host, _incremental_command(host).replace(JOB_CONFIG, bad).replace(f" {CRON_LOG} ", " - "))
+    finally:
+        host.run(f"rm -f {bad}")
+    assert result.rc == 1 and result.stderr == "", result.stdout + result.stderr
+    mail = result.stdout.splitlines()
+    assert re.fullmatch(r"doctorq-pgbackrest backup on \S+: FAILED \(exit 1\)", mail[0]) and mail[1] == "", mail
+    assert any(re.match(LOG_LINE, line) for line in mail[2:]), mail  # the run's own log lines
+    assert mail[-1].startswith("doctorq-pgbackrest: ") and "no_such_stanza" in result.stdout, mail
 
 
 def test_job_config_is_private(host):
@@ -74,9 +145,13 @@ def test_job_config_is_private(host):
 def test_drill_role_schedules_the_pitr_drill(host):
     text = host.file(DRILL_CRON).content_string
     assert text.endswith("\n"), "cron ignores a last line without a newline"
+    assert "MAILTO=dba@example.com" in text.splitlines()  # drill_cron_mailto: pgbackrest_cron_mailto by default
     jobs = [line for line in text.splitlines() if line[:1].isdigit()]
-    assert jobs == [f"0 6 * * 1 postgres {RUNNER} drill --config {JOB_CONFIG} --report-dir {REPORTS} "
-                    "--max-rpo-seconds 900"]
+    assert jobs == [f"0 6 * * 1 postgres {CRON_RUNNER} always {DRILL_LOG} {RUNNER} drill --config {JOB_CONFIG} "
+                    f"--report-dir {REPORTS} --max-rpo-seconds 900"]
+    log = host.file(DRILL_LOG)  # made for postgres by the role, so every drill can append to it
+    assert (log.user, log.mode) == ("postgres", 0o640)
+    host.run_expect([0], "logrotate --debug /etc/logrotate.d/doctorq-backup-drill")
 
 
 def test_full_backup_through_the_runner_left_its_run_log(host):

@@ -42,8 +42,8 @@ def fixture_locked_table(pg_server, pg_db):
 
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["single-stream", "directory"])
-def test_a_table_locked_by_another_session_fails_the_backup_at_lock_wait_timeout(jobs, locked_table, pg_server, pg_db,
-                                                                                  run_module, tmp_path):
+def test_a_table_locked_by_another_session_fails_the_backup_at_lock_wait_timeout(
+        jobs, locked_table, pg_server, pg_db, run_module, tmp_path):
     table, blocker = locked_table
     backup_dir = tmp_path / "backups"
     params = {**pg_server.params(pg_db), "backup_dir": str(backup_dir), "lock_wait_timeout": 2, "jobs": jobs,
@@ -56,7 +56,6 @@ def test_a_table_locked_by_another_session_fails_the_backup_at_lock_wait_timeout
     assert "lock_wait_timeout=2" in msg and str(blocker) in msg, msg  # the option to raise and the session to look at
     assert table.split(".")[-1].strip('"') in msg, msg
     assert msg.count(str(blocker)) == 1 and "pg_terminate_backend" in msg
-    print(msg)
     # nothing listed, nothing half-written left
     assert glob.glob(str(backup_dir / "*.manifest.json")) == []
     left = [os.path.relpath(os.path.join(d, n), backup_dir) for d, _dirs, files in os.walk(backup_dir) for n in files]

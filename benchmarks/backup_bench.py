@@ -146,11 +146,14 @@ class Bench(benchlib.Bench):
             self.pg.query("VACUUM ANALYZE documents", dbname=db)
         built = time.monotonic() - started
         size = self.pg.query("SELECT pg_database_size(%s)", (db,))[0][0]
-        # warm the page cache the same way for both pipelines
-        subprocess.run([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db],
-                       env=self.pg_env, check=True)
+        self.warm(db)
         print(f"# {db}: {size / MB:.0f} MB, built in {built:.0f}s", flush=True)
         return {"db": db, "db_bytes": size, "build_s": built}
+
+    def warm(self, db: str) -> None:
+        """Read the database once (page cache), so that every pipeline finds it there."""
+        subprocess.run([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db],
+                       env=self.pg_env, check=True)
 
     # -- the two pipelines -----------------------------------------------------
     def seed(self, db: str, round_no: int) -> dict[str, Any]:
@@ -177,41 +180,59 @@ class Bench(benchlib.Bench):
 
     def floor(self, db: str, round_no: int) -> dict[str, Any]:  # pylint: disable=unused-argument
         """pg_dump's own floor: the server's COPY and pg_dump, no compression, nothing kept."""
-        run = run_child([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db],
-                        self.pg_env)
-        return {"wall": run["wall"], "cpu": run["cpu"], "size": 0, "peak_mb": max(run["peaks_kb"].values()) / 1024}
+        run = self.timed([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db],
+                         self.pg_env)
+        return {"wall": run["wall"], "cpu": run["cpu"], "size": 0, "peak_mb": max(run["peaks_kb"].values()) / 1024,
+                "server_cpu": run["server_cpu"], "s3_cpu": run["s3_cpu"]}
 
-    def ours(self, db: str, round_no: int, level: int | None = None) -> dict[str, Any]:
+    def timed(self, argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> dict[str, Any]:
+        """run_child, plus the CPU seconds the run cost the PostgreSQL backends and SeaweedFS (``server_cpu``)."""
+        before = self.server_cpu()
+        run = run_child(argv, env, stdout)
+        time.sleep(0.3)  # the postmaster reaps the run's backends
+        after = self.server_cpu()
+        return {**run, **{name: after[name] - before[name] for name in after}}
+
+    def ours(self, db: str, round_no: int, level: int | None = None, jobs: int = 1, compression: str | None = None,
+             to_s3: bool = True) -> dict[str, Any]:
+        """pg_backup's job through the CLI; ``jobs`` other than 1 is a directory backup (``compression`` gzip on PG 15)."""
         folder = os.path.join(self.out, f"ours-{round_no}")
         config = {**self.pg.params(db), "backup_dir": folder, "databases": [db], "weekly": "never", "prune": False,
-                  "s3": {**self.s3.s3_option(self.bucket), "prefix": "ours"}}
+                  "jobs": jobs, **({"s3": {**self.s3.s3_option(self.bucket), "prefix": "ours"}} if to_s3 else {})}
         if level is not None:
             config["compression_level"] = level
+        if compression:
+            config["compression"] = compression
         del config["db"]
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access
         stats_path = os.path.join(self.out, "ours-stats.json")
         env = {**os.environ, "PYTHONPATH": self.collections, "BENCH_STATS": stats_path}
         with open(os.path.join(self.out, f"ours-{db}-{round_no}.log"), "w", encoding="utf-8") as log:
-            run = run_child([sys.executable, "-c", OURS_RUNNER, "backup", "--config", config_path], env, stdout=log)
+            run = self.timed([sys.executable, "-c", OURS_RUNNER, "backup", "--config", config_path], env, stdout=log)
         with open(stats_path, encoding="utf-8") as handle:
             stats = json.load(handle)
         manifests = [n for n in os.listdir(folder) if n.endswith(".manifest.json")]
         with open(os.path.join(folder, manifests[0]), encoding="utf-8") as handle:
             manifest = json.load(handle)
-        head = self.client.head_object(Bucket=self.bucket, Key=manifest["s3"]["key"])
-        assert head["ContentLength"] == manifest["size"]
+        objects = [obj for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="ours/")
+                   for obj in page.get("Contents", [])]
+        if to_s3:  # every file of the backup, and its manifest, is in the bucket
+            stored = {obj["Key"]: obj["Size"] for obj in objects}
+            for item in manifest.get("files") or [{"name": "", "size": manifest["size"]}]:
+                key = f"{manifest['s3']['key']}/{item['name']}" if item["name"] else manifest["s3"]["key"]
+                assert stored.get(key) == item["size"], (key, stored.get(key), item)
         shutil.rmtree(folder)
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="ours/"):
-            for obj in page.get("Contents", []):
-                self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
+        for obj in objects:
+            self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
         children = {name: kb for name, kb in run["peaks_kb"].items() if name != "python"}
         python = max(stats["self_hwm_kb"], run["peaks_kb"].get("python", 0))
         return {"wall": run["wall"], "cpu": run["cpu"], "size": manifest["size"],
                 "peak_mb": max([python, *children.values()]) / 1024, "python_peak_mb": python / 1024,
                 "child_peak_mb": max(children.values(), default=0) / 1024,
                 "pg_dump_peak_mb": children.get("pg_dump", 0) / 1024, "zstd_peak_mb": children.get("zstd", 0) / 1024,
-                "python_cpu": stats["self_cpu"], "children_cpu": stats["children_cpu"]}
+                "python_cpu": stats["self_cpu"], "children_cpu": stats["children_cpu"], "server_cpu": run["server_cpu"],
+                "s3_cpu": run["s3_cpu"], "files": len(manifest.get("files") or [manifest])}
 
     # -- the run -----------------------------------------------------------------
     def scale(self, scale: int) -> dict[str, Any]:
@@ -227,26 +248,33 @@ class Bench(benchlib.Bench):
         self.pg.query(f'DROP DATABASE "{facts["db"]}"')
         return facts
 
-    def plateau(self, target_mb: int) -> dict[str, Any]:
-        """Ours on random text whose zstd output is ~target_mb: many S3 parts; Python's peak must stay flat."""
+    def plateau(self, target_mb: int, tables: int = 1, **ours: Any) -> dict[str, Any]:
+        """Ours on random text whose zstd (or gzip) output is ~target_mb: many S3 parts; Python's peak must stay flat.
+
+        ``tables``: split the rows over that many tables (a directory backup dumps one file per table);
+        ``ours``: the options of :meth:`ours` (``jobs``, ``compression``, ...).
+        """
         db = f"randtext_{target_mb}"
         self.pg.query(f'CREATE DATABASE "{db}"')
-        copies = max(1, round(target_mb * MB / (40000 * 72)))  # ~72 bytes of zstd output per row
+        per_row = 89 if ours.get("compression") == "gzip" else 72  # bytes of zstd -3 / gzip -6 output per row
+        copies = max(1, round(target_mb * MB / (40000 * per_row * tables)))
         started = time.monotonic()
-        self.pg.query(textwrap.dedent(f"""
-            CREATE TABLE blobs (id integer, body text);
-            INSERT INTO blobs SELECT i, md5(i::text) || md5(random()::text) || md5(random()::text) || md5(random()::text)
-            FROM generate_series(1, 40000) AS i;
-            INSERT INTO blobs SELECT b.id + k * 40000, b.body FROM generate_series(1, {copies - 1}) AS k
-            CROSS JOIN LATERAL (SELECT * FROM blobs WHERE id <= 40000 ORDER BY id) AS b;
-        """), dbname=db)
+        for table in [f"blobs_{n}" for n in range(1, tables + 1)] if tables > 1 else ["blobs"]:
+            self.pg.query(textwrap.dedent(f"""
+                CREATE TABLE {table} (id integer, body text);
+                INSERT INTO {table} SELECT i, md5(i::text) || md5(random()::text) || md5(random()::text) || md5(random()::text)
+                FROM generate_series(1, 40000) AS i;
+                INSERT INTO {table} SELECT b.id + k * 40000, b.body FROM generate_series(1, {copies - 1}) AS k
+                CROSS JOIN LATERAL (SELECT * FROM {table} WHERE id <= 40000 ORDER BY id) AS b;
+            """), dbname=db)
         size = self.pg.query("SELECT pg_database_size(%s)", (db,))[0][0]
-        print(f"# {db}: {size / MB:.0f} MB, built in {time.monotonic() - started:.0f}s", flush=True)
-        got = self.ours(db, 1)
+        print(f"# {db}: {size / MB:.0f} MB in {tables} table(s), built in {time.monotonic() - started:.0f}s", flush=True)
+        self.warm(db)
+        got = self.ours(db, 1, **ours)
         print(f"  {db} ours: wall {got['wall']:6.1f}s  size {got['size'] / MB:7.1f} MB  "
               f"Python peak {got['python_peak_mb']:5.0f} MB  largest child {got['child_peak_mb']:5.0f} MB", flush=True)
         self.pg.query(f'DROP DATABASE "{db}"')
-        return {"db": db, "db_bytes": size, "ours": got}
+        return {"db": db, "db_bytes": size, "tables": tables, **ours, "ours": got}
 
     def run(self) -> None:
         scales = [s for s in (self.args.small_scale, self.args.scale) if s]

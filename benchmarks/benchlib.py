@@ -23,6 +23,15 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import testbed  # noqa: E402  pylint: disable=wrong-import-position
 
 MB = 1_000_000
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + sys) of a live process, and of the children it has reaped, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) / TICK for x in fields[11:15])
+    return utime + stime, cutime + cstime
 
 
 def collections_dir() -> str:
@@ -48,8 +57,18 @@ class Bench:
         self.client.create_bucket(Bucket=self.bucket)
         self.pg_env = {**os.environ, **self.pg.libpq_env(), "LC_ALL": "C"}
         self.pg_env.pop("PGDATABASE", None)
+        with open(os.path.join(self.bed._pg.data_dir, "postmaster.pid"), encoding="ascii") as handle:  # pylint: disable=protected-access
+            self.postmaster = int(handle.readline())
         self.results: dict[str, Any] = {"started": stamp, "args": vars(args), "host": os.uname().nodename,
-                                        "cpus": os.cpu_count(), "load_before": os.getloadavg(), **results}
+                                        "cpus": os.cpu_count(), "load_before": os.getloadavg(),
+                                        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+                                        **results}
+
+    def server_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the PostgreSQL backends that have exited (the postmaster reaps them, so they
+        count in its children's time: pg_dump's connections, with their COPY) and of SeaweedFS (one process)."""
+        return {"server_cpu": proc_cpu(self.postmaster)[1],
+                "s3_cpu": sum(proc_cpu(self.bed._seaweed.pid))}  # pylint: disable=protected-access
 
     def save(self) -> None:
         """Write results.json (also after a failure: what was measured is kept), then stop the servers unless --keep-bed."""
@@ -80,6 +99,11 @@ def interleave(sides: tuple[str, ...], rounds: int, measure: Callable[[str, int]
     return {"rounds": done, "median": {side: {k: statistics.median(r[side][k] for r in done)
                                               for k in done[0][side] if isinstance(done[0][side][k], (int, float))}
                                        for side in sides}}
+
+
+def round_ratio(rounds: list[dict[str, Any]], side: str, ref: str, figure: str = "wall") -> float:
+    """The median over the rounds of side/ref within each round: cancels the load drifting between rounds."""
+    return statistics.median(r[side][figure] / r[ref][figure] for r in rounds)
 
 
 def load_line(results: dict[str, Any]) -> str:

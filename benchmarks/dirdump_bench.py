@@ -1,24 +1,32 @@
-"""The parallel directory dump (dirdump) against bare pg_dump -Fd -j2 and the single-stream floor, interleaved.
+"""Issue 13's backup benchmark: pg_backup single stream and jobs N against pg_dump's floor and bare pg_dump -Fd -j N.
 
-    .venv/bin/python benchmarks/dirdump_bench.py [--scale 100] [--text-rows 1000000] [--jobs 2] [--level 6] [--rounds 3]
+    .venv/bin/python benchmarks/dirdump_bench.py [--scale 100] [--text-rows 1000000] [--level 6] [--rounds 3]
+        [--sides floor,bare@2,ours@1,ours_disk@2,ours@2,ours@4] [--plateau-mb 100,1000]
 
 Builds the text/jsonb database of issue 13 (`pgbench -i -s N` plus a table of
-text and jsonb rows, as backup_bench.py --text-rows) in a throwaway
-PostgreSQL 15 and starts a SeaweedFS, both from scripts/testbed.py. Then N
-rounds, each side once per round, the order reversed every other round:
+text and jsonb rows, backup_bench.py's make_db) in a throwaway PostgreSQL 15
+and starts a SeaweedFS, both from scripts/testbed.py. Then N rounds, each side
+once per round, the order reversed every other round (benchlib.interleave).
+A side is a name, ``@N`` its number of pg_dump jobs:
 
-- bare:  `pg_dump -Fd -j J -Z L -f DIR` to a local directory, nothing else;
-- disk:  dirdump with jobs J, same compression: every file hashed (SHA-256 +
-         MD5) as pg_dump closes it, sidecars written (plugins/module_utils/dirdump.py);
-- disk_s3: the same, each file also uploaded to SeaweedFS (and verified) as it closes;
-- floor: `pg_dump -Fc -Z0 --no-sync -f /dev/null` (backup_bench's floor), one stream: what any single-stream
-         pipeline costs at least.
+- floor:        `pg_dump -Fc -Z0 --no-sync -f /dev/null` (backup_bench's floor): one stream, nothing kept;
+- bare@N:       `pg_dump -Fd -jN -Z L -f DIR` to a local directory, nothing else (bare@N:L: gzip level L);
+- ours@N:       pg_backup's whole job through the CLI (backup_bench's ``ours``): local copy, S3 upload,
+                checksums, manifest. ours@1 is the default single stream (`pg_dump -Fc -Z0 | zstd`);
+                N other than 1 a directory backup, `jobs: N`, `compression: gzip` at level L, each
+                file hashed and uploaded as pg_dump closes it;
+- ours_disk@N:  the same without S3;
+- dirdump@N, dirdump_s3@N: only the engine's dirdump.run (no CLI, no manifest), to disk / disk + S3.
 
-Each side runs as a child process measured by os.wait4 (pg_dump, which it
-waits for, included): wall and CPU seconds, peak RSS of every program of its
-tree; dirdump's child reports its own VmHWM (the Python process). The
-server's backends and SeaweedFS are not counted. Prints the medians with the
-ratios of issue 13's targets; writes benchmarks/output/<run>/results.json.
+Measured per run: wall; CPU seconds of the Python process (RUSAGE_SELF), of
+its children (pg_dump and its workers, zstd: RUSAGE_CHILDREN; for bare and
+floor, os.wait4 on pg_dump), of the PostgreSQL backends (the postmaster's
+reaped children's time in /proc/<postmaster>/stat: pg_dump's connections and
+their COPY) and of SeaweedFS (/proc/<weed>/stat); peak RSS (VmHWM) of the
+Python process and of every program of the tree. Then, for the memory curve,
+one pg_backup run (jobs 2) on random text giving about --plateau-mb MB of
+output. Prints issue 13's targets and a scaling table; writes
+benchmarks/output/dirdump-<time>/results.json.
 """
 from __future__ import annotations
 
@@ -33,9 +41,8 @@ from typing import Any
 import benchlib
 from benchlib import MB, testbed
 import backup_bench
-from backup_bench import run_child
 
-TARGETS = {"jobs_vs_bare": 1.15, "python_peak_mb": 200}
+TARGETS = {"single_vs_floor": 1.3, "jobs_vs_bare": 1.15, "python_peak_mb": 200}
 
 # The child that runs dirdump: the engine's own code, then its peak RSS (VmHWM) and CPU split.
 OURS_RUNNER = textwrap.dedent("""
@@ -69,33 +76,58 @@ def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
 
 
+def parse_side(side: str, level: int) -> tuple[str, int, int]:
+    """``ours@2`` -> ("ours", 2, level); ``bare@2:1`` -> ("bare", 2, 1): gzip level 1; ``floor`` -> ("floor", 1, level)."""
+    kind, _, rest = side.partition("@")
+    jobs, _, own_level = rest.partition(":")
+    return kind, int(jobs or 1), int(own_level or level)
+
+
 class Bench(backup_bench.Bench):
-    """backup_bench's servers and database (make_db), with this benchmark's sides."""
+    """backup_bench's servers, database (make_db), floor, pg_backup run (ours) and memory curve (plateau)."""
 
     def __init__(self, args: argparse.Namespace) -> None:  # pylint: disable=super-init-not-called
         benchlib.Bench.__init__(self, args, "dirdump")  # pylint: disable=non-parent-init-called
         self.collections = benchlib.collections_dir()
 
-    def bare(self, db: str, round_no: int) -> dict[str, Any]:
+    @staticmethod
+    def ours_options(jobs: int, level: int) -> dict[str, Any]:
+        """pg_backup's options for ``jobs``: the defaults for one stream, gzip at ``level`` for a directory backup."""
+        return {"jobs": jobs} if jobs == 1 else {"jobs": jobs, "compression": "gzip", "level": level}
+
+    def side(self, side: str, db: str, round_no: int) -> dict[str, Any]:
+        kind, jobs, level = parse_side(side, self.args.level)
+        if kind == "floor":
+            return self.floor(db, round_no)
+        if kind == "bare":
+            return self.bare(db, round_no, jobs, level)
+        if kind in ("ours", "ours_disk"):
+            return self.ours(db, round_no, to_s3=kind == "ours", **self.ours_options(jobs, level))
+        if kind in ("dirdump", "dirdump_s3"):
+            return self.dirdump(db, round_no, jobs, level, to_s3=kind == "dirdump_s3")
+        raise ValueError(f"unknown side {side!r}")
+
+    def bare(self, db: str, round_no: int, jobs: int, level: int) -> dict[str, Any]:
         folder = os.path.join(self.out, f"bare-{round_no}.dir")
-        run = run_child([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fd", f"-j{self.args.jobs}", f"-Z{self.args.level}",
-                         "-f", folder, db], self.pg_env)
+        run = self.timed([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fd", f"-j{jobs}", f"-Z{level}",
+                          "-f", folder, db], self.pg_env)
         size = dir_size(folder)
         shutil.rmtree(folder)
-        return {"wall": run["wall"], "cpu": run["cpu"], "size": size, "peak_mb": max(run["peaks_kb"].values()) / 1024}
+        return {"wall": run["wall"], "cpu": run["cpu"], "size": size, "peak_mb": max(run["peaks_kb"].values()) / 1024,
+                "server_cpu": run["server_cpu"], "s3_cpu": run["s3_cpu"]}
 
-    def _ours(self, db: str, round_no: int, to_s3: bool) -> dict[str, Any]:
+    def dirdump(self, db: str, round_no: int, jobs: int, level: int, to_s3: bool) -> dict[str, Any]:
         name = f"{'s3' if to_s3 else 'disk'}-{round_no}.dir"
         folder = os.path.join(self.out, name)
         key = f"dirdump/{name}"
-        config = {"pg": self.pg.params(db), "db": db, "dir": folder, "jobs": self.args.jobs, "level": self.args.level,
+        config = {"pg": self.pg.params(db), "db": db, "dir": folder, "jobs": jobs, "level": level,
                   "workers": self.args.workers, "key": key,
                   "s3": {**self.s3.s3_option(self.bucket), "prefix": "dirdump"} if to_s3 else None}
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access
         stats_path = os.path.join(self.out, "ours-stats.json")
         env = {**os.environ, "PYTHONPATH": self.collections, "BENCH_CONFIG": config_path, "BENCH_STATS": stats_path}
-        run = run_child([sys.executable, "-c", OURS_RUNNER], env)
+        run = self.timed([sys.executable, "-c", OURS_RUNNER], env)
         with open(stats_path, encoding="utf-8") as handle:
             stats = json.load(handle)
         if to_s3:
@@ -111,57 +143,107 @@ class Bench(backup_bench.Bench):
         children = {n: kb for n, kb in run["peaks_kb"].items() if not n.startswith("python")}
         return {"wall": run["wall"], "cpu": run["cpu"], "size": stats["size"], "python_peak_mb": python / 1024,
                 "peak_mb": max([python, *children.values()]) / 1024, "python_cpu": stats["self_cpu"],
-                "children_cpu": stats["children_cpu"], "files": stats["files"],
-                "stored_before_exit": stats["stored_before_exit"], "pg_dump_exit_s": stats["exited_s"]}
-
-    def disk(self, db: str, round_no: int) -> dict[str, Any]:
-        return self._ours(db, round_no, to_s3=False)
-
-    def disk_s3(self, db: str, round_no: int) -> dict[str, Any]:
-        return self._ours(db, round_no, to_s3=True)
+                "children_cpu": stats["children_cpu"], "server_cpu": run["server_cpu"], "s3_cpu": run["s3_cpu"],
+                "files": stats["files"], "stored_before_exit": stats["stored_before_exit"],
+                "pg_dump_exit_s": stats["exited_s"]}
 
     def run(self) -> None:
         try:
             facts = self.make_db(self.args.scale)
-            facts.update(benchlib.interleave(("bare", "disk", "disk_s3", "floor"), self.args.rounds,
-                                             lambda side, round_no: getattr(self, side)(facts["db"], round_no)))
+            facts.update(benchlib.interleave(tuple(self.args.sides), self.args.rounds,
+                                             lambda side, round_no: self.side(side, facts["db"], round_no)))
             self.results["dirdump"] = facts
+            self.pg.query(f'DROP DATABASE "{facts["db"]}"')
+            for target in self.args.plateau_mb:
+                self.results.setdefault("plateau", []).append(
+                    self.plateau(target, tables=self.args.plateau_tables, to_s3=True,
+                                 **self.ours_options(self.args.plateau_jobs, self.args.level)))
         finally:
             self.save()
         print(report(self.results))
+
+
+LABELS = {"floor": "floor: `pg_dump -Fc -Z0 -f /dev/null` (one stream, nothing kept)",
+          "bare": "bare: `pg_dump -Fd -j{jobs} -Z{level}` to a local directory",
+          "ours": "pg_backup jobs {jobs}: disk + S3, checksums, manifest",
+          "ours_disk": "pg_backup jobs {jobs}: disk only, checksums, manifest",
+          "dirdump": "dirdump.run, jobs {jobs}: disk, hashed as closed",
+          "dirdump_s3": "dirdump.run, jobs {jobs}: disk + S3, hashed and uploaded as closed"}
+
+
+def label(side: str, level: int) -> str:
+    kind, jobs, level = parse_side(side, level)
+    text = LABELS[kind].format(jobs=jobs, level=level)
+    if kind.startswith("ours"):
+        text += " (one stream: `pg_dump -Fc -Z0 | zstd -3`)" if jobs == 1 else f" (`pg_dump -Fd -j{jobs}`, gzip {level})"
+    return text
+
+
+def cpu_split(got: dict[str, Any]) -> tuple[float, float, float, float]:
+    """CPU seconds of the Python process, of pg_dump (its workers, zstd), of the server's backends, of SeaweedFS."""
+    python = got.get("python_cpu", 0.0)
+    return python, got.get("children_cpu", got["cpu"] - python), got.get("server_cpu", 0.0), got.get("s3_cpu", 0.0)
+
+
+def verdicts(med: dict[str, Any], rounds: list[dict[str, Any]], level: int) -> list[str]:
+    """Issue 13's targets, each with the median and the per-round ratio and met / MISSED."""
+    def check(name: str, ratio: float, per_round: float, limit: float) -> str:
+        return f"{name}: {ratio:.2f} (per round {per_round:.2f}) <= {limit}: {'met' if ratio <= limit else 'MISSED'}"
+    out = []
+    if "ours@1" in med and "floor" in med:
+        out.append(check("single stream / floor", med["ours@1"]["wall"] / med["floor"]["wall"],
+                         benchlib.round_ratio(rounds, "ours@1", "floor"), TARGETS["single_vs_floor"]))
+    for side in med:
+        kind, jobs, _ = parse_side(side, level)
+        bare = "bare@" + side.partition("@")[2]  # the same jobs and level
+        if kind in ("ours", "ours_disk", "dirdump", "dirdump_s3") and jobs > 1 and bare in med:
+            out.append(check(f"{side} / {bare}", med[side]["wall"] / med[bare]["wall"],
+                             benchlib.round_ratio(rounds, side, bare), TARGETS["jobs_vs_bare"]))
+            if "floor" in med:
+                ratio = med[side]["wall"] / med["floor"]["wall"]
+                out.append(f"{side} / floor: {ratio:.2f} (per round {benchlib.round_ratio(rounds, side, 'floor'):.2f}) "
+                           f"< 1: {'met' if ratio < 1 else 'MISSED'}")
+    return out
 
 
 def report(results: dict[str, Any]) -> str:
     facts, args = results.get("dirdump"), results["args"]
     if not facts:
         return "no complete run"
-    med = facts["median"]
-    bare, floor = med["bare"], med["floor"]
+    med, rounds, level = facts["median"], facts["rounds"], args["level"]
+    ref = "floor" if "floor" in med else next(iter(med))
     lines = [f"\npgbench -s {args['scale']} + {args['text_rows']:,} rows of text/jsonb ({facts['db_bytes'] / MB:.0f} MB "
-             f"database), jobs {args['jobs']}, gzip -Z{args['level']}, medians of {len(facts['rounds'])} interleaved rounds",
-             "| | wall s | CPU s | output MB | peak RSS MB | wall / bare -Fd | wall / floor |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    rows = [("bare: pg_dump -Fd -j{jobs} -Z{level} to a directory", bare),
-            ("dirdump to disk: hashed as closed, sidecars", med["disk"]),
-            ("dirdump to disk + SeaweedFS: hashed and uploaded as closed", med["disk_s3"]),
-            ("floor: pg_dump -Fc -Z0 -f /dev/null (one stream)", floor)]
-    for label, got in rows:
-        peak = (f"Python {got['python_peak_mb']:.0f}, all {got['peak_mb']:.0f}" if "python_peak_mb" in got
-                else f"{got['peak_mb']:.0f}")
-        lines.append(f"| {label.format(**args)} | {got['wall']:.2f} | {got['cpu']:.2f} | {got['size'] / MB:.1f} | {peak} | "
-                     f"{got['wall'] / bare['wall']:.2f} | {got['wall'] / floor['wall']:.2f} |")
-    verdict = []
-    for side in ("disk", "disk_s3"):
-        ratio = med[side]["wall"] / bare["wall"]
-        verdict.append(f"{side} {ratio:.2f} {'<=' if ratio <= TARGETS['jobs_vs_bare'] else '>'} "
-                       f"{TARGETS['jobs_vs_bare']} x bare")
-        verdict.append(f"{side} {'below' if med[side]['wall'] < floor['wall'] else 'NOT below'} the floor")
-        peak = med[side]["python_peak_mb"]
-        verdict.append(f"{side} Python peak {peak:.0f} MB {'<=' if peak <= TARGETS['python_peak_mb'] else '>'} 200 MB")
-    lines.append("targets (issue 13): " + ", ".join(verdict))
-    lines.append(f"files stored before pg_dump exited (median): disk {med['disk']['stored_before_exit']:.0f} of "
-                 f"{med['disk']['files']:.0f}, disk + S3 {med['disk_s3']['stored_before_exit']:.0f} of "
-                 f"{med['disk_s3']['files']:.0f}")
+             f"database), medians of {len(rounds)} interleaved rounds",
+             f"| | wall s | x {ref} | x {ref}, per round | output MB | CPU s: Python | pg_dump (+ workers, zstd) | "
+             "server backends | SeaweedFS | all | Python peak MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for side in med:
+        got = med[side]
+        split = cpu_split(got)
+        peak = f"{got['python_peak_mb']:.0f}" if "python_peak_mb" in got else ""
+        lines.append(f"| {label(side, level)} | {got['wall']:.1f} | {got['wall'] / med[ref]['wall']:.2f} | "
+                     f"{benchlib.round_ratio(rounds, side, ref):.2f} | {got['size'] / MB:.1f} | "
+                     + " | ".join(f"{x:.1f}" for x in split) + f" | {sum(split):.1f} | {peak} |")
+    lines.append("\ntargets (issue 13):\n- " + "\n- ".join(verdicts(med, rounds, level)))
+    scaling = sorted((s for s in med if s.startswith("ours@") and ":" not in s), key=lambda s: parse_side(s, level)[1])
+    if scaling:
+        lines += ["\nscaling: pg_backup to disk + S3 by jobs (CPU seconds per process; cores busy = all CPU / wall)",
+                  "| jobs | wall s | Python | pg_dump (+ workers, zstd) | server backends | SeaweedFS | all | cores busy |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for side in scaling:
+            got, split = med[side], cpu_split(med[side])
+            lines.append(f"| {parse_side(side, level)[1]} | {got['wall']:.1f} | " + " | ".join(f"{x:.1f}" for x in split)
+                         + f" | {sum(split):.1f} | {sum(split) / got['wall']:.2f} |")
+    rows = [(f"issue 13's database, {side}", facts["db_bytes"], med[side]) for side in scaling]
+    rows += [(f"{p['db']} ({p['tables']} tables), jobs {p['jobs']}", p["db_bytes"], p["ours"]) for p in results.get("plateau", [])]
+    if rows:
+        lines += ["\npg_backup's Python process by output size (target: at most 200 MB, flat)",
+                  "| database | DB MB | output MB | files | Python peak MB | largest child MB | wall s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, db_bytes, got in rows:
+            over = " (over)" if got["python_peak_mb"] > TARGETS["python_peak_mb"] else ""
+            lines.append(f"| {name} | {db_bytes / MB:.0f} | {got['size'] / MB:.1f} | {got.get('files', 1):.0f} | "
+                         f"{got['python_peak_mb']:.0f}{over} | {got['child_peak_mb']:.0f} | {got['wall']:.1f} |")
     if "load_after" in results:
         lines.append(benchlib.load_line(results))
     return "\n".join(lines)
@@ -170,10 +252,18 @@ def report(results: dict[str, Any]) -> str:
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100: ~1.5 GB)")
     parser.add_argument("--text-rows", type=int, default=1_000_000, help="rows of the text/jsonb table")
-    parser.add_argument("--jobs", type=int, default=2, help="pg_dump -j, for bare and dirdump")
-    parser.add_argument("--level", type=int, default=6, help="gzip level (-Z), the same for bare and dirdump")
-    parser.add_argument("--workers", type=int, default=2, help="dirdump's files hashed/uploaded at once")
+    parser.add_argument("--level", type=int, default=6, help="gzip level (-Z) of every directory dump (pg_backup's default: 6)")
+    parser.add_argument("--workers", type=int, default=2, help="dirdump sides: files hashed/uploaded at once")
+    parser.add_argument("--sides", type=lambda v: [x for x in v.split(",") if x],
+                        default=["floor", "bare@2", "ours@1", "ours_disk@2", "ours@2", "ours@4"],
+                        help="what each round runs: floor, bare@N, ours@N, ours_disk@N, dirdump@N, dirdump_s3@N; "
+                             "@N:L for gzip level L instead of --level (bare@2:1)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plateau-mb", type=lambda v: [int(x) for x in v.split(",") if x], default=[100, 1000],
+                        help="then one pg_backup run on random text giving about these MB of output, for the memory "
+                             "curve; '' to skip")
+    parser.add_argument("--plateau-jobs", type=int, default=2, help="jobs of the memory-curve runs")
+    parser.add_argument("--plateau-tables", type=int, default=4, help="tables the random text is split over")
 
 
 if __name__ == "__main__":

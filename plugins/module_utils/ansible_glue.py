@@ -16,10 +16,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import Docto
 
 def require_libs(module: AnsibleModule, *, postgres: bool = True, s3: bool = False) -> None:
     """Fail with ``missing_required_lib`` after argument parsing, as house style asks."""
-    if postgres and not pgutil.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2-binary"), exception=str(pgutil.PSYCOPG2_IMPORT_ERROR))
-    if s3 and not s3util.HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3"), exception=str(s3util.BOTO3_IMPORT_ERROR))
+    for needed, library in ((postgres, pgutil.PSYCOPG2), (s3, s3util.BOTO3)):
+        if needed and not library.present:
+            module.fail_json(msg=missing_required_lib(library.pip), exception=str(library.error))
 
 
 @contextlib.contextmanager

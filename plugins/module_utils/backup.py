@@ -27,7 +27,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
     STAMP, Manifest, backup_id, encode_name, iso, utcnow,
 )
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError, PgError
-from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import Stores
+from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import DatabaseBackups, Stores
 from ansible_collections.doctorq.backup.plugins.module_utils.policy import JobPolicy, policy_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, PgConn, client_major, gave_up_on_a_lock
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import Lock, RunLog
@@ -54,11 +54,7 @@ def backup_argument_spec() -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class BackupJob:
-    conn: PgConn
-    db: str
-    backup_dir: str
-    s3: s3util.S3Config | None = None
+class BackupJob(DatabaseBackups):
     globals: bool = False
     policy: JobPolicy = JobPolicy()
     jobs: int = 1  # 1: one custom-format stream; 0: pg_dump -Fd with one job per core; N: pg_dump -Fd -j N

@@ -32,11 +32,23 @@ from typing import Any, Callable, Iterator, Sequence
 from ansible_collections.doctorq.backup.plugins.module_utils import backup_directory, pipeline
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Manifest, checksum_line, iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import IntegrityError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgConn
 from ansible_collections.doctorq.backup.plugins.module_utils.retention import clock_behind, to_delete
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog, expired_logs
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import (
     LocalStore, RefusedDelete, S3Store, invalid_notes, object_tags,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseBackups:
+    """A database on its server and where its backups live (disk, S3): what its backup and drill jobs start from."""
+
+    conn: PgConn
+    db: str
+    backup_dir: str
+    s3: S3Config | None = None
 
 
 @dataclasses.dataclass

@@ -35,6 +35,7 @@ import time
 from typing import IO, Any, Callable
 
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
+from ansible_collections.doctorq.backup.plugins.module_utils.backup_steps import DatabaseBackups
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import Notifier
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import STAMP, encode_name, iso, parse_iso, utcnow
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, LockBusy
@@ -49,11 +50,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.tarstream import ch
 
 
 @dataclasses.dataclass(frozen=True)
-class DrillJob:
-    conn: PgConn
-    db: str
-    backup_dir: str
-    s3: s3util.S3Config | None = None
+class DrillJob(DatabaseBackups):
     report_dir: str | None = None
     jobs: int | None = None  # pg_restore's; None: restore_directory.restore_jobs' default
     max_rpo_hours: float = 26.0

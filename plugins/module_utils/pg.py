@@ -18,16 +18,10 @@ from typing import Any, Iterator
 
 from ansible_collections.doctorq.backup.plugins.module_utils import procs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, PgError
+from ansible_collections.doctorq.backup.plugins.module_utils.libs import optional
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent, private_dir
 
-try:
-    import psycopg2
-    import psycopg2.extensions
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - exercised only without psycopg2
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = exc
+psycopg2, PSYCOPG2 = optional("psycopg2", "psycopg2-binary", "extensions")
 
 
 # SQLSTATE of "canceling statement due to lock timeout" (lock_timeout).
@@ -37,6 +31,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 def gave_up_on_a_lock(stderr: str) -> bool:
     """Whether pg_dump failed on ``--lock-wait-timeout`` (a statement timeout on its LOCK TABLE, or a lock timeout)."""
     return "due to lock timeout" in stderr or ("due to statement timeout" in stderr and "LOCK TABLE" in stderr)
+
 
 # Tables up to this size get an exact row count in the manifest (a count(*) of 64 MiB is a few ms).
 EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024
@@ -166,8 +161,7 @@ class PgClient:
     # -- SQL ---------------------------------------------------------------
     def connect(self, db: str | None = None):
         """An autocommit psycopg2 connection; errors become PgError saying what to check."""
-        if not HAS_PSYCOPG2:
-            raise PgError(f"psycopg2 is required but cannot be imported ({PSYCOPG2_IMPORT_ERROR}): pip install psycopg2-binary on the host.")
+        PSYCOPG2.require(PgError)
         dbname = db or self.conn.db or "postgres"
         kwargs: dict[str, Any] = dict(dbname=dbname, user=self.conn.user, port=self.conn.port,
                                       sslmode=self.conn.ssl_mode, connect_timeout=self.conn.connect_timeout,

@@ -18,16 +18,10 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, StorageError
+from ansible_collections.doctorq.backup.plugins.module_utils.libs import optional
 
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-    HAS_BOTO3 = True
-    BOTO3_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - exercised only without boto3
-    HAS_BOTO3 = False
-    BOTO3_IMPORT_ERROR = exc
+boto3, BOTO3 = optional("boto3", "boto3", "session")
+botocore, BOTOCORE = optional("botocore", "boto3", "config", "exceptions")  # installed with boto3
 
 STORAGE_CLASSES = (
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
@@ -195,8 +189,7 @@ class S3Config:
 
 
 def require_boto3() -> None:
-    if not HAS_BOTO3:
-        raise StorageError(f"boto3 is required for S3 but cannot be imported ({BOTO3_IMPORT_ERROR}): pip install boto3 on the host.")
+    BOTO3.require(StorageError, " for S3")
 
 
 def s3_client(cfg: S3Config):
@@ -384,7 +377,7 @@ _HINTS = {
 
 
 def error_code(exc: BaseException) -> str | None:
-    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
+    if botocore is not None and isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
     return None
 

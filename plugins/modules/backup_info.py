@@ -119,8 +119,9 @@ backups:
       type: str
       returned: always
     location:
-      description: C(local) or C(s3).
+      description: Where this copy of the backup is - the local directory or S3.
       type: str
+      choices: [local, s3]
       returned: always
     origin:
       description: Path or S3 key of the manifest.

@@ -103,8 +103,8 @@ options:
       - How the verified backup is loaded into the database, and how closely what arrived must match the manifest.
         C(pg_restore)'s parallelism is O(jobs), named as in M(doctorq.backup.pg_backup) and
         M(doctorq.backup.restore_drill).
-      - Until 1.0.0 the suboptions are also read flat, as the options they were (C(restore_globals), C(no_owner),
-        C(no_privileges), C(row_tolerance)), with a deprecation warning.
+      - Until 1.0.0 also read flat, with a deprecation warning - C(restore_globals) as O(load.globals), C(no_owner),
+        C(no_privileges) and C(row_tolerance) as the suboptions of the same name.
     type: dict
     suboptions:
       globals:

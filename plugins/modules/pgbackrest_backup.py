@@ -89,16 +89,18 @@ backup:
       type: str
       returned: always
     kind:
-      description: Kind made - V(physical_full), V(differential) or V(incremental).
+      description: Kind made.
       type: str
+      choices: [physical_full, differential, incremental]
       returned: always
     requested_kind:
       description: O(kind) as asked; differs from RV(backup.kind) when there was no full backup to build on.
       type: str
       returned: always
     type:
-      description: pgBackRest's type of the backup made - V(full), V(diff) or V(incr).
+      description: pgBackRest's type of the backup made.
       type: str
+      choices: [full, diff, incr]
       returned: always
     stanza:
       description: The stanza backed up.

@@ -103,8 +103,9 @@ report:
   type: dict
   contains:
     status:
-      description: C(success) or C(failure).
+      description: Whether the backup restored and verified; a failure also fails the task.
       type: str
+      choices: [success, failure]
       returned: always
     rto_s:
       description: Seconds from start to a verified restore.

@@ -398,14 +398,13 @@ bucket:
     state: {exists: true, versioning: true, encryption: AES256, object_lock: false}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.doctorq.backup.plugins.module_utils import lifecycle
 from ansible_collections.doctorq.backup.plugins.module_utils import lifecycle_bucket
+from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import require_libs
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
-from ansible_collections.doctorq.backup.plugins.module_utils.s3 import (
-    BOTO3_IMPORT_ERROR, HAS_BOTO3, S3Config, s3_argument_spec, s3_client,
-)
+from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config, s3_argument_spec, s3_client
 
 
 def argument_spec() -> dict:
@@ -452,8 +451,7 @@ def main() -> None:
     if params["s3"] is None:
         # the shared doc fragment cannot mark s3 required (it is optional elsewhere)
         module.fail_json(msg="missing required argument: s3 (at least s3.bucket, the bucket whose lifecycle to manage)")
-    if not HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3") + f" ({BOTO3_IMPORT_ERROR})")
+    require_libs(module, postgres=False, s3=True)
     result: dict = dict(changed=False, rules=[], changes=dict(added=[], removed=[], modified=[]),
                         unsupported=[], cost_warnings=[])
     try:

@@ -439,16 +439,21 @@ def test_archive_escaping_the_target_is_refused_before_extracting(bad, reason, t
 # failures midway leave the old directory as it was
 
 
-def test_extraction_failure_leaves_the_old_directory_intact(tmp_path, backup_dir, run_module):
-    # a checksummed archive tar cannot extract whole: "x" is a file, then "x/y" needs it to be a directory
-    path = forge_backup(backup_dir, [entry("a.txt", data=b"new\n"), entry("x", data=b"file\n"),
-                                     entry("x/y", data=b"below a file\n")], name="broken")
+def restore_over_live(tmp_path, run_module, path: str, backup_dir: str):
+    """files_restore of ``path`` over a live directory: the directory, its snapshot from before, the result."""
     target = tmp_path / "live"
     target.mkdir()
     (target / "keep.txt").write_text("live data\n")
     before = snapshot(str(target))
-    result = run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(target),
-                                          "confirm": str(target)})
+    return target, before, run_module("files_restore", {"source": path, "backup_dir": backup_dir,
+                                                        "target": str(target), "confirm": str(target)})
+
+
+def test_extraction_failure_leaves_the_old_directory_intact(tmp_path, backup_dir, run_module):
+    # a checksummed archive tar cannot extract whole: "x" is a file, then "x/y" needs it to be a directory
+    path = forge_backup(backup_dir, [entry("a.txt", data=b"new\n"), entry("x", data=b"file\n"),
+                                     entry("x/y", data=b"below a file\n")], name="broken")
+    target, before, result = restore_over_live(tmp_path, run_module, path, backup_dir)
     failed(result, "tar failed while extracting")
     assert snapshot(str(target)) == before
     assert stray_dirs(str(tmp_path), "live") == []
@@ -460,12 +465,7 @@ def test_content_differing_from_the_recorded_sample_is_refused(tmp_path, backup_
     good, bad = b"what was on disk\n", b"what the archive holds\n"
     sample = [{"path": "a.txt", "size": len(good), "sha256": hashlib.sha256(good).hexdigest()}]
     path = forge_backup(backup_dir, [entry("a.txt", data=bad)], name="tampered", sample=sample)
-    target = tmp_path / "live"
-    target.mkdir()
-    (target / "keep.txt").write_text("live data\n")
-    before = snapshot(str(target))
-    result = run_module("files_restore", {"source": path, "backup_dir": backup_dir, "target": str(target),
-                                          "confirm": str(target)})
+    target, before, result = restore_over_live(tmp_path, run_module, path, backup_dir)
     failed(result, "1 of the 1 files whose content the backup recorded differ", "a.txt", "The target was not touched")
     assert snapshot(str(target)) == before and stray_dirs(str(tmp_path), "live") == []
     # the same archive with the right sample restores

@@ -211,13 +211,18 @@ def test_backup_without_manifest_is_refused(run_module, pg_server, table_digest,
     msg = failed(run_module(MODULE, restore_args(pg_server, db, backup_dir, source=stray, confirm=db)))
     assert "not a doctorq.backup manifest" in msg
 
-    assert table_digest(pg_server, db) == before
-    assert dbs.mine() == names
-    assert not os.path.exists(os.path.join(backup_dir, "safety"))
+    assert_untouched(table_digest(pg_server, db) == before, dbs, names, backup_dir)
 
 
 # --------------------------------------------------------------------------
 # refusals that must touch nothing
+
+
+def assert_untouched(data_unchanged: bool, dbs, names: list[str], backup_dir: str) -> None:
+    """A refused restore touched nothing: the data as it was, no database made or renamed, no safety backup taken."""
+    assert data_unchanged
+    assert dbs.mine() == names  # no __restoring_ database, nothing renamed
+    assert not os.path.exists(os.path.join(backup_dir, "safety"))  # refused before the safety backup
 
 
 def test_corrupted_local_backup_is_refused(run_module, pg_server, table_digest, dbs, backup_dir,
@@ -235,9 +240,7 @@ def test_corrupted_local_backup_is_refused(run_module, pg_server, table_digest, 
         msg = failed(result)
         assert "checksum mismatch" in msg and made["sha256"] in msg and "not touched" in msg
         assert result["checksums"]["verified"] is False
-        assert table_digest(pg_server, db) == before
-        assert dbs.mine() == names  # no __restoring_ database, nothing renamed
-        assert not os.path.exists(os.path.join(backup_dir, "safety"))  # verified before the safety backup
+        assert_untouched(table_digest(pg_server, db) == before, dbs, names, backup_dir)
 
 
 @pytest.mark.parametrize("confirm", ["", "wrong", "RS_UPPER"], ids=["missing", "wrong", "case"])
@@ -259,9 +262,7 @@ def test_wrong_or_missing_confirmation_touches_nothing(run_module, pg_server, ta
         assert ("does not match" in msg) if confirm else ("no confirmation" in msg)
         assert "Nothing was touched" in msg
         assert result["changed"] is False and "safety_backup" not in result
-        assert table_digest(pg_server, db) == before
-        assert dbs.mine() == names
-        assert not os.path.exists(os.path.join(backup_dir, "safety"))
+        assert_untouched(table_digest(pg_server, db) == before, dbs, names, backup_dir)
 
 
 # --------------------------------------------------------------------------

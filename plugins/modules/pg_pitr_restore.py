@@ -288,16 +288,17 @@ rto_s:
 rpo_s:
   description:
     - The drill's RPO in seconds - what a disaster at the drill's start would lose, measured before the drill commits
-      or switches anything - the age of the newest commit in the archived WAL then, or V(0) when the live server
-      had assigned no transaction ID since; null when no commit was found in the archived WAL (the drill fails).
+      or switches anything - the age of the newest commit in the archived WAL then (or of the newest backup's end
+      when that is later), or V(0) when the live server had assigned no transaction ID since; null when neither an
+      archived commit nor a usable backup was found (the drill fails).
     - The recovery point reached is C(recovery_point) in RV(recovery).
   returned: with O(into=drill)
   type: float
 exposure:
   description:
     - How RV(rpo_s) was measured - measured_at (the drill's start), seconds (RV(rpo_s)), newest_archived_commit (UTC),
-      newest_archived_xid, segment (the WAL segment holding it), age_seconds (that commit's age), idle (true when
-      nothing committed since it).
+      newest_archived_xid, segment (the WAL segment holding it), newest_backup_end (UTC), age_seconds (the age of
+      the later of the two), idle (true when nothing committed since that commit).
   returned: with O(into=drill)
   type: dict
 report:

@@ -148,6 +148,8 @@ def test_logrotate(host):
     host.run_expect([0], "logrotate --debug /etc/logrotate.d/doctorq-backup")
     log_dir = host.file(os.path.dirname(LOG))
     assert (log_dir.user, log_dir.group, log_dir.mode) == ("postgres", "postgres", 0o750)
+    log = host.file(LOG)  # made for postgres by the role: the root file-set line and the postgres lines append to it
+    assert (log.user, log.group, log.mode) == ("postgres", "postgres", 0o640)
 
 
 def test_client_tools_match_server(host):

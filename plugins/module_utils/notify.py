@@ -9,6 +9,7 @@ the log, nothing more.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -97,13 +98,41 @@ def _previous_samples(path: str, prefix: str) -> dict[str, float]:
     return found
 
 
+def metrics_path(directory: str, job: str, database: str) -> str:
+    """``<directory>/doctorq_<job>_<name>.prom``: the name with every character but ``[A-Za-z0-9_.-]`` as ``_``.
+
+    Two names can read the same that way (``a b`` and ``a_b``): the one that
+    finds the plain file holding the other's samples writes its own,
+    ``doctorq_<job>_<name>-<8 hex of its SHA-256>.prom``, instead of
+    overwriting them.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
+    plain = os.path.join(directory, f"doctorq_{job}_{safe}.prom")
+    if _file_label(plain) in (None, database):
+        return plain
+    digest = hashlib.sha256(database.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return os.path.join(directory, f"doctorq_{job}_{safe}-{digest}.prom")
+
+
+def _file_label(path: str) -> str | None:
+    """The ``database`` label of the samples in a .prom file we wrote, None when there is none (or no file)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                match = re.search(r'\{database="((?:[^"\\]|\\.)*)"\}', line)
+                if match:
+                    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), match.group(1))
+    except OSError:
+        pass
+    return None
+
+
 def write_metrics(directory: str, job: str, database: str, samples: dict[str, float]) -> str:
     """Write ``doctorq_<job>_<metric>{database="..."}`` samples to a .prom file for node_exporter.
 
     Samples this run does not set (``last_success_*`` after a failure) keep their previous values.
     """
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
-    path = os.path.join(directory, f"doctorq_{job}_{safe}.prom")
+    path = metrics_path(directory, job, database)
     merged = {**_previous_samples(path, f"doctorq_{job}_"), **samples}
     lines = []
     for metric, value in sorted(merged.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.notify import write_metrics
@@ -53,3 +55,24 @@ def test_a_failed_run_keeps_the_last_success_and_updates_measured_facts(tmp_path
     assert got['doctorq_drill_rto_seconds{database="shop"}'] == 4.0  # the last verified restore's RTO stays
     assert got['doctorq_drill_last_duration_seconds{database="shop"}'] == 4.0
     assert set(METRICS) >= {name.split("{")[0][len("doctorq_drill_"):] for name in got}
+
+
+
+def test_names_that_read_the_same_in_a_file_name_keep_their_own_files(tmp_path):
+    # "a b" and "a_b" both read "a_b" in a file name: the second must not overwrite the first's samples
+    first = write_metrics(str(tmp_path), "backup", "a b", samples("success", 1.0))
+    second = write_metrics(str(tmp_path), "backup", "a_b", samples("failure", 2.0))
+    assert os.path.basename(first) == "doctorq_backup_a_b.prom"
+    assert os.path.basename(second).startswith("doctorq_backup_a_b-") and second != first
+    assert _read(first)['doctorq_backup_last_run_status{database="a b"}'] == 1.0
+    assert _read(second)['doctorq_backup_last_run_status{database="a_b"}'] == 0.0
+    # later runs find their own file again, and a failure keeps the time of its own last success
+    assert write_metrics(str(tmp_path), "backup", "a_b", samples("success", 3.0)) == second
+    assert write_metrics(str(tmp_path), "backup", "a b", samples("failure", 4.0)) == first
+    assert _read(first)['doctorq_backup_last_run_status{database="a b"}'] == 0.0
+    assert 'doctorq_backup_last_success_timestamp_seconds{database="a b"}' in _read(first)
+    assert len(os.listdir(tmp_path)) == 2
+    # a label with quotes and a backslash is read back as written: its run finds its own file
+    odd = 'a "b"\\'
+    path = write_metrics(str(tmp_path), "backup", odd, samples("success", 1.0))
+    assert write_metrics(str(tmp_path), "backup", odd, samples("success", 1.0)) == path

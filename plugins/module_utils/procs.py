@@ -277,9 +277,9 @@ def stop_writers(directory: str, grace: float = 10.0) -> list[int]:
     finish the table they are writing before they notice their leader is
     gone), so such an orphan may still be writing into an interrupted
     backup's directory when the next run, holding the job's lock, removes it.
-    A writer is a process that holds a file under ``directory`` open or names
-    the directory in its argv (a worker between two tables holds none); only
-    processes of our own user are considered (any, as root).
+    A writer is a process that holds a file under ``directory`` open, or a
+    pg_dump that names the directory in its argv (a worker between two tables
+    holds none); only processes of our own user are considered (any, as root).
     """
     names = {os.path.abspath(directory), os.path.realpath(directory)}
     mine, uid = os.getpid(), os.geteuid()
@@ -300,16 +300,25 @@ def stop_writers(directory: str, grace: float = 10.0) -> list[int]:
         except OSError:
             pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/fd") for pid in found):
+    while time.monotonic() < deadline and any(_running(pid) for pid in found):
         time.sleep(0.05)
     return found
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has closed its files: it waits only for its parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _writes_into(pid: str, names: set[str]) -> bool:
-    """Whether process ``pid`` names one of ``names`` (a directory's spellings) in its argv or has a file in it open."""
+    """Whether process ``pid`` has a file in one of ``names`` (a directory's spellings) open, or is a pg_dump naming it."""
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         argv = handle.read().decode("utf-8", "surrogateescape").split("\0")
-    if any(arg in names or arg.partition("=")[2] in names for arg in argv):
+    if os.path.basename(argv[0]) == "pg_dump" and any(arg in names or arg.partition("=")[2] in names for arg in argv):
         return True
     fd_dir = f"/proc/{pid}/fd"
     return any(os.path.dirname(os.readlink(os.path.join(fd_dir, fd))) in names for fd in os.listdir(fd_dir))

@@ -110,7 +110,10 @@ def test_stop_writers_kills_an_orphan_still_writing_into_a_leftover_directory(tm
     orphan = subprocess.Popen([sys.executable, "-c", writer, str(leftover / "3012.dat")])
     bystander = subprocess.Popen([sys.executable, "-c", writer, str(other / "keep.dat")])
     # a worker between two tables holds no file open, but its argv (pg_dump's) names the directory
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--file={leftover}"])
+    idle = subprocess.Popen(["pg_dump", "-c", "import time; time.sleep(60)", f"--file={leftover}"],
+                            executable=sys.executable)
+    # another program naming the directory (an operator's ls, say) is no writer
+    looker = subprocess.Popen(["ls", "-c", "import time; time.sleep(60)", str(leftover)], executable=sys.executable)
     try:
         deadline = time.monotonic() + 10
         while not (leftover / "3012.dat").exists() or not (other / "keep.dat").exists():
@@ -118,8 +121,8 @@ def test_stop_writers_kills_an_orphan_still_writing_into_a_leftover_directory(tm
             time.sleep(0.05)
         assert sorted(procs.stop_writers(str(leftover))) == sorted([orphan.pid, idle.pid])
         assert orphan.wait(5) == -signal.SIGKILL and idle.wait(5) == -signal.SIGKILL
-        assert bystander.poll() is None  # a process writing elsewhere is not touched
+        assert bystander.poll() is None and looker.poll() is None  # a process writing elsewhere is not touched
     finally:
-        for proc in (orphan, bystander, idle):
+        for proc in (orphan, bystander, idle, looker):
             proc.kill()
             proc.wait()

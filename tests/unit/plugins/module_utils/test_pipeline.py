@@ -38,4 +38,3 @@ def test_s3_parts_are_cut_from_the_written_chunks_exactly_once():
     assert all(isinstance(p, bytes) for p in parts)
     assert b"".join(parts) + sink._rest() == written  # pylint: disable=protected-access
     assert sink._held == 0 and not sink._chunks  # pylint: disable=protected-access
-

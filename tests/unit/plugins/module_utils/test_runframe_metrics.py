@@ -57,7 +57,6 @@ def test_a_failed_run_keeps_the_last_success_and_updates_measured_facts(tmp_path
     assert set(METRICS) >= {name.split("{")[0][len("doctorq_drill_"):] for name in got}
 
 
-
 def test_names_that_read_the_same_in_a_file_name_keep_their_own_files(tmp_path):
     # "a b" and "a_b" both read "a_b" in a file name: the second must not overwrite the first's samples
     first = write_metrics(str(tmp_path), "backup", "a b", samples("success", 1.0))

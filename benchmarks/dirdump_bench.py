@@ -78,8 +78,8 @@ def dir_size(path: str) -> int:
 
 def parse_side(side: str, level: int) -> tuple[str, int, int]:
     """``ours@2`` -> ("ours", 2, level); ``bare@2:1`` -> ("bare", 2, 1): gzip level 1; ``floor`` -> ("floor", 1, level)."""
-    kind, _, rest = side.partition("@")
-    jobs, _, own_level = rest.partition(":")
+    kind, rest = side.partition("@")[::2]
+    jobs, own_level = rest.partition(":")[::2]
     return kind, int(jobs or 1), int(own_level or level)
 
 
@@ -194,7 +194,7 @@ def verdicts(med: dict[str, Any], rounds: list[dict[str, Any]], level: int) -> l
         out.append(check("single stream / floor", med["ours@1"]["wall"] / med["floor"]["wall"],
                          benchlib.round_ratio(rounds, "ours@1", "floor"), TARGETS["single_vs_floor"]))
     for side in med:
-        kind, jobs, _ = parse_side(side, level)
+        kind, jobs = parse_side(side, level)[:2]
         bare = "bare@" + side.partition("@")[2]  # the same jobs and level
         if kind in ("ours", "ours_disk", "dirdump", "dirdump_s3") and jobs > 1 and bare in med:
             out.append(check(f"{side} / {bare}", med[side]["wall"] / med[bare]["wall"],

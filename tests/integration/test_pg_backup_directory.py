@@ -217,7 +217,9 @@ def test_kill_9_mid_dump_leaves_nothing_complete_and_the_next_run_cleans_it(pg_s
     assert left and not glob.glob(str(backup_dir / "*.manifest.json"))
     assert listed(backup_dir, s3_bucket, big_db) == []
 
+    next_second()  # names have whole seconds: a run in the killed run's second would reuse the leftover's name
     again = backup(params_for(pg_server, big_db, backup_dir, s3=s3_bucket))
+    assert os.path.basename(again["backup"]["path"]) != os.path.basename(left[0])
     assert left[0] in again["leftovers_removed"]
     assert any(".dir/" in item for item in again["leftovers_removed"])  # its objects in S3 too
     assert not os.path.exists(left[0])

@@ -134,7 +134,8 @@ def test_s3_dump_uploads_each_file_while_pg_dump_still_runs(pg_server, big_db, t
     result = dump(pg_server, big_db, directory, s3_upload(s3_bucket), observe=observe)
 
     # overlap: files were closed, hashed and uploaded (and found in the bucket) before pg_dump exited
-    assert "toc.dat" in seen["uploaded_while_running"], seen
+    # (which files make it depends on the load: toc.dat, written first, usually does, but pg_dump rewrites it last)
+    assert len(seen["uploaded_while_running"]) >= 2, seen
     early = [f for f in result.files if f.stored_s < result.exited_s]
     assert len(early) >= 2, [(f.name, f.closed_s, f.stored_s, result.exited_s) for f in result.files]
     assert all(f.closed_s <= f.stored_s for f in result.files)

@@ -278,15 +278,18 @@ class PgClient:
         """Why a backup gave up waiting for a table's lock, naming the sessions that hold exclusive ones in ``db``."""
         try:
             held = self.query(
-                "SELECT l.relation::regclass::text, l.pid, coalesce(a.state, ''), left(coalesce(a.query, ''), 120) "
+                "SELECT l.relation::regclass::text, l.pid, coalesce(a.state, ''), coalesce(a.application_name, ''), "
+                "coalesce(extract(epoch FROM now() - a.xact_start)::int, 0) "
                 "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                 "AND l.pid <> pg_backend_pid() ORDER BY 2, 1", db=db)
         except PgError:
             held = []
-        who = "; ".join(f"table {table} by session {pid} ({state or 'unknown state'}: {query!r})"
-                        for table, pid, state, query in held) or "no session holds one any more"
+        # never the session's query text: it may carry a secret (a password in an ALTER ROLE, say)
+        who = "; ".join(f"table {table} by session {pid} ({state or 'unknown state'}, application "
+                        f"{app or 'unnamed'!r}, transaction open for {age}s)"
+                        for table, pid, state, app, age in held) or "no session holds one any more"
         return (f"the backup of {db!r} waited {seconds}s (lock_wait_timeout={seconds}) for tables locked exclusively "
                 f"(ALTER TABLE, VACUUM FULL, TRUNCATE, a migration left open): {who}. End that transaction (SELECT "
                 "pg_terminate_backend(pid)) or raise lock_wait_timeout, then run again; nothing of this backup is "

@@ -56,6 +56,7 @@ def test_a_table_locked_by_another_session_fails_the_backup_at_lock_wait_timeout
     assert "lock_wait_timeout=2" in msg and str(blocker) in msg, msg  # the option to raise and the session to look at
     assert table.split(".")[-1].strip('"') in msg, msg
     assert msg.count(str(blocker)) == 1 and "pg_terminate_backend" in msg
+    assert "pg_backend_pid" not in msg  # the blocker's query text (which may carry a secret) is never shown
     # nothing listed, nothing half-written left
     assert glob.glob(str(backup_dir / "*.manifest.json")) == []
     left = [os.path.relpath(os.path.join(d, n), backup_dir) for d, _dirs, files in os.walk(backup_dir) for n in files]

@@ -45,6 +45,8 @@ PGBACKREST = frozenset(("stanza", "pgbackrest_config", "pgbackrest_user"))
 PITR = ("target", "target_time", "target_name", "backup_set", "into", "data_dir", "service", "scratch_dir",
         "scratch_port", "keep_scratch", "drill", "max_rpo_seconds", "report_dir", "safety_backup", "timeout")
 PHYSICAL_KINDS = ("physical_full", "differential", "incremental")
+# pgbackrest_backup's ``kind`` of before is its ``level``, in pgBackRest's own words (docs/DESIGN.md, "Words").
+LEVELS = {"physical_full": "full", "differential": "diff", "incremental": "incr"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Handoff:
 class Renames:
     """What one module reads under old names: moved options, options that mean nothing now, a job handed off."""
 
-    moved: Mapping[str, str] = dataclasses.field(default_factory=dict)  # old flat name -> new dotted path
+    moved: Mapping[str, str] = dataclasses.field(default_factory=dict)  # old flat name -> new name or dotted path
+    values: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # new name -> old value -> new
     dropped: Mapping[str, str] = dataclasses.field(default_factory=dict)  # old name -> why it is not needed
     handoff: Handoff | None = None
 
@@ -93,10 +96,12 @@ TABLE: dict[str, Renames] = {
     "pg_restore_safe": Renames(moved={**NOTIFICATION, **ARCHIVE, **PREVIOUS, **SAFETY, **LOAD}, handoff=PITR_HANDOFF,
                                dropped={**{name: NOT_PITR for name in PGBACKREST},
                                         **{f"pitr_{name}": NOT_PITR for name in PITR}}),
-    "files_backup": Renames(moved=NOTIFICATION),
-    "files_restore": Renames(moved={**NOTIFICATION, **ARCHIVE, **SAFETY, "drop_previous": "previous.drop"}),
+    "files_backup": Renames(moved={**NOTIFICATION, "name": "file_set"}),
+    "files_restore": Renames(moved={**NOTIFICATION, **ARCHIVE, **SAFETY, "drop_previous": "previous.drop",
+                                    "name": "file_set"}),
     "restore_drill": Renames(moved=NOTIFICATION),
-    "pgbackrest_backup": Renames(moved=NOTIFICATION),
+    "pgbackrest_backup": Renames(moved={**NOTIFICATION, "kind": "level"}, values={"level": LEVELS}),
+    "backup_info": Renames(moved={"db": "name", "type": "source_type"}, values={"source_type": {"files": "file_set"}}),
     "pg_pitr_restore": Renames(moved=NOTIFICATION),  # its flat PITR spellings: pitr_options.translate_legacy
 }
 
@@ -135,18 +140,21 @@ def translate(module: str, args: Mapping[str, Any]) -> Translation:
             notes.append(f"{module}: option {name} is deprecated and ignored: {renames.dropped[name]}.")
         else:
             out[name] = value
-    out, moved = move_options(out, renames.moved)
+    out, moved = move_options(out, renames.moved, renames.values)
     if moved:
         notes.append(deprecation(module, moved))
     return Translation(module, out, notes)
 
 
-def move_options(params: Mapping[str, Any], renamed: Mapping[str, str]) -> tuple[dict[str, Any], Moved]:
-    """``params`` with each old flat option in ``renamed`` moved to its new place (``group.option``); the pairs moved.
+def move_options(params: Mapping[str, Any], renamed: Mapping[str, str],
+                 values: Mapping[str, Mapping[str, str]] | None = None) -> tuple[dict[str, Any], Moved]:
+    """``params`` with each old flat option in ``renamed`` moved to its new place; the pairs moved.
 
-    Given both ways, the new spelling wins and the old one is dropped (the
-    message still names it). A group given as something else than a dict
-    is a ConfigError that names it.
+    The new place is a name (the option renamed) or ``group.option``. Given
+    both ways, the new spelling wins and the old one is dropped (the message
+    still names it). An old option's old values become the new ones
+    (``values``: new name -> old value -> new value). A group given as
+    something else than a dict is a ConfigError that names it.
     """
     out = {name: dict(value) if isinstance(value, Mapping) else value for name, value in params.items()
            if name not in renamed}
@@ -154,14 +162,19 @@ def move_options(params: Mapping[str, Any], renamed: Mapping[str, str]) -> tuple
     for old, new in renamed.items():
         if old not in params or params[old] is None:
             continue
+        value = params[old]
+        value = (values or {}).get(new, {}).get(value, value) if isinstance(value, str) else value
+        moved.append((old, new))
+        if "." not in new:
+            out.setdefault(new, value)
+            continue
         group, sub = new.split(".", 1)
         into = out.get(group)
         if into is None:
             into = out[group] = {}
         if not isinstance(into, dict):
             raise ConfigError(f"{group} must be a dictionary of options, not {into!r} (the old option {old} is {new}).")
-        into.setdefault(sub, params[old])
-        moved.append((old, new))
+        into.setdefault(sub, value)
     return out, moved
 
 

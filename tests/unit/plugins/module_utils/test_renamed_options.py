@@ -42,8 +42,9 @@ def test_physical_kinds_hand_the_task_to_pgbackrest_backup_and_the_rest_is_dropp
 
 
 def test_todays_spellings_pass_untouched() -> None:
-    args = {"db": "app", "notification": {"notify_on": "never"}, "s3": {"bucket": "b"}}
     for module in (*TABLE, "s3_lifecycle"):
+        args = {"name" if module == "backup_info" else "db": "app", "notification": {"notify_on": "never"},
+                "s3": {"bucket": "b"}}
         done = translate(module, args)
         assert (done.module, done.args, done.deprecations) == (module, args, [])
 
@@ -94,3 +95,34 @@ def test_pg_restore_safe_reads_the_flat_load_options() -> None:
                                   "no_privileges -> load.no_privileges", "row_tolerance -> load.row_tolerance"))
     # only pg_restore_safe loads a database dump: the other restore keeps its options as given
     assert translate("files_restore", {"no_owner": True}).args == {"no_owner": True}
+
+
+def test_a_renamed_option_keeps_its_place_and_its_old_values_are_translated() -> None:
+    renamed = {"kind": "level", "type": "source_type"}
+    values = {"level": {"physical_full": "full", "differential": "diff"}, "source_type": {"files": "file_set"}}
+    args, moved = move_options({"stanza": "main", "kind": "differential", "type": "files"}, renamed, values)
+    assert args == {"stanza": "main", "level": "diff", "source_type": "file_set"}
+    assert moved == [("kind", "level"), ("type", "source_type")]
+    # the new spelling wins, and its values are never rewritten (they are checked by the module's choices)
+    args, _ = move_options({"kind": "differential", "level": "differential"}, renamed, values)
+    assert args == {"level": "differential"}
+
+
+@pytest.mark.parametrize("module,old,new", [
+    ("pgbackrest_backup", {"kind": "incremental"}, {"level": "incr"}),
+    ("files_backup", {"name": "etc"}, {"file_set": "etc"}),
+    ("files_restore", {"name": "etc"}, {"file_set": "etc"}),
+    ("backup_info", {"db": "app", "type": "files"}, {"name": "app", "source_type": "file_set"}),
+])
+def test_the_words_of_before_are_read_until_1_0_0(module, old, new) -> None:
+    done = translate(module, old)
+    assert (done.module, done.args) == (module, new)
+    [note] = done.deprecations
+    assert all(f"{o} -> {n}" in note for o, n in zip(old, new)) and "1.0.0" in note
+
+
+def test_a_physical_kind_given_to_pg_backup_reaches_pgbackrest_backup_as_its_level() -> None:
+    handed = translate("pg_backup", {"kind": "physical_full", "stanza": "main"})
+    assert handed.module == "pgbackrest_backup" and handed.args == {"kind": "physical_full", "stanza": "main"}
+    again = translate(handed.module, handed.args)  # the action plugin of the module that takes it over
+    assert again.args == {"level": "full", "stanza": "main"}

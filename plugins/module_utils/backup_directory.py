@@ -26,7 +26,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLo
 from ansible_collections.doctorq.backup.plugins.module_utils.storage import object_tags
 from ansible_collections.doctorq.backup.plugins.module_utils.units import human
 
-MAX_WORKERS = 8  # files read and uploaded at once; memory is about workers * 2 parts (dirdump's bounds)
+MAX_WORKERS = 8  # files read and uploaded at once: 1 MiB each, their S3 parts within dirdump.UPLOAD_BUDGET together
 
 
 def dump(stores: Any, base_argv: Sequence[str], env: dict[str, str], name: str, backup_id: str, started: Any, *,

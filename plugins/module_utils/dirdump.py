@@ -15,9 +15,12 @@ failure). No second pass over the directory: what pg_dump closes is done by
 the time it exits, but for the files still in the pool.
 
 Bounds: at most ``workers`` files are read at once, each holding a 1 MiB read
-buffer and, when uploading, at most ``parts_in_flight + 1`` parts of
-``s3.part_size_mb``: about ``workers * (parts_in_flight + 1) * part_size``
-bytes whatever the size of the database.
+buffer. When uploading, the parts of every file together (being filled and
+in flight, each ``s3.part_size_mb``) share one ``UPLOAD_BUDGET`` (128 MiB, at
+least one part; ``pipeline.MemoryBudget``): a file waits for room before it
+starts a part. About ``workers * 1 MiB + 128 MiB`` whatever the size of the
+database and whatever ``jobs``; each file also has at most ``parts_in_flight``
+parts in flight, so few workers use less (2 workers, 16 MiB parts: 64 MiB).
 
 Any failure (pg_dump's exit status or a kill, an upload, the deadline) stops
 everything at once: pg_dump's whole process group is killed, the pool
@@ -50,6 +53,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent
 
 COMPRESSIONS = ("gzip", "zstd", "none")
+UPLOAD_BUDGET = 128 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
 LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default
 SIDECARS = ("sha256", "md5")
 
@@ -139,14 +143,19 @@ class S3Upload:
     backup jobs' rule: S3 failing keeps the local copy); the error is kept in
     ``error``, the files after it stay on disk only, and the caller removes
     what was uploaded (``discard``). Otherwise it stops the dump like any failure.
+
+    ``budget``: bytes the parts of all the files may hold at once (at least
+    one part), whatever the number of workers; ``self.budget.peak`` is the
+    most they held.
     """
 
     def __init__(self, client: Any, cfg: s3util.S3Config, key_prefix: str, *, tags: dict[str, str],
                  metadata: dict[str, str] | None = None, parts_in_flight: int = 1,
-                 tolerate_failure: bool = False) -> None:
+                 tolerate_failure: bool = False, budget: int = UPLOAD_BUDGET) -> None:
         self.client, self.cfg, self.key_prefix = client, cfg, key_prefix.rstrip("/")
         self.tags, self.metadata, self.parts_in_flight = tags, metadata, parts_in_flight
         self.tolerate_failure = tolerate_failure
+        self.budget = pipeline.MemoryBudget(max(budget, cfg.part_size_mb << 20))
         self.error: StorageError | None = None
         self.where = cfg.uri(self.key_prefix + "/")
         self._keys: list[str] = []
@@ -165,7 +174,8 @@ class S3Upload:
         with self._lock:
             self._keys.append(key)  # before the upload starts: a failed run removes it whatever became of it
         return pipeline.S3Sink(self.client, self.cfg, key, tags=self.tags, metadata=self.metadata,
-                               in_flight=self.parts_in_flight, tolerate_failure=self.tolerate_failure)
+                               in_flight=self.parts_in_flight, tolerate_failure=self.tolerate_failure,
+                               budget=self.budget)
 
     def failed(self, message: str) -> None:
         """A tolerated upload failure (the first is kept)."""
@@ -226,17 +236,19 @@ class _Run:
     def _store(self, name: str, closed_s: float) -> DirFile:
         path = os.path.join(self.directory, name)
         hasher = pipeline.Hasher()
+        buffer = bytearray(pipeline.CHUNK)  # this file's one read buffer (the sink copies what it keeps)
+        view = memoryview(buffer)
         sink = self.sink.open(name)
         try:
             try:
-                with open(path, "rb") as handle:
+                with open(path, "rb", buffering=0) as handle:
                     while not self.stop.is_set():
-                        chunk = handle.read(pipeline.CHUNK)
-                        if not chunk:
+                        got = handle.readinto(buffer)
+                        if not got:
                             break
-                        hasher.update(chunk)
+                        hasher.update(view[:got])
                         if sink is not None:
-                            sink.write(chunk)
+                            sink.write(view[:got])
                     info = os.fstat(handle.fileno())
             except OSError as exc:
                 raise StorageError(f"cannot read {path}, which pg_dump just wrote: {exc.strerror}; check the backup "
@@ -335,7 +347,8 @@ def run(argv: Sequence[str], env: dict[str, str], directory: str, sink: DiskOnly
     """Run ``argv`` (``dump_argv``: pg_dump writing into ``directory``, which must not exist) and store every file.
 
     ``env``: pg_dump's environment (``PgClient.env``: libpq variables, the
-    passfile). ``workers``: files read (and uploaded) at once. ``timeout``:
+    passfile). ``workers``: files read (and uploaded) at once; their S3 parts
+    share the sink's budget (``S3Upload``). ``timeout``:
     seconds for the whole dump, uploads included. ``observe(kind, detail)``,
     called on this thread: ``("started", pid)``, ``("closed", name)``,
     ``("stored", DirFile)``. Writes ``<directory>.sha256`` and ``.md5`` last.

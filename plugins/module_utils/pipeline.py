@@ -12,7 +12,6 @@ pipe.
 from __future__ import annotations
 
 import base64
-import collections
 import concurrent.futures
 import contextlib
 import ctypes
@@ -160,14 +159,50 @@ def fix_mmap_threshold() -> None:
         pass  # not glibc
 
 
+class MemoryBudget:
+    """Bytes that S3 parts may hold at once, shared by the sinks of one run (``S3Sink(budget=...)``).
+
+    A sink takes a whole part's worth before it starts filling a part and
+    the upload of that part gives it back when it ends (done, failed or
+    cancelled), so the parts being filled and those in flight, of every
+    sink together, never hold more than ``limit`` bytes, whatever the
+    number of sinks. A sink that holds room fills its part without waiting
+    for room again, so waiting ends as soon as an upload does: no deadlock
+    with more sinks than parts fit. One request larger than ``limit`` is
+    let through alone. ``peak``: the most ever taken at once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self._cond:
+            while self.used and self.used + size > self.limit:
+                self._cond.wait()
+            self.used += size
+            self.peak = max(self.peak, self.used)
+
+    def give(self, size: int) -> None:
+        with self._cond:
+            self.used -= size
+            self._cond.notify_all()
+
+
 class S3Sink:
     """Streams into an S3 object: one PUT when small, else a multipart upload.
 
     Parts are uploaded by worker threads while the dump goes on, at most
     ``in_flight`` parts at once, so memory stays at a few parts whatever the
-    database size. A failure aborts the multipart upload so no orphan parts
-    stay behind; with ``tolerate_failure`` it is remembered instead of raised,
-    so the local copy can still complete.
+    database size; with a ``budget`` (``MemoryBudget``) shared by several
+    sinks, their parts (being filled and in flight) also stay within its
+    limit together. A part is filled in place (one ``bytearray`` per part,
+    handed to the upload as it is): no part-sized copy is made. A failure
+    aborts the multipart upload so no orphan parts stay behind; with
+    ``tolerate_failure`` it is remembered instead of raised, so the local
+    copy can still complete.
 
     Checksums the server verifies, and where the SHA-256 of the whole object
     lives (the sidecar ``.sha256`` and the manifest hold it in every case):
@@ -187,7 +222,8 @@ class S3Sink:
     """
 
     def __init__(self, client: Any, cfg: s3util.S3Config, key: str, *, tags: dict[str, str],
-                 metadata: dict[str, str] | None = None, tolerate_failure: bool = False, in_flight: int = 3) -> None:
+                 metadata: dict[str, str] | None = None, tolerate_failure: bool = False, in_flight: int = 3,
+                 budget: MemoryBudget | None = None) -> None:
         self.client, self.cfg, self.key = client, cfg, key
         # S3 metadata is ASCII only (a name like clínica fails the upload): other values go percent-encoded
         self.tags, self.metadata = tags, {k: v if v.isascii() and v.isprintable() else quote(v, safe="")
@@ -196,8 +232,9 @@ class S3Sink:
         self.tolerate_failure = tolerate_failure
         self.error: StorageError | None = None
         self.full_object = False  # multipart with a full-object CRC32 (else SHA-256 composite)
-        self._chunks: collections.deque[bytes] = collections.deque()  # written, not yet in a part
-        self._held = 0  # their bytes
+        self._part: bytearray | None = None  # the part being filled (written, not yet uploaded)
+        self._budget = budget
+        self._charged = 0  # what the part being filled took of the budget
         self._upload_id: str | None = None
         self._futures: list[concurrent.futures.Future] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -213,43 +250,44 @@ class S3Sink:
             raise exc
         self.error = exc
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Copy ``chunk`` into the part being filled (the caller may reuse its buffer); full parts go up."""
         if self.error:
             return
-        self._chunks.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
-        self._held += len(chunk)
+        view = memoryview(chunk)
         try:
-            while self._held >= self.part_size:
-                self._submit(self._take(self.part_size))
+            while len(view):
+                if self._part is None:
+                    self._begin_part()
+                room = self.part_size - len(self._part)
+                self._part += view[:room]
+                view = view[room:]
+                if len(self._part) == self.part_size:
+                    self._submit(*self._cut())
         except StorageError as exc:
             self._fail(exc)
 
-    def _take(self, size: int) -> bytes:
-        """The next ``size`` bytes written, as one new object: the part is the only part-sized copy made."""
-        pieces: list[Any] = []
-        got = 0
-        while got < size:
-            chunk = self._chunks.popleft()
-            need = size - got
-            if len(chunk) > need:
-                view = memoryview(chunk)
-                self._chunks.appendleft(bytes(view[need:]))  # the rest of one chunk: small
-                pieces.append(view[:need])
-                got += need
-            else:
-                pieces.append(chunk)
-                got += len(chunk)
-        self._held -= size
-        return b"".join(pieces)
+    def _begin_part(self) -> None:
+        """A new, empty part; its room in the budget first (waits until the uploads in flight leave enough)."""
+        fix_mmap_threshold()
+        if self._budget is not None:
+            self._budget.take(self.part_size)
+            self._charged = self.part_size
+        self._part = bytearray()
 
-    def _rest(self) -> bytes:
-        rest = b"".join(self._chunks)
-        self._clear()
-        return rest
+    def _cut(self) -> tuple[bytearray, int]:
+        """The part being filled, and its room in the budget, for the upload (which gives it back)."""
+        part, charged = self._part, self._charged
+        self._part, self._charged = None, 0
+        return part, charged
+
+    def _release(self, charged: int) -> None:
+        if charged and self._budget is not None:
+            self._budget.give(charged)
 
     def _clear(self) -> None:
-        self._chunks.clear()
-        self._held = 0
+        """Drop the part being filled and give back its room."""
+        self._release(self._cut()[1])
 
     def _create(self) -> None:
         """Start the multipart upload: full-object CRC32 when the server confirms it, else SHA-256 composite."""
@@ -274,32 +312,43 @@ class S3Sink:
             resp = self.client.create_multipart_upload(ChecksumAlgorithm="SHA256", **args)
         self._upload_id, self.full_object = resp["UploadId"], False
 
-    def _submit(self, part: bytes) -> None:
-        if self._upload_id is None:
-            self._create()
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
-        for done in [f for f in self._futures if f.done()]:
-            done.result()  # surface a failed part early
-        self._slots.acquire()
-        number = len(self._futures) + 1
-        self._futures.append(self._pool.submit(self._upload_part, number, part))
-
-    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+    def _submit(self, part: bytearray, charged: int) -> None:
+        """Upload ``part`` in the background; its room in the budget (``charged``) is given back when that ends."""
         try:
-            if self.full_object:
-                crc = zlib.crc32(data)
-                check = {"ChecksumCRC32": _b64(crc.to_bytes(4, "big"))}
-                extra = {"_crc": crc, "_len": len(data)}
-            else:
-                digest = hashlib.sha256(data).digest()
-                check = {"ChecksumSHA256": _b64(digest)}
-                extra = {"_digest": digest}
-            with s3util.s3_errors(f"upload of part {number}", self.where):
-                resp = self.client.upload_part(Bucket=self.cfg.bucket, Key=self.key, UploadId=self._upload_id,
-                                               PartNumber=number, Body=data, **check)
-            return {"PartNumber": number, "ETag": resp["ETag"], **check, **extra}
-        finally:
-            self._slots.release()
+            if self._upload_id is None:
+                self._create()
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
+            for done in [f for f in self._futures if f.done()]:
+                done.result()  # surface a failed part early
+            self._slots.acquire()
+        except BaseException:
+            self._release(charged)
+            raise
+        number = len(self._futures) + 1
+        future = self._pool.submit(self._upload_part, number, [part])
+        del part
+        self._futures.append(future)
+        future.add_done_callback(lambda _done: self._part_ended(charged))  # also when cancelled (abort)
+
+    def _part_ended(self, charged: int) -> None:
+        self._slots.release()
+        self._release(charged)
+
+    def _upload_part(self, number: int, holder: list[bytearray]) -> dict[str, Any]:
+        """Upload one part; the only reference to it is ``holder``'s, taken here: freed on return, before the budget hears of it."""
+        data = holder.pop()
+        if self.full_object:
+            crc = zlib.crc32(data)
+            check = {"ChecksumCRC32": _b64(crc.to_bytes(4, "big"))}
+            extra = {"_crc": crc, "_len": len(data)}
+        else:
+            digest = hashlib.sha256(data).digest()
+            check = {"ChecksumSHA256": _b64(digest)}
+            extra = {"_digest": digest}
+        with s3util.s3_errors(f"upload of part {number}", self.where):
+            resp = self.client.upload_part(Bucket=self.cfg.bucket, Key=self.key, UploadId=self._upload_id,
+                                           PartNumber=number, Body=data, **check)
+        return {"PartNumber": number, "ETag": resp["ETag"], **check, **extra}
 
     def commit(self, digest: Digest) -> dict[str, Any]:
         if self.error:
@@ -321,17 +370,21 @@ class S3Sink:
                 "sha256_metadata": checksum["algorithm"] == "SHA256" and checksum["type"] == "FULL_OBJECT"}
 
     def _put_single(self, digest: Digest) -> dict[str, str]:
-        body = self._rest()
+        body, charged = self._cut()
         checksum = _b64(bytes.fromhex(digest.sha256))
-        with s3util.s3_errors("upload", self.where):
-            self.client.put_object(Bucket=self.cfg.bucket, Key=self.key, Body=body, ChecksumSHA256=checksum,
-                                   Tagging=urlencode(self.tags), Metadata={**self.metadata, "sha256": digest.sha256},
-                                   **self.cfg.write_args())
+        try:
+            with s3util.s3_errors("upload", self.where):
+                self.client.put_object(Bucket=self.cfg.bucket, Key=self.key, Body=body or b"", ChecksumSHA256=checksum,
+                                       Tagging=urlencode(self.tags), Metadata={**self.metadata, "sha256": digest.sha256},
+                                       **self.cfg.write_args())
+        finally:
+            del body
+            self._release(charged)
         return {"algorithm": "SHA256", "type": "FULL_OBJECT", "value": checksum}
 
     def _complete(self) -> dict[str, str]:
-        if self._held:
-            self._submit(self._rest())
+        if self._part:
+            self._submit(*self._cut())
         parts = [f.result() for f in self._futures]
         if self.full_object:
             crc = 0

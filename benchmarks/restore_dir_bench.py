@@ -31,7 +31,6 @@ benchmarks/output/restore-dir-<time>/results.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import shutil
@@ -91,8 +90,7 @@ class Bench(backup_bench.Bench):
         self.expected = self.fingerprint(db)
         for name, extra in (("dir", {"jobs": self.args.jobs, "compression": "gzip"}), ("single", {})):
             job = BackupJob.from_params({**self.pg.params(db), "backup_dir": os.path.join(self.out, f"backup-{name}"),
-                                         "s3": self.s3_option, "weekly": "never", **extra})
-            job = dataclasses.replace(job, prune=False)
+                                         "s3": self.s3_option, "weekly": "never", "prune": False, **extra})
             started = time.monotonic()
             result = run_backup(job)
             assert not result.get("failed"), result.get("msg")

@@ -5,7 +5,7 @@
 ``backup`` is the job of the ``pgbackrest_backup`` module, ``drill`` that of
 ``pg_pitr_restore into=drill``.
 
-    doctorq-pgbackrest backup --kind physical_full|differential|incremental [--config FILE]
+    doctorq-pgbackrest backup --level full|diff|incr [--config FILE]
     doctorq-pgbackrest drill [--config FILE] [--scratch-dir DIR] [--scratch-port N] [--report-dir DIR]
                              [--max-rpo-seconds N]
 
@@ -19,6 +19,9 @@ options, and for drills the connection options (``login_unix_socket``, ``login_p
 and so on, and the ``pitr_*`` ones are read until 1.0.0, with a warning). Log lines go to stdout (cron mails them), errors to
 stderr; exit status 0 ok, 1 failed, 2 bad config. The ``pgbackrest`` role installs it as /usr/local/bin/doctorq-pgbackrest
 and writes the config; the ``drill`` role schedules the drill.
+
+``--kind physical_full|differential|incremental`` is ``--level``'s spelling of
+before (docs/DESIGN.md, "Words"), read until 1.0.0 with a warning.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from ansible_collections.doctorq.backup.cli.backup import read_config
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import postgres_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import DEFAULT_LOG_DIR, pgbackrest_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import KINDS
+from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest_info import LEVELS
 from ansible_collections.doctorq.backup.plugins.module_utils.physical_backup import PhysicalBackupJob, run_physical_backup
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import RENAMED, PitrJob, pitr_argument_spec
+from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import LEVELS as OLD_LEVELS
 
 # The drill's settings, as pg_pitr_restore names them: scratch.dir/port, drill.max_rpo_seconds/report_dir, timeout.
 DRILL_OPTIONS = {"scratch": ("dir", "port"), "drill": ("max_rpo_seconds", "report_dir"), "timeout": ()}
@@ -88,11 +92,23 @@ def load_config(path: str) -> dict[str, Any]:
     return params
 
 
+def _level(args: argparse.Namespace) -> str:
+    """``--level``, or ``--kind`` (its spelling of before, with its values of before) with a warning."""
+    if args.level:
+        return args.level
+    level = OLD_LEVELS[args.kind]
+    sys.stderr.write(f"doctorq-pgbackrest: WARNING: --kind {args.kind} is deprecated and read until 1.0.0: "
+                     f"use --level {level}\n")
+    return level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="doctorq-pgbackrest", description="pgBackRest backups and PITR drills")
     sub = parser.add_subparsers(dest="command", required=True)
     backup = sub.add_parser("backup", help="one physical backup, with the run log, webhook and metrics")
-    backup.add_argument("--kind", choices=list(KINDS), required=True)
+    level = backup.add_mutually_exclusive_group(required=True)
+    level.add_argument("--level", choices=list(LEVELS))
+    level.add_argument("--kind", choices=list(OLD_LEVELS), help="deprecated: --level (read until 1.0.0)")
     drill = sub.add_parser("drill", help="recover to now into a scratch cluster, verify, report RTO/RPO, clean up")
     for cmd in (backup, drill):
         cmd.add_argument("--config", default="/etc/doctorq-backup/pgbackrest.json")
@@ -108,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name in FLAGS and value is not None:
                 _set(params, FLAGS[name], value)
         if args.command == "backup":
-            job = PhysicalBackupJob.from_params({**params, "kind": args.kind})
+            job = PhysicalBackupJob.from_params({**params, "level": _level(args)})
             result = run_physical_backup(job, echo=sys.stdout)
         else:
             job = PitrJob.from_params({**params, "into": "drill"})

@@ -10,8 +10,10 @@ from typing import Any, Callable, Iterator
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.doctorq.backup.plugins.module_utils import pg as pgutil
+from ansible_collections.doctorq.backup.plugins.module_utils import pgbackrest as pgbrutil
 from ansible_collections.doctorq.backup.plugins.module_utils import s3 as s3util
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError
+from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
 
 
 def require_libs(module: AnsibleModule, *, postgres: bool = True, s3: bool = False) -> None:
@@ -40,9 +42,15 @@ def exit_with(module: AnsibleModule, result: dict) -> None:
 
 
 def module_spec(options: dict[str, Any], *, postgres: bool = True, s3: bool = True,
-                db_required: bool = False) -> dict[str, Any]:
-    """A module's whole argument spec: the connection options (``postgres``), its own ``options``, ``s3``."""
+                db_required: bool = False, pgbackrest: bool = False) -> dict[str, Any]:
+    """A module's whole argument spec: the connection options (``postgres``), its own ``options``, ``s3``.
+
+    ``pgbackrest``: a pgBackRest job's (pgbackrest_backup, pg_pitr_restore) - the stanza and its pgBackRest
+    (doc fragment ``doctorq.backup.pgbackrest``), ``log_dir`` and ``notification``.
+    """
     spec = pgutil.postgres_argument_spec() if postgres else {}
+    if pgbackrest:
+        spec.update(pgbrutil.pgbackrest_argument_spec(), **pgbrutil.log_dir_argument_spec(), **notify_argument_spec())
     spec.update(options)
     if s3:
         spec["s3"] = s3util.s3_argument_spec()
@@ -68,14 +76,15 @@ def run_engine(module: AnsibleModule, job: Callable[[], dict[str, Any]], *, post
 
 
 def run_job(options: dict[str, Any], job: Callable[[dict[str, Any]], Any], run: Callable[..., dict[str, Any]], *,
-            postgres: bool = True, s3: bool = True, db_required: bool = False, **checks: Any) -> None:
+            postgres: bool = True, s3: bool = True, db_required: bool = False, pgbackrest: bool = False,
+            **checks: Any) -> None:
     """The whole ``main()`` of a module that runs one engine job, check mode included.
 
-    ``options``: the job's own (``module_spec`` adds the connection options and
-    ``s3``); ``job``: the job from the module's parameters (``Job.from_params``);
+    ``options``: the job's own (``module_spec`` adds the connection options,
+    ``s3`` and a pgBackRest job's); ``job``: the job from the module's parameters (``Job.from_params``);
     ``run``: the engine's entry point, ``run(job, check_mode=...)``; ``checks``:
     AnsibleModule's own (``required_one_of``...).
     """
-    module = AnsibleModule(argument_spec=module_spec(options, postgres=postgres, s3=s3, db_required=db_required),
-                           supports_check_mode=True, **checks)
+    module = AnsibleModule(argument_spec=module_spec(options, postgres=postgres, s3=s3, db_required=db_required,
+                                                     pgbackrest=pgbackrest), supports_check_mode=True, **checks)
     run_engine(module, lambda: run(job(module.params), check_mode=module.check_mode), postgres=postgres)

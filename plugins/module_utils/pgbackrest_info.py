@@ -3,8 +3,8 @@
 """pgBackRest's catalog: ``pgbackrest info --output=json`` parsed, and the timeline lineage of its archive.
 
 Pure parsing, no I/O: the runner (``pgbackrest.py``) fetches the JSON and
-the history files, this file reads them. ``KINDS`` is the vocabulary of
-physical backups (pgbackrest_backup's kinds and pgBackRest's types).
+the history files, this file reads them. A physical backup's ``level`` is
+pgBackRest's own word (``LEVELS``: full, diff, incr; docs/DESIGN.md, "Words").
 """
 
 from __future__ import annotations
@@ -16,10 +16,17 @@ from typing import Any
 
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import iso
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import PgBackRestError
+from ansible_collections.doctorq.backup.plugins.module_utils.renamed_options import LEVELS as OLD_LEVELS
 
-# pgbackrest_backup's kinds and pgBackRest's backup types.
-KINDS = {"physical_full": "full", "differential": "diff", "incremental": "incr"}
-TYPE_NAMES = {"full": "physical_full", "diff": "differential", "incr": "incremental"}
+# A physical backup's levels, pgBackRest's backup types (``pgbackrest backup --type=<level>``).
+LEVELS = ("full", "diff", "incr")
+# A level in the words of before (pgbackrest_backup's kind: physical_full...), in results and events until 1.0.0.
+OLD_LEVEL_WORDS = {level: old for old, level in OLD_LEVELS.items()}
+
+
+def old_level_word(level: str) -> str:
+    """``level`` as the results said it before docs/DESIGN.md's "Words" (``incr`` -> ``incremental``)."""
+    return OLD_LEVEL_WORDS.get(level, level)
 
 
 def _ts(epoch: Any) -> dt.datetime | None:
@@ -28,8 +35,8 @@ def _ts(epoch: Any) -> dt.datetime | None:
 
 @dataclasses.dataclass(frozen=True)
 class PhysicalBackup:
-    label: str
-    type: str
+    id: str  # pgBackRest's label
+    level: str  # pgBackRest's type: full, diff or incr
     prior: str | None
     started: dt.datetime
     stopped: dt.datetime
@@ -50,15 +57,11 @@ class PhysicalBackup:
         archive = raw.get("archive") or {}
         lsn = raw.get("lsn") or {}
         stamp = raw.get("timestamp") or {}
-        return cls(label=raw["label"], type=raw["type"], prior=raw.get("prior"), started=_ts(stamp.get("start")),
+        return cls(id=raw["label"], level=raw["type"], prior=raw.get("prior"), started=_ts(stamp.get("start")),
                    stopped=_ts(stamp.get("stop")), wal_start=archive.get("start"), wal_stop=archive.get("stop"),
                    lsn_start=lsn.get("start"), lsn_stop=lsn.get("stop"), database_size=int(info.get("size") or 0),
                    delta=int(info.get("delta") or 0), repo_size=int(repo.get("size") or 0),
                    repo_delta=int(repo.get("delta") or 0), error=bool(raw.get("error")))
-
-    @property
-    def kind(self) -> str:
-        return TYPE_NAMES.get(self.type, self.type)
 
     @property
     def timeline(self) -> int | None:
@@ -70,12 +73,14 @@ class PhysicalBackup:
         return self.stopped + dt.timedelta(seconds=1)
 
     def summary(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.kind, "type": self.type, "prior": self.prior,
+        return {"id": self.id, "level": self.level, "prior": self.prior,
                 "started_at": iso(self.started), "finished_at": iso(self.stopped),
                 "duration_s": (self.stopped - self.started).total_seconds(),
                 "database_size": self.database_size, "delta": self.delta, "repo_size": self.repo_size,
                 "repo_delta": self.repo_delta, "wal_start": self.wal_start, "wal_stop": self.wal_stop,
-                "lsn_start": self.lsn_start, "lsn_stop": self.lsn_stop, "error": self.error}
+                "lsn_start": self.lsn_start, "lsn_stop": self.lsn_stop, "error": self.error,
+                # the words of before, until 1.0.0: label (id), kind (the level as physical_full...) and type (level)
+                "label": self.id, "kind": old_level_word(self.level), "type": self.level}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +108,7 @@ class StanzaInfo:
         archive = archives[-1] if archives else {}
         backups = tuple(sorted((PhysicalBackup.parse(b) for b in entry.get("backup") or []
                                 if (b.get("database") or {}).get("id") == current.get("id")),
-                               key=lambda b: (b.stopped, b.label)))
+                               key=lambda b: (b.stopped, b.id)))
         status = entry.get("status") or {}
         repo_errors = [r["status"]["message"] for r in entry.get("repo") or []
                        if (r.get("status") or {}).get("code") not in (0, 2, None) and r["status"].get("message")]
@@ -120,8 +125,8 @@ class StanzaInfo:
     def usable(self) -> list[PhysicalBackup]:
         return [b for b in self.backups if not b.error]
 
-    def find(self, label: str) -> PhysicalBackup | None:
-        return next((b for b in self.backups if b.label == label), None)
+    def find(self, backup_id: str) -> PhysicalBackup | None:
+        return next((b for b in self.backups if b.id == backup_id), None)
 
 
 def parse_lsn(text: str) -> int:

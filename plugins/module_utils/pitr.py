@@ -81,7 +81,9 @@ class _Pitr:
         self.pgbr = PgBackRest(job.config, job.stanza, job.user)
         self.durations: dict[str, float] = {}
         self.warnings: list[str] = []
-        self.result: dict[str, Any] = {"changed": False, "stanza": job.stanza}
+        # whose recovery it is (docs/DESIGN.md, "Words"); stanza: its key of before, until 1.0.0
+        self.source = {"name": job.stanza, "source_type": "stanza"}
+        self.result: dict[str, Any] = {"changed": False, **self.source, "stanza": job.stanza}
         self.line = Lineage(1, {})
         self.t0 = time.monotonic()
         self.cluster = Cluster(job, self.durations)
@@ -259,9 +261,9 @@ class _Pitr:
         if up and job.safety_backup:
             started = time.monotonic()
             log("Safety backup of the current state before it is replaced (pgbackrest backup --type=incr)...")
-            before = {b.label for b in self.pgbr.info().backups}
+            before = {b.id for b in self.pgbr.info().backups}
             self.pgbr.run("backup", "--type=incr", timeout=job.timeout)
-            made = [b.label for b in self.pgbr.info().backups if b.label not in before]
+            made = [b.id for b in self.pgbr.info().backups if b.id not in before]
             self.result["safety_backup"] = made[-1] if made else None
             log(f"Safety backup {self.result['safety_backup']} taken: the state before this recovery stays recoverable "
                 "(target.immediate with target.backup_set, or the old timeline's WAL)")
@@ -275,7 +277,7 @@ class _Pitr:
         log("=" * 41)
         log("POINT-IN-TIME RECOVERY COMPLETED SUCCESSFULLY")
         log("=" * 41)
-        log("Take a full backup soon (pgbackrest_backup kind=physical_full): the cluster is on a new timeline")
+        log("Take a full backup soon (pgbackrest_backup level=full): the cluster is on a new timeline")
 
     def _scratch(self, data_dir: str, when: dt.datetime | None, chosen: tuple[str, bool], log: RunLog) -> None:
         job = self.job
@@ -372,11 +374,14 @@ class _Pitr:
         summary = (f"{'PITR drill' if job.drill else 'Point-in-time recovery'} of stanza {job.stanza} on "
                    f"{socket.gethostname()} into {job.into}: {status}" + (f" ({error})" if error else f", RTO {rto:.0f}s"))
         return Conclusion(
-            event={"event": "drill" if job.drill else "restore", "status": status, "database": metrics_label(job.stanza),
+            # database: the key of before, until 1.0.0
+            event={"event": "drill" if job.drill else "restore", "status": status, **self.source,
+                   "id": (self.result.get("pitr") or {}).get("backup_set"), "database": metrics_label(job.stanza),
                    "host": socket.gethostname(), "summary": summary, "error": error, "pitr": self.result.get("pitr"),
                    "recovery": recovery or None, "rto_s": rto, "rpo_s": rpo},
             metrics=metrics, metrics_job="drill", metrics_label=metrics_label(job.stanza),
-            audit={"at": iso(self.now), "finished_at": iso(utcnow()), "database": metrics_label(job.stanza),
+            audit={"at": iso(self.now), "finished_at": iso(utcnow()), **self.source,
+                   "database": metrics_label(job.stanza),
                    "mode": f"pitr_{'drill' if job.drill else job.into}", "source": self.result.get("pitr"),
                    "error": error, "safety_backup": self.result.get("safety_backup"), "durations": self.durations},
             status=status, error=error)
@@ -386,8 +391,9 @@ class _Pitr:
         job = self.job
         pitr = self.result.get("pitr") or {}
         recovery = self.result.get("recovery") or {}
-        report = {"stanza": job.stanza, "host": socket.gethostname(), "at": iso(self.now), "status": status,
-                  "error": error, "kind": "pitr", "backup_id": pitr.get("backup_set"),
+        # stanza and kind (pitr): the keys of before, until 1.0.0
+        report = {**self.source, "stanza": job.stanza, "kind": "pitr", "host": socket.gethostname(), "at": iso(self.now),
+                  "status": status, "error": error, "backup_id": pitr.get("backup_set"),
                   "recovery_point": recovery.get("recovery_point"), "pitr": self.result.get("pitr"),
                   "window": self.result.get("window"), "recovery": self.result.get("recovery"), "rto_s": rto,
                   "exposure": self.result.get("exposure"),

@@ -77,7 +77,7 @@ def check_target(job: PitrJob, window: Window) -> dt.datetime | None:
     """The time to recover to (None for the other targets), refused outside the window."""
     if window.start is None:
         raise ConfigError(f"stanza {job.stanza!r} has no usable backup: take one "
-                          "(pgbackrest_backup kind=physical_full) first. Nothing was touched.")
+                          "(pgbackrest_backup level=full) first. Nothing was touched.")
     if job.target != "time":
         return None
     when = job.target_time or window.end
@@ -117,13 +117,13 @@ def pick_set(job: PitrJob, info: StanzaInfo, line: Lineage, when: dt.datetime | 
     if job.backup_set:
         chosen = info.find(job.backup_set)
         if line.on_it(chosen):
-            return chosen.label, False
+            return chosen.id, False
         if job.target != "immediate":
-            raise ConfigError(f"backup set {chosen.label} was taken on timeline {chosen.timeline} after the newest "
+            raise ConfigError(f"backup set {chosen.id} was taken on timeline {chosen.timeline} after the newest "
                               f"timeline {line.latest} branched off it (a point-in-time recovery since): only "
                               "target.immediate restores it (its own state); omit target.backup_set to recover "
                               f"along timeline {line.latest}. Nothing was touched.")
-        return chosen.label, True
+        return chosen.id, True
     candidates = [b for b in info.usable() if line.on_it(b) and (when is None or b.consistent_from <= when)]
     if job.target == "lsn":  # pgBackRest would take the newest backup, which may end after the location
         candidates = [b for b in candidates if b.lsn_stop is None or parse_lsn(b.lsn_stop) <= parse_lsn(job.target_lsn)]
@@ -137,8 +137,8 @@ def pick_set(job: PitrJob, info: StanzaInfo, line: Lineage, when: dt.datetime | 
     if job.target == "xid":
         # the repository cannot tell when a transaction ID committed: the oldest backup reaches every one the
         # window holds (a newer one that ended after the commit never finds it); target.backup_set saves replay
-        return candidates[0].label, False
-    return candidates[-1].label, False
+        return candidates[0].id, False
+    return candidates[-1].id, False
 
 
 def restore_options(job: PitrJob, when: dt.datetime | None, data_dir: str, backup_set: str | None = None,

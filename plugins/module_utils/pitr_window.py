@@ -207,12 +207,12 @@ def window_of(info: StanzaInfo, last_commit: dt.datetime | None, backup_set: str
         chosen = info.find(backup_set)
         if chosen is None or chosen.error:
             raise ConfigError(f"backup set {backup_set!r} is not a usable backup of stanza {info.name!r}: "
-                              f"known are {', '.join(b.label for b in info.usable()) or 'none'}.")
+                              f"known are {', '.join(b.id for b in info.usable()) or 'none'}.")
         usable = [chosen]
     if not usable:
         return Window(None, end, None, None)
     start = usable[0].consistent_from
-    return Window(start, end if end is None or end >= start else None, usable[0].label, usable[-1].label)
+    return Window(start, end if end is None or end >= start else None, usable[0].id, usable[-1].id)
 
 
 def iso_us(when: dt.datetime) -> str:

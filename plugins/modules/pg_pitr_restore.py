@@ -100,8 +100,9 @@ options:
         type: bool
       backup_set:
         description:
-          - Recover from this pgBackRest backup (label, as M(doctorq.backup.backup_info) lists it); by default the
-            newest one that ended before the target on the newest timeline.
+          - Recover from this pgBackRest backup set, by its id (pgBackRest's label, the C(id) of
+            RV(doctorq.backup.backup_info#module:physical_backups)); by default the newest one that ended before the
+            target on the newest timeline.
         type: str
   into:
     description:
@@ -237,8 +238,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+name:
+  description: Whose cluster was recovered - the stanza's name (O(stanza)).
+  returned: always
+  type: str
+source_type:
+  description: What was recovered - a pgBackRest stanza, the whole cluster.
+  returned: always
+  type: str
+  choices: [stanza]
 stanza:
-  description: The stanza recovered.
+  description: RV(name) under its name before; deprecated, removed in 1.0.0.
   returned: always
   type: str
 mode:
@@ -252,15 +262,15 @@ plan:
 pitr:
   description:
     - The point-in-time recovery done (target, target_time, target_name, target_xid, target_lsn, target_exclusive, into,
-      data_dir, backup_set used).
+      data_dir, backup_set - the id of the backup set used).
   returned: when the target was checked against the window
   type: dict
 window:
-  description: The recoverable window when the run started (start, end, oldest_backup, newest_backup).
+  description: The recoverable window when the run started (start, end, oldest_backup and newest_backup - their ids).
   returned: when the repository was read
   type: dict
 safety_backup:
-  description: Label of the safety backup taken before a live recovery.
+  description: The id of the safety backup taken before a live recovery (what O(target.backup_set) takes).
   returned: with O(into=live), when the server was up and O(live.safety_backup) is true
   type: str
 recovery:
@@ -303,8 +313,10 @@ exposure:
   type: dict
 report:
   description:
-    - The drill report (also written to O(drill.report_dir)) - stanza, host, at, status, error, kind (V(pitr)), backup_id
-      (the backup set used), recovery_point, window, recovery, rto_s, rpo_s, exposure, durations.
+    - The drill report (also written to O(drill.report_dir)) - name (the stanza's), source_type (V(stanza)), host, at,
+      status, error, backup_id (the id of the backup set used), recovery_point, pitr, window, recovery, rto_s, rpo_s,
+      exposure, durations.
+    - Until 1.0.0 also stanza (name) and kind (V(pitr)), its keys of before; deprecated, removed in 1.0.0.
   returned: with O(into=drill)
   type: dict
 report_file:
@@ -323,16 +335,13 @@ log_file:
 """
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job
-from ansible_collections.doctorq.backup.plugins.module_utils.notify import notify_argument_spec
-from ansible_collections.doctorq.backup.plugins.module_utils.pgbackrest import log_dir_argument_spec, pgbackrest_argument_spec
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr import run_pitr
 from ansible_collections.doctorq.backup.plugins.module_utils.pitr_options import PitrJob, pitr_argument_spec
 
 
 def main() -> None:
-    options = dict(confirm=dict(type="str", default=""), **log_dir_argument_spec(), **pgbackrest_argument_spec(),
-                   **notify_argument_spec(), **pitr_argument_spec())
-    run_job(options, PitrJob.from_params, run_pitr, s3=False)
+    run_job(dict(confirm=dict(type="str", default=""), **pitr_argument_spec()), PitrJob.from_params, run_pitr, s3=False,
+            pgbackrest=True)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def bed() -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def base_backup(bed: dict[str, Any]) -> dict[str, Any]:
     """One full backup made by the engine, so every test has something to recover from."""
-    result = run_physical_backup(PhysicalBackupJob(kind="physical_full", config=bed["config"], stanza=STANZA,
+    result = run_physical_backup(PhysicalBackupJob(level="full", config=bed["config"], stanza=STANZA,
                                                    log_dir=bed["backup_dir"]))
     assert not result.get("failed"), result.get("msg")
     return result["backup"]
@@ -381,46 +381,57 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
     try:
         args = backup_module_args(bed, notification={"webhook_url": hook.url, "webhook_format": "json",
                                                      "metrics_dir": metrics})
-        plan = run_module("pgbackrest_backup", {**args, "kind": "incremental"}, check_mode=True)
+        plan = run_module("pgbackrest_backup", {**args, "level": "incr"}, check_mode=True)
         assert not plan.get("failed"), plan.get("msg")
-        newest = bed["engine"].info().usable()[-1].label
-        assert plan["plan"]["type"] == "incr" and plan["plan"]["prior"] == newest
+        newest = bed["engine"].info().usable()[-1].id
+        assert plan["plan"]["level"] == plan["plan"]["requested_level"] == "incr" and plan["plan"]["prior"] == newest
+        assert (plan["plan"]["name"], plan["plan"]["source_type"]) == (STANZA, "stanza")
+        assert (plan["plan"]["kind"], plan["plan"]["type"], plan["plan"]["stanza"]) == ("incremental", "incr", STANZA)
         with ArgvWatch() as watch:
-            full = run_module("pgbackrest_backup", {**args, "kind": "physical_full"})
+            full = run_module("pgbackrest_backup", {**args, "level": "full"})
             marker_at = bed["server"].query("SELECT now()")[0][0]
             bed["server"].query("CREATE TABLE incr_marker AS SELECT generate_series(1, 1000) AS i")
-            incr = run_module("pgbackrest_backup", {**args, "kind": "incremental"})
+            incr = run_module("pgbackrest_backup", {**args, "level": "incr"})
     finally:
         hook.close()
     assert not full.get("failed"), full.get("msg")
     assert not incr.get("failed"), incr.get("msg")
     assert full["changed"] and incr["changed"]
     assert not [r.get("deprecations") for r in (plan, full, incr) if r.get("deprecations")]
-    assert full["backup"]["kind"] == "physical_full" and full["backup"]["type"] == "full"
-    assert incr["backup"]["kind"] == "incremental" and incr["backup"]["type"] == "incr"
-    assert incr["backup"]["prior"] == full["backup"]["label"] == full["backup"]["id"]
+    assert full["backup"]["level"] == full["backup"]["requested_level"] == "full"
+    assert incr["backup"]["level"] == incr["backup"]["requested_level"] == "incr"
+    assert (incr["backup"]["name"], incr["backup"]["source_type"]) == (STANZA, "stanza")
+    assert incr["backup"]["prior"] == full["backup"]["id"]
+    # the keys of before, beside the new ones until 1.0.0 (docs/DESIGN.md, "Words")
+    assert (full["backup"]["kind"], full["backup"]["requested_kind"], full["backup"]["type"]) == ("physical_full",) * 2 + ("full",)
+    assert (incr["backup"]["kind"], incr["backup"]["requested_kind"], incr["backup"]["type"]) == ("incremental",) * 2 + ("incr",)
+    assert (incr["backup"]["label"], incr["backup"]["stanza"]) == (incr["backup"]["id"], STANZA)
     assert 0 < incr["backup"]["size"] < full["backup"]["size"]
-    assert incr["backup"]["s3_uri"] == f"s3://{bed['bucket']}/pgbackrest/db1/backup/main/{incr['backup']['label']}"
-    assert s3_keys(bed, f"pgbackrest/db1/backup/main/{incr['backup']['label']}/")
+    assert incr["backup"]["s3_uri"] == f"s3://{bed['bucket']}/pgbackrest/db1/backup/main/{incr['backup']['id']}"
+    assert s3_keys(bed, f"pgbackrest/db1/backup/main/{incr['backup']['id']}/")
     # the same run log as logical backups, in the backup directory
     assert all(LOG_LINE.match(line) for line in incr["log"])
-    assert any("INCREMENTAL backup" in line and "finished" in line for line in incr["log"])
+    assert any("INCR backup" in line and "finished" in line for line in incr["log"])
     assert os.path.exists(incr["log_file"]) and os.stat(incr["log_file"]).st_mode & 0o777 == 0o600
     # webhook and metrics, as for logical backups
-    assert [(e["status"], e["kind"], e["database"]) for e in hook.events] == [
-        ("success", "physical_full", "pgbackrest/main"), ("success", "incremental", "pgbackrest/main")]
-    assert hook.events[1]["backup"]["label"] == incr["backup"]["label"]
+    assert [(e["status"], e["name"], e["source_type"], e["level"], e["id"]) for e in hook.events] == [
+        ("success", STANZA, "stanza", "full", full["backup"]["id"]), ("success", STANZA, "stanza", "incr", incr["backup"]["id"])]
+    assert [(e["kind"], e["database"]) for e in hook.events] == [  # the keys of before, until 1.0.0
+        ("physical_full", "pgbackrest/main"), ("incremental", "pgbackrest/main")]
+    assert hook.events[1]["backup"]["id"] == incr["backup"]["id"]
     with open(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"), encoding="utf-8") as handle:
         prom = handle.read()
     assert 'doctorq_backup_last_run_status{database="pgbackrest/main/incremental"} 1' in prom
     # listed, newest first, with the recoverable window
     listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     assert not listing.get("failed"), listing.get("msg")
-    labels = [b["label"] for b in listing["physical_backups"]]
-    assert labels[:2] == [incr["backup"]["label"], full["backup"]["label"]]
-    assert labels[-1] == base_backup["label"]
+    ids = [b["id"] for b in listing["physical_backups"]]
+    assert ids[:2] == [incr["backup"]["id"], full["backup"]["id"]]
+    assert ids[-1] == base_backup["id"]
+    assert [(b["level"], b["label"], b["kind"], b["type"]) for b in listing["physical_backups"][:2]] == [
+        ("incr", incr["backup"]["id"], "incremental", "incr"), ("full", full["backup"]["id"], "physical_full", "full")]
     window = listing["recoverable_window"]
-    assert window["oldest_backup"] == base_backup["label"] and window["newest_backup"] == incr["backup"]["label"]
+    assert window["oldest_backup"] == base_backup["id"] and window["newest_backup"] == incr["backup"]["id"]
     start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
     assert start == dt.datetime.fromisoformat(base_backup["finished_at"].replace("Z", "+00:00")) + dt.timedelta(seconds=1)
@@ -511,7 +522,9 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     assert result["recovery"]["databases"]["postgres"] >= 1
     with open(result["report_file"], encoding="utf-8") as handle:
         report = json.load(handle)
-    assert report["status"] == "success" and report["kind"] == "pitr" and report["rto_s"] == result["rto_s"]
+    assert report["status"] == "success" and report["rto_s"] == result["rto_s"]
+    assert (report["name"], report["source_type"], report["stanza"], report["kind"]) == (STANZA, "stanza", STANZA, "pitr")
+    assert (result["name"], result["source_type"], result["stanza"]) == (STANZA, "stanza", STANZA)
     assert report == result["report"], "the drill role summarises the returned report"
     assert report["backup_id"] == result["pitr"]["backup_set"]
     assert report["recovery_point"] == result["recovery"]["recovery_point"]
@@ -542,14 +555,15 @@ def test_pitr_into_the_live_cluster(bed, base_backup, run_module):
     with open(os.path.join(bed["backup_dir"], "restore_audit.jsonl"), encoding="utf-8") as handle:
         audit = [json.loads(line) for line in handle]
     assert audit[-1]["mode"] == "pitr_live" and audit[-1]["status"] == "success"
+    assert (audit[-1]["name"], audit[-1]["source_type"], audit[-1]["database"]) == (STANZA, "stanza", "pgbackrest/main")
     # The replaced state is not lost: the safety backup (on the abandoned timeline) restores it, on its own timeline;
     # it can no longer start a recovery along the new timeline, and nothing picks it for one.
     listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
-    safety = next(b for b in listing["physical_backups"] if b["label"] == result["safety_backup"])
+    safety = next(b for b in listing["physical_backups"] if b["id"] == result["safety_backup"])
     assert safety["on_latest_timeline"] is False
-    refused = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True, "backup_set": safety["label"]}))
+    refused = run_module("pg_pitr_restore", pitr_args(bed, target={"end": True, "backup_set": safety["id"]}))
     assert refused["failed"] and "only target.immediate restores it" in refused["msg"]
-    back = run_module("pg_pitr_restore", pitr_args(bed, target={"immediate": True, "backup_set": safety["label"]},
+    back = run_module("pg_pitr_restore", pitr_args(bed, target={"immediate": True, "backup_set": safety["id"]},
                                                    scratch={"keep": True}))
     scratch = back.get("scratch") or {}
     try:
@@ -617,15 +631,27 @@ def test_pg_restore_safe_pitr_options_still_work_and_are_deprecated(bed, base_ba
 
 def test_pg_backup_physical_kinds_still_work_and_are_deprecated(bed, base_backup, ansible_playbook, tmp_path):
     """Until 1.0.0 pg_backup kind=<physical kind> takes the same backup as pgbackrest_backup, with a deprecation warning."""
-    before = {b.label for b in bed["engine"].info().backups}
+    before = {b.id for b in bed["engine"].info().backups}
     result, output = run_task(ansible_playbook, str(tmp_path / "physical"), "pg_backup",
                               pg_module_args(bed, kind="incremental"))
     assert not result.get("failed"), result.get("msg")
-    assert result["changed"] and result["backup"]["kind"] == "incremental" and result["backup"]["type"] == "incr"
-    assert result["backup"]["label"] not in before
-    assert result["backup"]["label"] in {b.label for b in bed["engine"].info().backups}
+    assert result["changed"] and result["backup"]["level"] == "incr" and result["backup"]["kind"] == "incremental"
+    assert result["backup"]["id"] not in before
+    assert result["backup"]["id"] in {b.id for b in bed["engine"].info().backups}
     assert "[DEPRECATION WARNING]: pg_backup with kind=incremental is deprecated" in output, output[-3000:]
     assert "doctorq.backup.pgbackrest_backup" in output and "version 1.0.0" in output
+    # handed to pgbackrest_backup's action plugin, which reads its own kind of before as level
+    assert "pgbackrest_backup: old option spellings" in output and "(kind -> level)" in output
+
+
+def test_pgbackrest_backup_reads_kind_as_level_until_1_0_0(bed, base_backup, ansible_playbook, tmp_path):
+    """A task of before (kind: differential) through the module's action plugin: level diff, with a deprecation."""
+    plan, output = run_task(ansible_playbook, str(tmp_path / "kind"), "pgbackrest_backup",
+                            backup_module_args(bed, kind="differential"), check=True)
+    assert not plan.get("failed"), plan.get("msg")
+    assert plan["plan"]["requested_level"] == "diff" and plan["plan"]["kind"] == "differential"
+    assert "[DEPRECATION WARNING]: pgbackrest_backup: old option spellings" in output, output[-3000:]
+    assert "(kind -> level)" in output and "version 1.0.0" in output
 
 
 def test_pitr_to_a_named_restore_point_into_scratch(bed, base_backup, run_module):
@@ -663,11 +689,11 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
     testbed._write_private(config, json.dumps({  # pylint: disable=protected-access
         "stanza": STANZA, "pgbackrest_config": bed["config"], "log_dir": str(tmp_path / "job"),
         "notification": {"metrics_dir": metrics}}))
-    done = _cli(config, "backup", "--kind", "incremental")
+    done = _cli(config, "backup", "--level", "incr")
     assert done.returncode == 0, done.stderr
     assert "deprecated" not in done.stderr
     assert glob.glob(str(tmp_path / "job" / "backup_pgbackrest-main_*.log")), "the run log in log_dir"
-    assert any(LOG_LINE.match(line) and "INCREMENTAL backup" in line and "finished" in line
+    assert any(LOG_LINE.match(line) and "INCR backup" in line and "finished" in line
                for line in done.stdout.splitlines()), done.stdout
     assert os.path.exists(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"))
     # the drill role's weekly PITR drill: the connection in the same 0600 config, the drill's settings as flags
@@ -687,14 +713,14 @@ def test_cron_entry_point_backs_up_and_refuses_a_readable_config(bed, base_backu
         assert json.load(handle)["status"] == "success"
     assert not os.path.exists(tmp_path / "not-used"), "the flag overrides the config"
     os.chmod(config, 0o644)
-    refused = _cli(config, "backup", "--kind", "incremental")
+    refused = _cli(config, "backup", "--level", "incr")
     assert refused.returncode == 2 and "readable by others" in refused.stderr
 
 
 def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
     hook = Webhook()
     old_name = str(tmp_path / "old-name")
-    args = {**backup_module_args(bed, kind="incremental", notification={"webhook_url": hook.url, "webhook_format": "json"},
+    args = {**backup_module_args(bed, level="incr", notification={"webhook_url": hook.url, "webhook_format": "json"},
                                  pgbackrest_config=str(tmp_path / "missing.conf")), "backup_dir": old_name}
     del args["log_dir"]
     try:
@@ -702,7 +728,7 @@ def test_a_failed_physical_backup_is_notified(bed, run_module, tmp_path):
     finally:
         hook.close()
     assert result["failed"] and "pgbackrest" in result["msg"]
-    assert [(e["status"], e["kind"]) for e in hook.events] == [("failure", "incremental")]
+    assert [(e["status"], e["level"], e["kind"], e["id"]) for e in hook.events] == [("failure", "incr", "incremental", None)]
     assert hook.events[0]["error"] == result["msg"]
     # backup_dir, log_dir's old name: the run log and the lock go there, with a deprecation until 1.0.0
     assert [(d["version"], "backup_dir" in d["msg"]) for d in result.get("deprecations", [])] == [("1.0.0", True)]

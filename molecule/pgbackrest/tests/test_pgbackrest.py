@@ -67,14 +67,14 @@ def test_cron_weekly_full_and_six_hourly_incremental_through_the_cron_runner(hos
     # the role's default pgbackrest_cron_mail: failure, said in the file
     assert f"# Cron mails MAILTO a failed run: its outcome, log lines and error, also appended to {CRON_LOG}." in text
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    run = f"{CRON_RUNNER} failure {CRON_LOG} {RUNNER} backup --kind %s --config {JOB_CONFIG}"
+    run = f"{CRON_RUNNER} failure {CRON_LOG} {RUNNER} backup --level %s --config {JOB_CONFIG}"
     assert lines == [
         "SHELL=/bin/sh",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "MAILTO=dba@example.com",
-        "0 1 * * 0 postgres " + run % "physical_full",
-        "0 1 * * 1,2,3,4,5,6 postgres " + run % "incremental",
-        "0 7,13,19 * * * postgres " + run % "incremental",
+        "0 1 * * 0 postgres " + run % "full",
+        "0 1 * * 1,2,3,4,5,6 postgres " + run % "incr",
+        "0 7,13,19 * * * postgres " + run % "incr",
     ]
     assert CIPHER not in text and "secret" not in text.lower()
     runner = host.file(CRON_RUNNER)
@@ -103,13 +103,13 @@ def test_incremental_cron_line_mails_the_outcome_and_the_backups_summary(host):
     quiet = _as_cron(host, command)
     assert (quiet.rc, quiet.stdout, quiet.stderr) == (0, "", ""), quiet.stdout + quiet.stderr  # no mail
     log = host.file(CRON_LOG).content_string
-    assert re.search(LOG_LINE + r"INCREMENTAL backup \S+ finished: ", log), log[-3000:]
+    assert re.search(LOG_LINE + r"INCR backup \S+ finished: ", log), log[-3000:]
 
     mailed = _as_cron(host, command.replace(f"{CRON_RUNNER} failure ", f"{CRON_RUNNER} always "))
     assert mailed.rc == 0 and mailed.stderr == "", mailed.stdout + mailed.stderr
     mail = mailed.stdout.splitlines()
     assert re.fullmatch(r"doctorq-pgbackrest backup on \S+: succeeded", mail[0]) and mail[1] == "", mail
-    assert any(re.fullmatch(LOG_LINE + r"INCREMENTAL backup \S+ finished: .* stored in the repository .*", line)
+    assert any(re.fullmatch(LOG_LINE + r"INCR backup \S+ finished: .* stored in the repository .*", line)
                for line in mail), mail
     assert re.fullmatch(LOG_LINE + "Backup completed successfully", mail[-1]), mail
     assert "\n".join(mail[2:]) in host.file(CRON_LOG).content_string  # the same lines reached the log file
@@ -158,14 +158,16 @@ def test_full_backup_through_the_runner_left_its_run_log(host):
     logs = [name for name in host.check_output(f"ls {JOB_DIR}").split()
             if name.startswith("backup_pgbackrest-main_") and name.endswith(".log")]
     texts = [host.file(f"{JOB_DIR}/{name}").content_string for name in logs]
-    assert any("PHYSICAL_FULL backup" in text and "Backup completed successfully" in text for text in texts), logs
+    assert any("FULL backup" in text and "Backup completed successfully" in text for text in texts), logs
     # the pgbackrest_backup module, run without log_dir, logs (and locks) in the same directory as the runner
-    assert any("INCREMENTAL backup" in text and "Backup completed successfully" in text for text in texts), logs
+    assert any("INCR backup" in text and "Backup completed successfully" in text for text in texts), logs
 
 
 def test_pitr_drill_recovered_past_the_backup_and_cleaned_up(host):
     report = json.loads(host.file(f"{REPORTS}/drill_pgbackrest-main.json").content_string)
-    assert report["status"] == "success" and report["error"] is None and report["kind"] == "pitr"
+    assert report["status"] == "success" and report["error"] is None
+    assert (report["name"], report["source_type"]) == ("main", "stanza")
+    assert (report["stanza"], report["kind"]) == ("main", "pitr")  # the keys of before, until 1.0.0
     assert 0 < report["rto_s"] < 600 and 0 <= report["rpo_s"] <= 900
     # the table written after the full backup came back from the archived WAL
     written = _psql(host, "SELECT to_char(written AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') FROM after_backup",
@@ -178,6 +180,7 @@ def test_pitr_drill_recovered_past_the_backup_and_cleaned_up(host):
     assert not host.file(report["pitr"]["data_dir"]).exists, "the drill removes its scratch cluster"
     audit = [json.loads(line) for line in host.file(f"{JOB_DIR}/restore_audit.jsonl").content_string.splitlines()]
     assert audit[-1]["mode"] == "pitr_drill" and audit[-1]["status"] == "success"
+    assert (audit[-1]["name"], audit[-1]["source_type"], audit[-1]["database"]) == ("main", "stanza", "pgbackrest/main")
 
 
 def test_full_then_incremental_backup_listed(host):

@@ -19,12 +19,23 @@ with open(os.path.join(os.path.dirname(__file__), "pgbackrest_info_sample.json")
 
 def test_info_keeps_the_current_cluster_only_oldest_first():
     info = StanzaInfo.parse(INFO, "main")
-    assert [b.label for b in info.backups] == ["20251102-010002F", "20251102-010002F_20251102-070001I"]
+    assert [b.id for b in info.backups] == ["20251102-010002F", "20251102-010002F_20251102-070001I"]
     assert (info.pg_version, info.system_id, info.archive_max) == ("15", 8, "00000002000000000000000A")
     incr = info.backups[-1]
-    assert (incr.kind, incr.prior, incr.repo_delta, incr.delta) == ("incremental", "20251102-010002F", 400, 8000)
+    assert (incr.level, incr.prior, incr.repo_delta, incr.delta) == ("incr", "20251102-010002F", 400, 8000)
     assert incr.summary()["started_at"] == "2025-11-02T07:00:01Z"
+    assert info.find("20251102-010002F").level == "full"
     assert info.ok and info.find("nope") is None
+
+
+def test_summary_says_id_and_level_and_until_1_0_0_the_keys_of_before():
+    full, incr = StanzaInfo.parse(INFO, "main").backups
+    summary = incr.summary()
+    assert (summary["id"], summary["level"], summary["prior"]) == (incr.id, "incr", full.id)
+    # docs/DESIGN.md, "Words": label, kind (in its words of before) and type stay beside them until 1.0.0
+    assert (summary["label"], summary["kind"], summary["type"]) == (incr.id, "incremental", "incr")
+    assert (full.summary()["level"], full.summary()["kind"]) == ("full", "physical_full")
+    assert {"database", "stanza", "requested_kind"}.isdisjoint(summary)
 
 
 def test_a_stanza_info_does_not_list_is_an_error_naming_it():

@@ -42,9 +42,9 @@ def test_the_target_must_lie_inside_the_window():
 
 def test_the_backup_set_is_on_the_newest_timelines_line():
     line = Lineage(1, {})
-    label, off_line = pick_set(job(), INFO, line, dt.datetime(2025, 11, 2, 8, 0, tzinfo=UTC))
-    assert not off_line and label in [b.label for b in INFO.usable()]
-    chosen = INFO.usable()[0].label
+    backup_id, off_line = pick_set(job(), INFO, line, dt.datetime(2025, 11, 2, 8, 0, tzinfo=UTC))
+    assert not off_line and backup_id in [b.id for b in INFO.usable()]
+    chosen = INFO.usable()[0].id
     assert pick_set(job(target={"time": "2025-11-02T08:00:00Z", "backup_set": chosen}), INFO, line, None) == (chosen, False)
     with pytest.raises(ConfigError, match="ended before 2025-11-01T00:00:00Z"):
         pick_set(job(), INFO, line, dt.datetime(2025, 11, 1, tzinfo=UTC))

@@ -21,7 +21,11 @@ side once per round, the order reversed every other round (benchlib.interleave):
 - single: the same pg_restore_safe restore of the one-file backup with the
           default jobs (today's restore: `zstd -dc | pg_restore`, one stream).
 
-Between runs (not timed): restored and previous databases dropped, the small
+``--target full``: the target restored over is a copy of the whole database
+(CREATE DATABASE ... TEMPLATE, not timed) instead of `pgbench -i -s 1`, so the
+safety backup costs what it costs over a live database of that size.
+
+Between runs (not timed): restored and previous databases dropped, the
 target made again, CHECKPOINT. Wall seconds, CPU seconds of the child
 processes (pg_restore and its workers, zstd, the safety pg_dump; not the
 server's), and this process's peak RSS so far. Prints the medians and issue
@@ -34,6 +38,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -99,7 +104,10 @@ class Bench(backup_bench.Bench):
                   f"({result['backup']['s3_uri']})", flush=True)
         self.results["backups"] = self.backups
         shutil.rmtree(os.path.join(self.out, "backup-single"))  # restores read the bucket; bare reads backup-dir
-        self.drop(db)
+        if self.args.target == "full":
+            self.source_db = db  # kept: each target is a copy of it
+        else:
+            self.drop(db)
 
     def fingerprint(self, db: str) -> list[tuple]:
         """Row counts and a sum: enough to tell a complete restore."""
@@ -109,6 +117,9 @@ class Bench(backup_bench.Bench):
 
     def make_target(self) -> None:
         self.drop(self.target)
+        if self.args.target == "full":
+            self.sql(f'CREATE DATABASE "{self.target}" TEMPLATE "{self.source_db}"')
+            return
         self.sql(f'CREATE DATABASE "{self.target}"')
         subprocess.run([self.tool("pgbench"), "-i", "-q", "-s", "1", self.target], env=self.pg_env, check=True,
                        capture_output=True)
@@ -133,8 +144,9 @@ class Bench(backup_bench.Bench):
             assert self.fingerprint(self.target) == self.expected, "restored database differs from the source"
         self.drop(self.target, result["previous_database"])
         shutil.rmtree(restore_dir)
-        return {"wall": wall, "cpu": cpu, "size": self.backups[name]["size"], "peak_mb": peak_mb(),
-                **{p: result["durations"].get(p, 0.0) for p in PHASES}}
+        phases = {p: result["durations"].get(p, 0.0) for p in PHASES}
+        return {"wall": wall, "cpu": cpu, "size": self.backups[name]["size"], "peak_mb": peak_mb(), **phases,
+                "other": wall - sum(phases.values())}
 
     def bare(self, check: bool) -> dict[str, Any]:
         fresh = "fresh"
@@ -168,19 +180,22 @@ def report(results: dict[str, Any]) -> str:
     per_round = {side: sorted(r[side]["wall"] / r["bare"]["wall"] for r in results["rounds"])[n // 2] for side in SIDES}
     extra = f" + {args.get('text_rows'):,} rows of text/jsonb" if args.get("text_rows") else ""
     backups = results["backups"]
-    lines = [f"\npgbench -s {args['scale']}{extra} ({results['db']['db_bytes'] / MB:.0f} MB database); "
+    target = ("a copy of the whole database" if args.get("target") == "full"
+              else "a small database (`pgbench -i -s 1`)")
+    lines = [f"\npgbench -s {args['scale']}{extra} ({results['db']['db_bytes'] / MB:.0f} MB database) over {target}; "
              f"directory backup (jobs {args['jobs']}, gzip) "
              f"{backups['dir']['size'] / MB:.0f} MB, one-file backup (zstd) {backups['single']['size'] / MB:.0f} MB, "
              f"both in SeaweedFS; medians of {n} interleaved rounds",
              "| | wall s | x bare | x bare, per round | client CPU s | download+hash | safety backup | restore | "
-             "verify after | swap |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "verify after | swap | other |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     labels = {"bare": f"bare: `pg_restore -j{args['jobs']}` of the local directory",
               "dir": f"pg_restore_safe from S3, directory backup, jobs {args['jobs']}",
               "single": "pg_restore_safe from S3, one-file backup, default jobs (one stream)"}
     for side in ("bare", "dir", "single"):
-        m = med[side]
-        phases = " | ".join(f"{m.get(p, 0.0):.1f}" if side != "bare" else "" for p in PHASES)
+        m = {**med[side], "other": statistics.median(r[side]["wall"] - sum(r[side].get(p, 0.0) for p in PHASES)
+                                                     for r in results["rounds"])}
+        phases = " | ".join(f"{m.get(p, 0.0):.1f}" if side != "bare" else "" for p in (*PHASES, "other"))
         lines.append(f"| {labels[side]} | {m['wall']:.1f} | {m['wall'] / med['bare']['wall']:.2f} | "
                      f"{per_round[side]:.2f} | {m['cpu']:.1f} | {phases} |")
     vs_bare, vs_single = med["dir"]["wall"] / med["bare"]["wall"], med["dir"]["wall"] / med["single"]["wall"]
@@ -198,6 +213,9 @@ def options(parser: argparse.ArgumentParser) -> None:
                         help="rows of text and jsonb added to the database (issue 13's database: 1,000,000)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs of the directory backup and of its restores")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--target", choices=("small", "full"), default="small",
+                        help="what the restores replace: a small database (pgbench -s 1), or a copy of the whole "
+                             "database (the safety backup then as big as a real one)")
 
 
 if __name__ == "__main__":

@@ -421,7 +421,7 @@ def test_full_then_incremental_through_pgbackrest_backup(bed, base_backup, run_m
     assert hook.events[1]["backup"]["id"] == incr["backup"]["id"]
     with open(os.path.join(metrics, "doctorq_backup_pgbackrest_main_incremental.prom"), encoding="utf-8") as handle:
         prom = handle.read()
-    assert 'doctorq_backup_last_run_status{database="pgbackrest/main/incremental"} 1' in prom
+    assert 'doctorq_backup_last_run_status{name="pgbackrest/main/incremental",database="pgbackrest/main/incremental"} 1' in prom
     # listed, newest first, with the recoverable window
     listing = run_module("backup_info", {"stanza": STANZA, "pgbackrest_config": bed["config"]})
     assert not listing.get("failed"), listing.get("msg")
@@ -530,7 +530,7 @@ def test_pitr_drill_into_scratch_on_another_port(bed, base_backup, run_module, t
     assert report["recovery_point"] == result["recovery"]["recovery_point"]
     with open(os.path.join(metrics, "doctorq_drill_pgbackrest_main.prom"), encoding="utf-8") as handle:
         prom = handle.read()
-    assert 'doctorq_drill_last_run_status{database="pgbackrest/main"} 1' in prom and "doctorq_drill_rto_seconds" in prom
+    assert 'doctorq_drill_last_run_status{name="pgbackrest/main",database="pgbackrest/main"} 1' in prom and "doctorq_drill_rto_seconds" in prom
     # the drill's new timeline never reached the repository
     assert {k for k in s3_keys(bed, "pgbackrest/db1/archive/main/") if k.endswith(".history")} == history_before
 

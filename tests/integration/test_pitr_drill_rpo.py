@@ -21,7 +21,7 @@ from integration.test_pgbackrest import base_backup, bed, pitr_args, write_conf 
 
 from monitoring_support import monitored_names
 
-SAMPLE_RE = re.compile(r'^(doctorq_drill_[a-z_]+)\{database="pgbackrest/main"\} (\S+)$', re.M)
+SAMPLE_RE = re.compile(r'^(doctorq_drill_[a-z_]+)\{name="pgbackrest/main",database="pgbackrest/main"\} (\S+)$', re.M)
 
 
 def drill_metrics(directory: str) -> dict[str, float]:

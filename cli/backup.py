@@ -44,7 +44,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.backup import (
 from ansible_collections.doctorq.backup.plugins.module_utils.drill import DrillJob, FilesDrillJob, run_drill, run_files_drill
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError, DoctorqError
 from ansible_collections.doctorq.backup.plugins.module_utils.files_backup_job import FilesJob, files_backup_argument_spec, run_files_backup
-from ansible_collections.doctorq.backup.plugins.module_utils.fileset import TYPE as FILES_TYPE, check_set_name
+from ansible_collections.doctorq.backup.plugins.module_utils.fileset import TYPE as FILE_SET, check_set_name
 from ansible_collections.doctorq.backup.plugins.module_utils.listing import (
     ignored, list_reachable, s3_unavailable, store_for, stores, verify,
 )
@@ -214,7 +214,7 @@ def _files_runs(args: argparse.Namespace, sets: list[dict[str, Any]]) -> list[tu
             run = functools.partial(_files_drill, params, args)
         else:
             run = functools.partial(_list, params["backup_dir"], S3Config.from_params(params.get("s3")), params["name"],
-                                    FILES_TYPE, args.verify)
+                                    FILE_SET, args.verify)
         runs.append((params["name"], run))
     return runs
 
@@ -340,10 +340,10 @@ def _secrets(params: dict[str, Any]) -> list[str]:
     return [v for v in values if isinstance(v, str) and v]
 
 
-def _list(backup_dir: str | None, s3cfg: S3Config | None, name: str, of_type: str, check: bool) -> dict[str, Any]:
+def _list(backup_dir: str | None, s3cfg: S3Config | None, name: str, source_type: str, check: bool) -> dict[str, Any]:
     candidates = stores(backup_dir, s3cfg)
     bad = False
-    listed, s3_error = list_reachable(candidates, name, of_type)
+    listed, s3_error = list_reachable(candidates, name, source_type)
     if s3_error:  # the local backups are listed all the same
         sys.stderr.write(f"doctorq-backup: WARNING: {s3_unavailable(s3_error, backup_dir or '')}" + "\n")
     for warning in ignored(candidates):

@@ -170,7 +170,7 @@ class _Run:
             log("Would copy it to the weekly set")
         would_upload, would_delete = self.stores.plan(self.started, self.job.policy.keep_days, self.id, name, weekly=weekly,
                                                       prune=self.job.policy.prune, log=log)
-        return {"changed": True, "plan": {"database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
+        return {"changed": True, "plan": {"name": self.job.db, "database": self.job.db, "path": path, "s3_uri": s3_uri, "weekly": weekly,
                                           "would_upload": would_upload, "would_delete": would_delete,
                                           "leftovers": self.local.leftovers(self.job.db)},
                 "log": log.lines, "warnings": self.warnings}
@@ -188,7 +188,8 @@ class _Run:
             summary = (f"Backup of {job.db} on {host} succeeded: {human(backup.get('size', 0))} in {frame.duration:.1f}s"
                        if status == "success" else f"Backup of {job.db} on {host} FAILED: {error}")
             return Conclusion(
-                event={"event": "backup", "status": status, "database": job.db, "host": host, "summary": summary,
+                event={"event": "backup", "status": status, "name": job.db, "source_type": "database", "database": job.db,
+                       "host": host, "summary": summary,
                        "duration_s": frame.duration, "backup": backup or None, "error": error,
                        "s3_error": self.stores.s3_problem},
                 metrics=samples(status, frame.duration, self.stores.s3_lacking(self.started, job.policy.keep_days),
@@ -237,7 +238,7 @@ class _Run:
                     globals_facts = {"file": gname, "size": gdigest.size, "sha256": gdigest.sha256, "md5": gdigest.md5}
                     log(f"Globals (roles, tablespaces) written: {gname}")
                 manifest = Manifest(
-                    id=self.id, database=job.db, kind="daily", started_at=iso(self.started),
+                    id=self.id, name=job.db, kind="daily", started_at=iso(self.started),
                     finished_at=iso(utcnow()), duration_s=round(time.monotonic() - t0, 3), file=name,
                     size=digest.size, sha256=digest.sha256, md5=digest.md5, compression=job.policy.compression,
                     compression_level=job.policy.level, server_version=full, server_major=major, pg_dump_version=client_major(dump_argv[0]),

@@ -5,9 +5,9 @@
 Stream one artifact to disk and S3 at once, write its checksum files, commit
 the manifest (S3 first, local last), copy the set to the weekly store, clean
 up crash leftovers, apply retention, and upload the sets an earlier run could
-not (catch-up). Each step works on a set's *owner*
-(the database, or the file set's name) and *type* (``database``/``files``,
-see catalog.TYPES), so one type never touches the other's files even when a
+not (catch-up). Each step works on a set's *name*
+(the database's, or the file set's) and *source type* (``database``/``file_set``,
+see catalog.SOURCE_TYPES), so one never touches the other's files even when a
 database and a file set share a name and a directory.
 
 S3 is the off-site copy, never a reason to go without a backup: when it
@@ -53,7 +53,7 @@ class DatabaseBackups:
 
 @dataclasses.dataclass
 class Stores:
-    """The local store, and the S3 store when configured, of one owner and type.
+    """The local store, and the S3 store when configured, of one name and source type.
 
     ``s3`` becomes None at the first S3 failure of the run (``s3_problem`` says
     why): every later step then works on the local store only.
@@ -61,8 +61,8 @@ class Stores:
 
     local: LocalStore
     s3: S3Store | None
-    owner: str
-    of_type: str
+    name: str
+    source_type: str
     s3_problem: str | None = None
     s3_where: str = ""
     _warned: bool = dataclasses.field(default=False, repr=False)
@@ -142,7 +142,7 @@ class Stores:
     # -- the steps --------------------------------------------------------------
     def clean_leftovers(self, log: RunLog) -> list[str]:
         """Remove partial files, crash remains and unfinished uploads of this owner and type."""
-        removed = self.local.leftovers(self.owner, self.of_type)
+        removed = self.local.leftovers(self.name, self.source_type)
         try:
             self.local.remove(removed)
         except RefusedDelete as exc:
@@ -150,8 +150,8 @@ class Stores:
             removed = []
         if self.s3:
             try:
-                stray = self.s3.leftovers(self.owner, self.of_type)
-                uploads = self.s3.unfinished_uploads(self.owner, self.of_type)
+                stray = self.s3.leftovers(self.name, self.source_type)
+                uploads = self.s3.unfinished_uploads(self.name, self.source_type)
                 self.s3.abort_uploads(uploads)
                 self.s3.remove(stray)
             except RefusedDelete as exc:
@@ -174,10 +174,10 @@ class Stores:
         which count like the others, so the plan is what the run deletes.
         """
         log("Applying retention..." if not check_mode else "Retention (check mode, nothing deleted):")
-        manifests = self.local.list(self.owner, self.of_type)
+        manifests = self.local.list(self.name, self.source_type)
         if self.s3:
             try:
-                manifests += self.s3.list(self.owner, self.of_type)
+                manifests += self.s3.list(self.name, self.source_type)
             except StorageError as exc:
                 if check_mode:
                     raise
@@ -231,7 +231,7 @@ class Stores:
         return old
 
     def s3_key(self, started: dt.datetime, name: str) -> str:
-        return f"{self.s3.dir_key('daily', self.owner, started.strftime('%Y-%m-%d'))}/{name}"
+        return f"{self.s3.dir_key('daily', self.name, started.strftime('%Y-%m-%d'))}/{name}"
 
     def data_sink(self, key: str, backup_id: str, *, kind_tag: str = "daily",
                   tolerate_failure: bool = False) -> pipeline.S3Sink:
@@ -440,9 +440,9 @@ class Stores:
         """
         if not self.s3:
             return []
-        remote = self.s3.list(self.owner, self.of_type) + [m for m in planned if m.location == "s3"]
+        remote = self.s3.list(self.name, self.source_type) + [m for m in planned if m.location == "s3"]
         in_s3 = {m.id for m in remote if m.kind == "daily"}
-        candidates = [m for m in self.local.list(self.owner, self.of_type)
+        candidates = [m for m in self.local.list(self.name, self.source_type)
                       if m.kind == "daily" and m.id != current_id and m.id not in in_s3 and not m.s3]
         if not candidates:
             return []
@@ -461,7 +461,7 @@ class Stores:
         if not self.s3_where:
             return {}
         try:
-            local = [m for m in self.local.list(self.owner, self.of_type) if m.kind == "daily"]
+            local = [m for m in self.local.list(self.name, self.source_type) if m.kind == "daily"]
         except (StorageError, OSError):
             return {}
         doomed = {m.id for m in to_delete([dataclasses.replace(m, location="s3") for m in local], now, keep_days,
@@ -478,14 +478,14 @@ class Stores:
         kinds = ["daily"] + (["weekly"] if weekly else [])
         places = ["local"] + (["s3"] if self.s3 else [])
         started = iso(now)
-        planned = [Manifest(id=backup_id, database=self.owner, kind=kind, started_at=started, finished_at=started,
+        planned = [Manifest(id=backup_id, name=self.name, kind=kind, started_at=started, finished_at=started,
                             duration_s=0.0, file=name, size=0, sha256="", md5="", compression="", compression_level=0,
-                            type=self.of_type, location=place, origin="(this run)")
+                            source_type=self.source_type, location=place, origin="(this run)")
                    for kind in kinds for place in places]
         pending = self.pending_uploads(now, keep_days, backup_id, planned)
         if pending:
             log(f"Would upload {len(pending)} backup(s) an earlier run kept on disk only: {', '.join(m.id for m in pending)}")
-            weeklies = {m.id for m in self.local.list(self.owner, self.of_type) if m.kind == "weekly" and not m.s3}
+            weeklies = {m.id for m in self.local.list(self.name, self.source_type) if m.kind == "weekly" and not m.s3}
             planned += [dataclasses.replace(m, location="s3", kind=kind) for m in pending
                         for kind in ("daily", "weekly") if kind == "daily" or m.id in weeklies]
         would_delete = self.retention(now, keep_days, log, check_mode=True, planned=planned) if prune else []
@@ -504,7 +504,7 @@ class Stores:
         self.report_invalid(log)
         if pending:
             log(f"Catching up {len(pending)} backup(s) an earlier run could not upload: {', '.join(m.id for m in pending)}")
-        weeklies = {m.id: m for m in self.local.list(self.owner, self.of_type) if m.kind == "weekly" and not m.s3}
+        weeklies = {m.id: m for m in self.local.list(self.name, self.source_type) if m.kind == "weekly" and not m.s3}
         done: list[dict[str, Any]] = []
         for manifest in pending:
             try:

@@ -19,17 +19,18 @@ from typing import Any
 
 TOOL = "doctorq.backup"
 TOOL_VERSION = "0.1.0"
-MANIFEST_VERSION = 1  # what single-file manifests say (unchanged since 0.1)
-# Directory backups (pg_dump -Fd) say 2: the first version whose readers know ``format: directory``. A manifest
-# with a version above this one is a kind of backup this version does not know how to handle (``Manifest.load``).
-DIRECTORY_MANIFEST_VERSION = 2
+# What manifests this version writes say: 3, the words of docs/DESIGN.md ("Words": ``name``, ``source_type``,
+# ``contents``). ``Manifest.load`` reads 1 (one file, ``database``/``type``/``fileset``) and 2 (the same words, and the
+# first with ``format: directory``); a manifest of ours with a higher version is kept and reported, never followed.
+MANIFEST_VERSION = 3
 DIRECTORY = "directory"  # Manifest.format of a directory backup (``<id>.dir/``); otherwise "custom", one file
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = ("daily", "weekly")
-# What a backup set holds: a database (the default; older manifests carry no
-# type) or a set of files and directories (fileset.py), named <set>_files_<stamp>.tar[.zst|.gz].
-TYPES = ("database", "files")
-WHATS = {"database": ("full", "globals"), "files": ("files",)}
+# What a backup set was taken of (``source_type``): a database, or a set of files and directories (fileset.py),
+# named <set>_files_<stamp>.tar[.zst|.gz]. Manifests before version 3 said ``type``, "database" (or none) or "files".
+SOURCE_TYPES = ("database", "file_set")
+OLD_SOURCE_TYPES = {"database": "database", "files": "file_set"}
+WHATS = {"database": ("full", "globals"), "file_set": ("files",)}
 STAMP = "%Y%m%d_%H%M%S"
 # <db>_full_<YYYYmmdd_HHMMSS>.dump[.zst|.gz], <db>_globals_<...>.sql[.zst|.gz] and
 # <set>_files_<...>.tar[.zst|.gz], plus their .md5/.sha256/.manifest.json
@@ -95,14 +96,14 @@ def backup_id(db: str, started: dt.datetime, what: str = "full") -> str:
     return f"{encode_name(db)}_{what}_{started.astimezone(dt.timezone.utc).strftime(STAMP)}"
 
 
-def belongs_to(name: str, db: str, of_type: str = "database") -> bool:
+def belongs_to(name: str, db: str, source_type: str = "database") -> bool:
     """True when ``name`` is a file this tool writes for database (or file set) ``db``.
 
     A database and a file set may share a name and a directory: each only
     ever claims its own files (``_full_``/``_globals_`` vs ``_files_...tar``).
     """
     match = NAME_RE.match(name)
-    if not match or match.group("db") not in name_forms(db) or match.group("what") not in WHATS[of_type]:
+    if not match or match.group("db") not in name_forms(db) or match.group("what") not in WHATS[source_type]:
         return False
     # Each part of the name has exactly one format (a full backup two: one file, or a directory):
     # the old scripts' <db>_full_<stamp>.sql.gz is theirs, never a leftover of ours.
@@ -115,7 +116,7 @@ class Manifest:
     """What one backup is; JSON on disk and in S3 (see README, "Manifest")."""
 
     id: str
-    database: str
+    name: str  # whose backup: the database's or the file set's own name
     kind: str
     started_at: str
     finished_at: str
@@ -135,10 +136,10 @@ class Manifest:
     tables: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     globals: dict[str, Any] | None = None
     s3: dict[str, Any] | None = None
-    # "files": ``database`` names the file set, ``fileset`` says what it holds
-    # (count, bytes, root, paths, changed_during_backup; see files_backup_job.py).
-    type: str = "database"
-    fileset: dict[str, Any] | None = None
+    # "file_set": ``contents`` says what it holds (count, bytes, root, paths, changed_during_backup;
+    # see files_backup_job.py).
+    source_type: str = "database"
+    contents: dict[str, Any] | None = None
     # format "directory" only (absent from other manifests): pg_dump's --jobs, and every file of the
     # directory ({name, size, sha256, md5}; JSON key "files"); ``size`` is then their total and
     # ``sha256``/``md5`` the hashes of the ``.sha256``/``.md5`` files (one line per file).
@@ -179,44 +180,51 @@ class Manifest:
         data = dataclasses.asdict(self)
         data.pop("location")
         data.pop("origin")
-        if data["type"] == "database":  # database manifests stay as they always were
-            del data["type"], data["fileset"]
+        if data["contents"] is None:
+            del data["contents"]
         files = data.pop("dir_files")
         if self.is_directory:
-            data["files"], data["manifest_version"] = files, max(self.manifest_version, DIRECTORY_MANIFEST_VERSION)
-        else:  # one-file manifests stay as they always were
+            data["files"] = files
+        else:
             del data["jobs"]
+        data["manifest_version"] = MANIFEST_VERSION
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     def summary(self) -> dict[str, Any]:
-        """The facts a result or a listing shows."""
+        """The facts a result or a listing shows (and, until 1.0.0, ``database``, ``type`` and ``fileset`` as before)."""
         return {
-            "id": self.id, "database": self.database, "kind": self.kind, "started_at": self.started_at,
+            "id": self.id, "name": self.name, "source_type": self.source_type, "kind": self.kind,
+            "started_at": self.started_at,
             "finished_at": self.finished_at, "duration_s": self.duration_s, "file": self.file, "size": self.size,
             "sha256": self.sha256, "md5": self.md5, "table_count": self.table_count,
             "server_version": self.server_version, "location": self.location, "origin": self.origin,
             "s3_uri": (self.s3 or {}).get("uri"), "globals_file": (self.globals or {}).get("file"),
-            "type": self.type, **({"fileset": self.fileset} if self.fileset is not None else {}),
+            **({"contents": self.contents} if self.contents is not None else {}),
+            **self.old_words(),
             **({"format": self.format, "jobs": self.jobs, "file_count": len(self.dir_files or [])}
                if self.is_directory else {}),
         }
 
     @classmethod
-    def from_json(cls, raw: bytes, *, location: str = "", origin: str = "", name: str | None = None) -> "Manifest | None":
+    def from_json(cls, raw: bytes, *, location: str = "", origin: str = "",
+                  file_name: str | None = None) -> "Manifest | None":
         """Parse a manifest; None for anything this tool did not write, cannot read, or that does not hold together."""
         try:
-            return cls.load(raw, location=location, origin=origin, name=name)
+            return cls.load(raw, location=location, origin=origin, file_name=file_name)
         except InvalidManifest:
             return None
 
     @classmethod
-    def load(cls, raw: bytes, *, location: str = "", origin: str = "", name: str | None = None) -> "Manifest | None":
-        """Parse and validate a manifest (``name``: its own file name, when known).
+    def load(cls, raw: bytes, *, location: str = "", origin: str = "",
+             file_name: str | None = None) -> "Manifest | None":
+        """Parse and validate a manifest (``file_name``: its own, when known).
 
-        None for what is not ours (not JSON, another tool, a type this version
-        does not handle); ``InvalidManifest`` for one that claims to be ours but
-        does not hold together: a planted or damaged manifest must never make
-        retention or clean-up follow its names out of the backup directory.
+        None for what is not ours (not JSON, another tool); ``InvalidManifest``
+        for one that claims to be ours but does not hold together (a planted or
+        damaged manifest must never make retention or clean-up follow its names
+        out of the backup directory) or that a newer version wrote: its files
+        are kept and reported, never taken for an interrupted run's leftovers.
+        Versions 1 and 2 are read in today's words (docs/DESIGN.md, "Words").
         """
         try:
             data = json.loads(raw)
@@ -224,69 +232,78 @@ class Manifest:
             return None
         if not isinstance(data, dict) or data.get("tool") != TOOL:
             return None
-        if data.get("type", "database") not in TYPES or not isinstance(data.get("manifest_version", 1), int) \
-                or data.get("manifest_version", 1) > DIRECTORY_MANIFEST_VERSION:
-            return None  # a kind of backup this version does not know how to handle
+        version = data.get("manifest_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version > MANIFEST_VERSION:
+            raise InvalidManifest(f"its manifest_version {version!r} is not one this version reads (1 to "
+                                  f"{MANIFEST_VERSION}): a newer doctorq.backup wrote it; upgrade to list or restore "
+                                  "it (its files are kept)", data.get("name", data.get("database")))
+        if version < 3:
+            data = _in_todays_words(data)
         problem = _schema_problem(data)
         if problem:
-            raise InvalidManifest(problem, data.get("database"))
+            raise InvalidManifest(problem, data.get("name"))
         known = {f.name for f in dataclasses.fields(cls)} - {"location", "origin", "dir_files", "jobs"}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         if manifest.is_directory:
             manifest.dir_files, manifest.jobs = data["files"], data["jobs"]
-        problem = manifest.naming_problem(name)
+        problem = manifest.naming_problem(file_name)
         if problem:
-            raise InvalidManifest(problem, manifest.database)
+            raise InvalidManifest(problem, manifest.name)
         manifest.location, manifest.origin = location, origin
         return manifest
 
-    def naming_problem(self, name: str | None = None) -> str | None:
-        """Why the names in this manifest do not fit each other (and its own ``name``), or None.
+    def old_words(self) -> dict[str, Any]:
+        """A result's keys of before docs/DESIGN.md's "Words", returned beside today's until 1.0.0."""
+        return {"database": self.name, "type": "files" if self.source_type == "file_set" else self.source_type,
+                **({"fileset": self.contents} if self.contents is not None else {})}
+
+    def naming_problem(self, file_name: str | None = None) -> str | None:
+        """Why the names in this manifest do not fit each other (and its own ``file_name``), or None.
 
         Every name a manifest holds is one this tool derives from the database
         (or file set) and the start time, so anything else is not ours to follow.
         """
-        what = "files" if self.type == "files" else "full"
+        what = WHATS[self.source_type][0]
         stamp = self.started.strftime(STAMP)
-        expected_id = backup_id(self.database, self.started, what)
-        if self.id not in [f"{form}_{what}_{stamp}" for form in name_forms(self.database)]:
-            return f"its id {self.id!r} is not {expected_id!r}, the id of a backup of {self.database!r} started at {self.started_at}"
+        expected_id = backup_id(self.name, self.started, what)
+        if self.id not in [f"{form}_{what}_{stamp}" for form in name_forms(self.name)]:
+            return f"its id {self.id!r} is not {expected_id!r}, the id of a backup of {self.name!r} started at {self.started_at}"
         problem = _data_name_problem("file", self.file, self.id, DIR_EXT if self.is_directory else FORMAT_OF[what],
                                      ("",) if self.is_directory else (".zst", ".gz", ""))
-        if problem or not belongs_to(self.file, self.database, self.type):
-            return problem or f"its file {self.file!r} is not a backup file of {self.database!r}"
-        if name is not None and name != self.manifest_name:
-            return f"it is named {name!r}, but a manifest of {self.file!r} is named {self.manifest_name!r}"
+        if problem or not belongs_to(self.file, self.name, self.source_type):
+            return problem or f"its file {self.file!r} is not a backup file of {self.name!r}"
+        if file_name is not None and file_name != self.manifest_name:
+            return f"it is named {file_name!r}, but a manifest of {self.file!r} is named {self.manifest_name!r}"
         if self.globals is not None:
             globals_id = self.id[:-len(f"_{what}_{stamp}")] + f"_globals_{stamp}"  # spelt as the id is
             problem = _data_name_problem("globals.file", self.globals["file"], globals_id, FORMAT_OF["globals"])
-            if problem or self.type != "database" or not belongs_to(self.globals["file"], self.database):
-                return problem or f"its globals.file {self.globals['file']!r} is not a globals file of {self.database!r}"
+            if problem or self.source_type != "database" or not belongs_to(self.globals["file"], self.name):
+                return problem or f"its globals.file {self.globals['file']!r} is not a globals file of {self.name!r}"
         return None
 
 
 class InvalidManifest(ValueError):
     """A manifest that claims to be ours but does not hold together; the message says why.
 
-    ``database`` is the name it claims (when it holds one), so a job can tell
+    ``name`` is the name it claims (when it holds one), so a job can tell
     which of the manifests it ignores are about its own backups.
     """
 
-    def __init__(self, why: str, database: Any = None) -> None:
+    def __init__(self, why: str, name: Any = None) -> None:
         super().__init__(why)
-        self.database = database if isinstance(database, str) else None
+        self.name = name if isinstance(name, str) else None
 
 
 # field -> the JSON types it may hold (bool is no int here, None only where listed)
 _SCHEMA: dict[str, tuple[type, ...]] = {
-    "id": (str,), "database": (str,), "kind": (str,), "started_at": (str,), "finished_at": (str,),
+    "id": (str,), "name": (str,), "kind": (str,), "started_at": (str,), "finished_at": (str,),
     "duration_s": (int, float), "file": (str,), "size": (int,), "sha256": (str,), "md5": (str,),
     "compression": (str,), "compression_level": (int,), "format": (str,), "server_version": (str,),
     "server_major": (int,), "pg_dump_version": (int,), "host": (str,), "table_count": (int,), "tables": (list,),
-    "globals": (dict, type(None)), "s3": (dict, type(None)), "type": (str,), "fileset": (dict, type(None)),
+    "globals": (dict, type(None)), "s3": (dict, type(None)), "source_type": (str,), "contents": (dict, type(None)),
     "tool_version": (str,), "manifest_version": (int,), "jobs": (int,), "files": (list,),
 }
-_REQUIRED = ("id", "database", "kind", "started_at", "finished_at", "duration_s", "file", "size", "sha256", "md5",
+_REQUIRED = ("id", "name", "kind", "started_at", "finished_at", "duration_s", "file", "size", "sha256", "md5",
              "compression", "compression_level")
 
 
@@ -300,8 +317,10 @@ def _schema_problem(data: dict[str, Any]) -> str | None:
             return f"its {field} is a {type(data[field]).__name__}, not a {' or '.join(t.__name__ for t in types)}"
     if data["kind"] not in KINDS:
         return f"its kind {data['kind']!r} is none of {', '.join(KINDS)}"
-    if data["size"] < 0 or not data["database"]:
-        return "its size is negative" if data["size"] < 0 else "its database is empty"
+    if data.get("source_type", "database") not in SOURCE_TYPES:
+        return f"its source_type {data['source_type']!r} is none of {', '.join(SOURCE_TYPES)}"
+    if data["size"] < 0 or not data["name"]:
+        return "its size is negative" if data["size"] < 0 else "its name is empty"
     try:
         parse_iso(data["started_at"])
     except ValueError:
@@ -314,6 +333,20 @@ def _schema_problem(data: dict[str, Any]) -> str | None:
     if data.get("format") == DIRECTORY:
         return _directory_problem(data)
     return None
+
+
+def _in_todays_words(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of version 1 or 2 in version 3's words: ``database`` -> ``name``, ``type`` -> ``source_type``
+    ("files" -> "file_set"), ``fileset`` -> ``contents``. A value of the wrong type is left for the schema to name."""
+    old = dict(data)
+    new = {k: v for k, v in old.items() if k not in ("database", "type", "fileset")}
+    if "database" in old:
+        new["name"] = old["database"]
+    source = old.get("type", "database")
+    new["source_type"] = OLD_SOURCE_TYPES.get(source, source) if isinstance(source, str) else source
+    if "fileset" in old:
+        new["contents"] = old["fileset"]
+    return new
 
 
 def _directory_problem(data: dict[str, Any]) -> str | None:

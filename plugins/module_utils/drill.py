@@ -92,7 +92,7 @@ def _rpo_hours(params: dict[str, Any]) -> float:
 class _Subject:
     """What a drill is about, as its report, metrics, log and webhook name it."""
 
-    key: str  # the report's key for the name: "database" / "file_set"
+    source_type: str  # "database" / "file_set"; until 1.0.0 also the report's key for the name, as before
     name: str
     event: str  # webhook event and metrics job: doctorq_<event>_*.prom
     title: str  # "Restore drill of <db>" / "Restore drill of file set <name>"
@@ -161,7 +161,7 @@ def run_files_drill(job: FilesDrillJob, *, echo: IO[str] | None = None) -> dict[
                                                         target=target, safety_backup=False), echo=echo)
             if not outcome.get("failed") and not outcome.get("pending"):
                 doing = f"cannot read the restored tree {target}"
-                facts["files"], problem = compare_with_manifest(target, (outcome.get("source") or {}).get("fileset") or {})
+                facts["files"], problem = compare_with_manifest(target, (outcome.get("source") or {}).get("contents") or {})
         except OSError as exc:
             problem = f"{doing}: {exc.strerror or exc}."
         finally:
@@ -243,7 +243,8 @@ def _report(subject: _Subject, job: DrillJob | FilesDrillJob, started: dt.dateti
                                     f"max_rpo_hours={job.max_rpo_hours}: check that the backups run.")
     host = socket.gethostname()
     report = {
-        subject.key: subject.name, "host": host, "at": iso(started), "status": status, "error": error,
+        "name": subject.name, "source_type": subject.source_type, subject.source_type: subject.name, "host": host,
+        "at": iso(started), "status": status, "error": error,
         "backup_id": source.get("id"), "backup_location": source.get("location"),
         "backup_started_at": source.get("started_at"), "backup_size": source.get("size"), "rto_s": rto, "rpo_s": rpo,
         "durations": outcome.get("durations"), **facts,

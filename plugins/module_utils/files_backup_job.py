@@ -197,9 +197,9 @@ class _FilesRun:
         def conclude(status: str, error: str | None) -> Conclusion:
             result, duration, host = frame.result, frame.duration, socket.gethostname()
             backup = result.get("backup") or {}
-            changed = (backup.get("fileset") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
+            changed = (backup.get("contents") or {}).get("changed_during_backup") or result.get("changed_during_backup") or []
             if status == "success":
-                summary = (f"Backup of file set {job.name} on {host} succeeded: {backup['fileset']['count']} entries, "
+                summary = (f"Backup of file set {job.name} on {host} succeeded: {backup['contents']['count']} entries, "
                            f"{human(backup.get('size', 0))} in {duration:.1f}s"
                            + (f"; {len(changed)} file(s) changed while read" if changed else ""))
             else:
@@ -208,9 +208,10 @@ class _FilesRun:
                               last_size_bytes=backup.get("size", 0))
             metrics["last_changed_files"] = float(len(changed))
             if status == "success":
-                metrics["last_file_count"] = float(backup["fileset"]["count"])
+                metrics["last_file_count"] = float(backup["contents"]["count"])
             return Conclusion(
-                event={"event": "files_backup", "status": status, "database": job.name, "file_set": job.name,
+                event={"event": "files_backup", "status": status, "name": job.name, "source_type": "file_set",
+                       "database": job.name, "file_set": job.name,
                        "host": host, "summary": summary, "duration_s": duration, "backup": backup or None,
                        "changed_during_backup": changed, "error": error, "s3_error": self.stores.s3_problem},
                 metrics=metrics, metrics_job="files_backup", metrics_label=job.name)
@@ -266,10 +267,10 @@ class _FilesRun:
                        "preset": job.preset, **counts, "changed_during_backup": changed,
                        "tar_version": tar_version(tar), "sample": sample}
             manifest = Manifest(
-                id=self.id, database=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
+                id=self.id, name=job.name, kind="daily", started_at=iso(self.started), finished_at=iso(utcnow()),
                 duration_s=round(time.monotonic() - t0, 3), file=name, size=digest.size, sha256=digest.sha256,
                 md5=digest.md5, compression=job.policy.compression, compression_level=job.policy.level, format="tar",
-                host=socket.gethostname(), s3=s3_facts, type=TYPE, fileset=fileset)
+                host=socket.gethostname(), s3=s3_facts, source_type=TYPE, contents=fileset)
             local_manifest, s3_manifest, s3_error = stores.commit(manifest, log, s3_error)
         out.update(changed=True, changed_during_backup=changed,
                    backup={**local_manifest.summary(), "path": path, "weekly": False})

@@ -157,9 +157,9 @@ class _FilesRestore(RestoreRun):
         if self.job.target:
             target = self.job.target
         else:
-            root = (manifest.fileset or {}).get("root") or "/"
+            root = (manifest.contents or {}).get("root") or "/"
             if root == "/":
-                raise ConfigError(f"{manifest.id} was taken relative to / ({', '.join((manifest.fileset or {}).get('sources', []))}): "
+                raise ConfigError(f"{manifest.id} was taken relative to / ({', '.join((manifest.contents or {}).get('sources', []))}): "
                                   "set target to a directory to restore into (its tree appears under it).")
             target = root
         backup_dir = norm(self.job.backup_dir)
@@ -190,7 +190,7 @@ class _FilesRestore(RestoreRun):
         started = time.monotonic()
         counts = inspect_archive(path, m.compression)
         self.timed("inspect", started)
-        expected = m.fileset or {}
+        expected = m.contents or {}
         if (counts.count, counts.bytes) != (expected.get("count"), expected.get("bytes")):
             self.warnings.append(f"the archive holds {counts.count} entries / {counts.bytes} bytes, its manifest says "
                                  f"{expected.get('count')} / {expected.get('bytes')}")
@@ -225,7 +225,7 @@ class _FilesRestore(RestoreRun):
             raise IntegrityError(f"the extracted tree has {got.files} files, {got.symlinks} symlinks, {got.bytes} "
                                  f"bytes; the archive holds {counts.files}, {counts.symlinks}, {counts.bytes}. "
                                  "The target was not touched.")
-        sample = (m.fileset or {}).get("sample") or []
+        sample = (m.contents or {}).get("sample") or []
         problems = check_sample(staging, sample)
         if problems:
             raise IntegrityError(f"{len(problems)} of the {len(sample)} files whose content the backup recorded differ "
@@ -235,7 +235,7 @@ class _FilesRestore(RestoreRun):
 
     def take_safety_backup(self, m: Manifest, target: str, log: RunLog) -> dict[str, Any]:
         def backup(safety_dir: str) -> dict[str, Any]:
-            return run_files_backup(FilesJob(name=m.database, paths=(target,), root=target, backup_dir=safety_dir,
+            return run_files_backup(FilesJob(name=m.name, paths=(target,), root=target, backup_dir=safety_dir,
                                              policy=JobPolicy(weekly="never", prune=False)), echo=None)
         outcome = self.safety_backup(target, backup, log)
         self.warnings += outcome.get("warnings") or []
@@ -253,20 +253,23 @@ class _FilesRestore(RestoreRun):
         return f"Restore of file set {self.label}"
 
     def audit_record(self) -> dict[str, Any]:
-        return {"type": TYPE, "target": self.result.get("target"), "previous": self.result.get("previous")}
+        return {"source_type": TYPE, "name": self.label, "type": "files", "target": self.result.get("target"),
+                "previous": self.result.get("previous")}
 
     def event(self, status: str, error: str | None) -> dict[str, Any]:
         summary = (f"Restore of file set {self.label} into {self.result.get('target')} on {socket.gethostname()}: "
                    f"{status}" + (f" ({error})" if error else ""))
-        return {"event": "files_restore", "status": status, "file_set": self.label, "target": self.result.get("target"),
+        return {"event": "files_restore", "status": status, "source_type": TYPE, "name": self.label,
+                "file_set": self.label, "target": self.result.get("target"),
                 "host": socket.gethostname(), "summary": summary, "error": error, "source": self.result.get("source"),
                 "duration_s": self.result["duration_s"]}
 
     def work(self, log: RunLog, check_mode: bool) -> None:
         source = self.find_source(log)
         m = source.manifest
-        self.result["source"] = {"id": m.id, "name": m.database, "kind": m.kind, "location": m.location,
-                                 "ref": source.ref, "started_at": m.started_at, "size": m.size, "fileset": m.fileset}
+        self.result["source"] = {"id": m.id, "name": m.name, "source_type": m.source_type, "kind": m.kind,
+                                 "location": m.location, "ref": source.ref, "started_at": m.started_at, "size": m.size,
+                                 "contents": m.contents, "fileset": m.contents}
         self.result["checksums"] = {"sha256": m.sha256, "md5": m.md5, "verified": False}
         target = self.target(m)
         self.result["target"] = target
@@ -274,8 +277,8 @@ class _FilesRestore(RestoreRun):
             if check_mode:
                 replaces = os.path.isdir(target) and not os.path.islink(target) and bool(os.listdir(target))
             else:
-                stack.enter_context(Lock(lock_path(self.job.backup_dir, m.database, "files"),
-                                         f"a backup or restore of file set {m.database!r}"))
+                stack.enter_context(Lock(lock_path(self.job.backup_dir, m.name, "files"),
+                                         f"a backup or restore of file set {m.name!r}"))
                 replaces = self.check_confirmation(target)
             # an archived object: check mode only looks; a run requests it and waits, or returns pending
             state = (self.sources.archive_state(source, [m.file], request=False) if check_mode

@@ -19,7 +19,7 @@ import re
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import encode_name
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import ConfigError
 
-TYPE = "files"
+TYPE = "file_set"
 PRESETS = ("postgresql_config",)
 # A set's name, encoded (catalog.encode_name), starts every file name of its backups: room for the rest of them.
 MAX_SET_NAME = 189

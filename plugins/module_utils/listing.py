@@ -27,16 +27,16 @@ def store_for(manifest: Manifest, candidates: list[LocalStore | S3Store]) -> Loc
 
 
 def list_backups(candidates: list[LocalStore | S3Store], db: str | None = None,
-                 of_type: str | None = "database") -> list[Manifest]:
-    """Complete backups in every store, newest first (``of_type`` None: databases and file sets)."""
+                 source_type: str | None = "database") -> list[Manifest]:
+    """Complete backups in every store, newest first (``source_type`` None: databases and file sets)."""
     found: list[Manifest] = []
     for store in candidates:
-        found.extend(store.list(db, of_type))
+        found.extend(store.list(db, source_type))
     return newest_first(found)
 
 
 def list_reachable(candidates: list[LocalStore | S3Store], db: str | None = None,
-                   of_type: str | None = "database") -> tuple[list[Manifest], str | None]:
+                   source_type: str | None = "database") -> tuple[list[Manifest], str | None]:
     """Like ``list_backups``, but S3 failing to answer is reported (second value), not raised.
 
     S3 down is the disaster case: the local copies are then exactly what a
@@ -48,7 +48,7 @@ def list_reachable(candidates: list[LocalStore | S3Store], db: str | None = None
     fallback = any(not s.remote for s in candidates)
     for store in candidates:
         try:
-            found.extend(store.list(db, of_type))
+            found.extend(store.list(db, source_type))
         except StorageError as exc:
             if not fallback or not store.remote:
                 raise

@@ -98,7 +98,7 @@ def _previous_samples(path: str, prefix: str) -> dict[str, float]:
     return found
 
 
-def metrics_path(directory: str, job: str, database: str) -> str:
+def metrics_path(directory: str, job: str, name: str) -> str:
     """``<directory>/doctorq_<job>_<name>.prom``: the name with every character but ``[A-Za-z0-9_.-]`` as ``_``.
 
     Two names can read the same that way (``a b`` and ``a_b``): the one that
@@ -106,20 +106,20 @@ def metrics_path(directory: str, job: str, database: str) -> str:
     ``doctorq_<job>_<name>-<8 hex of its SHA-256>.prom``, instead of
     overwriting them.
     """
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     plain = os.path.join(directory, f"doctorq_{job}_{safe}.prom")
-    if _file_label(plain) in (None, database):
+    if _file_label(plain) in (None, name):
         return plain
-    digest = hashlib.sha256(database.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return os.path.join(directory, f"doctorq_{job}_{safe}-{digest}.prom")
 
 
 def _file_label(path: str) -> str | None:
-    """The ``database`` label of the samples in a .prom file we wrote, None when there is none (or no file)."""
+    """The ``name`` label (``database`` before 0.2) of the samples in a .prom file we wrote; None: none, or no file."""
     try:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
-                match = re.search(r'\{database="((?:[^"\\]|\\.)*)"\}', line)
+                match = re.search(r'[{,](?:name|database)="((?:[^"\\]|\\.)*)"', line)
                 if match:
                     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), match.group(1))
     except OSError:
@@ -127,20 +127,22 @@ def _file_label(path: str) -> str | None:
     return None
 
 
-def write_metrics(directory: str, job: str, database: str, samples: dict[str, float]) -> str:
-    """Write ``doctorq_<job>_<metric>{database="..."}`` samples to a .prom file for node_exporter.
+def write_metrics(directory: str, job: str, name: str, samples: dict[str, float]) -> str:
+    """Write ``doctorq_<job>_<metric>{name="...",database="..."}`` samples to a .prom file for node_exporter.
 
+    ``database`` is ``name`` again, the label's name before docs/DESIGN.md's "Words", written until 1.0.0.
     Samples this run does not set (``last_success_*`` after a failure) keep their previous values.
     """
-    path = metrics_path(directory, job, database)
+    path = metrics_path(directory, job, name)
+    labels = f'{{name="{_label(name)}",database="{_label(name)}"}}'
     merged = {**_previous_samples(path, f"doctorq_{job}_"), **samples}
     lines = []
     for metric, value in sorted(merged.items()):
-        name = f"doctorq_{job}_{metric}"
-        lines.append(f"# TYPE {name} gauge")
+        metric_name = f"doctorq_{job}_{metric}"
+        lines.append(f"# TYPE {metric_name} gauge")
         # repr: full precision (a Unix time needs 10+ digits; "%g" would round it to days)
-        lines.append(f'{name}{{database="{_label(database)}"}} {float(value)!r}' if not float(value).is_integer()
-                     else f'{name}{{database="{_label(database)}"}} {int(value)}')
+        lines.append(f"{metric_name}{labels} {float(value)!r}" if not float(value).is_integer()
+                     else f"{metric_name}{labels} {int(value)}")
     suffix = "The run's own outcome is not affected."
     where = f"notification.metrics_dir {directory}"
     if not os.path.isdir(directory):
@@ -199,11 +201,11 @@ class Notifier:
         log("Notification sent")
         return []
 
-    def metrics(self, job: str, database: str, samples: dict[str, float], log: RunLog) -> list[str]:
+    def metrics(self, job: str, name: str, samples: dict[str, float], log: RunLog) -> list[str]:
         if not self.metrics_dir:
             return []
         try:
-            write_metrics(self.metrics_dir, job, database, samples)
+            write_metrics(self.metrics_dir, job, name, samples)
         except (DoctorqError, OSError) as exc:  # like the webhook: a warning, never the run's failure
             log(f"WARNING: {exc}")
             return [str(exc)]

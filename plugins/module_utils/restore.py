@@ -258,9 +258,9 @@ class _Restore(DatabaseRestoreRun):
 
     def audit_record(self) -> dict[str, Any]:
         if self.partial:
-            return {"database": self.job.db, "mode": "partial", "partial": self.result.get("partial")
-                    or self.partial.options()}
-        return {"database": self.job.db, "mode": self.job.mode,
+            return {"source_type": "database", "name": self.job.db, "database": self.job.db, "mode": "partial",
+                    "partial": self.result.get("partial") or self.partial.options()}
+        return {"source_type": "database", "name": self.job.db, "database": self.job.db, "mode": self.job.mode,
                 "previous_database": self.result.get("previous_database")}
 
     def event(self, status: str, error: str | None) -> dict[str, Any]:
@@ -268,13 +268,14 @@ class _Restore(DatabaseRestoreRun):
         what = f"Partial restore ({self.partial.said()}) from backups" if self.partial else "Restore"
         summary = (f"{what} of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
                    f"{status}" + (f" ({error})" if error else ""))
-        return {"event": "restore", "status": status, "database": job.db, "host": socket.gethostname(),
+        return {"event": "restore", "status": status, "source_type": "database", "name": job.db, "database": job.db,
+                "host": socket.gethostname(),
                 "summary": summary, "error": error, "source": self.result.get("source"),
                 "duration_s": self.result["duration_s"]}
 
     def _describe(self, source: Source) -> None:
         m = source.manifest
-        self.result["source"] = {"id": m.id, "database": m.database, "kind": m.kind, "location": m.location,
+        self.result["source"] = {"id": m.id, "name": m.name, "source_type": m.source_type, "database": m.name, "kind": m.kind, "location": m.location,
                                  "ref": source.ref, "started_at": m.started_at, "size": m.size,
                                  **({"format": m.format, "files": len(m.dir_files or [])} if m.is_directory else {})}
         self.result["checksums"] = {"sha256": m.sha256, "md5": m.md5, "verified": False}

@@ -116,7 +116,7 @@ class PartialRestore:
                               "backups only for now; restore it whole into a new database (db: a new name) instead.")
         if job.restore_globals:
             raise ConfigError("load.globals does not go with partial: restore the globals with a full restore.")
-        report = run.result["partial"] = {**self.options(), "from_database": m.database, "live_database_touched": False}
+        report = run.result["partial"] = {**self.options(), "from_database": m.name, "live_database_touched": False}
         skip = (f"no safety backup: a partial restore creates {self.target!r} and never touches {job.db!r}")
         report["safety_backup"] = "not needed"
         log(f"Partial restore of {self.partial.describe()} from backup {m.id} into the new database {self.target!r}; "

@@ -44,7 +44,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.storage import Loca
 TIERS = ("Expedited", "Standard", "Bulk")
 TIER_DELAYS = {"Expedited": "1-5 minutes", "Standard": "3-5 hours (12 for DEEP_ARCHIVE)",
                "Bulk": "5-12 hours (48 for DEEP_ARCHIVE)"}
-RESTORED_BY = {"database": "pg_restore_safe", "files": "files_restore"}
+RESTORED_BY = {"database": "pg_restore_safe", "file_set": "files_restore"}
 # a backup dated later than this after the current time was made under a clock that was ahead
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
@@ -120,7 +120,7 @@ def add_duration(durations: dict[str, float], phase: str, started: float) -> Non
 class Wording:
     """What the messages of one type of restore call things."""
 
-    type: str  # the manifest's type
+    source_type: str  # the manifest's source_type
     subject: str  # "no complete backup of <subject> 'name'"
     noun: str  # "not <a noun>"
     selector: str  # the option that names what ``latest`` searches
@@ -129,10 +129,10 @@ class Wording:
     unchanged: str  # what a pending archive restore has not changed yet
 
 
-DATABASE = Wording(type="database", subject="database", noun="a database backup", selector="source_db",
-                   lister="pg_backup_info", untouched="the target database", unchanged="the database")
-FILES = Wording(type="files", subject="file set", noun="a file backup", selector="name",
-                lister="pg_backup_info type=files", untouched="the target", unchanged="the target directory")
+DATABASE = Wording(source_type="database", subject="database", noun="a database backup", selector="source_db",
+                   lister="backup_info", untouched="the target database", unchanged="the database")
+FILES = Wording(source_type="file_set", subject="file set", noun="a file backup", selector="name",
+                lister="backup_info source_type=file_set", untouched="the target", unchanged="the target directory")
 
 
 @dataclasses.dataclass
@@ -201,7 +201,7 @@ class Sources:
         if src != "latest":
             return self._from_path(src)
         stores: list[LocalStore | S3Store] = [self.local] + ([self.s3_store()] if self.s3 else [])
-        listed, s3_problem = list_reachable(stores, name, self.wording.type)
+        listed, s3_problem = list_reachable(stores, name, self.wording.source_type)
         for warning in ignored(stores):  # a planted manifest is never followed, and the operator hears of it
             log(f"WARNING: {warning}")
             self.warnings.append(warning)
@@ -254,9 +254,9 @@ class Sources:
         manifest = Manifest.from_json(raw, location=location, origin=origin)
         if manifest is None or manifest.file != name:
             raise StorageError(f"the manifest of {src} is not a doctorq.backup manifest for that file; refusing to restore it.")
-        if manifest.type != self.wording.type:
-            raise ConfigError(f"{src} is a {manifest.type} backup, not {self.wording.noun}: restore it with "
-                              f"{RESTORED_BY[manifest.type]}.")
+        if manifest.source_type != self.wording.source_type:
+            raise ConfigError(f"{src} is a {manifest.source_type.replace('_', ' ')} backup, not {self.wording.noun}: "
+                              f"restore it with {RESTORED_BY[manifest.source_type]}.")
         return manifest
 
     # -- archive tiers ----------------------------------------------------------------

@@ -40,7 +40,7 @@ def to_delete(manifests: list[Manifest], now: dt.datetime, keep_days: dict[str, 
     keep = max(1, min_count)
     groups: dict[tuple[str, str, str, str], list[Manifest]] = defaultdict(list)
     for manifest in manifests:
-        groups[(manifest.location, manifest.type, manifest.database, manifest.kind)].append(manifest)
+        groups[(manifest.location, manifest.source_type, manifest.name, manifest.kind)].append(manifest)
     doomed: list[Manifest] = []
     for key, group in sorted(groups.items()):
         kind = key[-1]

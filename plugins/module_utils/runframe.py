@@ -38,9 +38,10 @@ def lock_path(directory: str, name: str, job: str = "") -> str:
     return os.path.join(directory, f".{encode_name(name)}{'.' + job if job else ''}.lock")
 
 
-# Every metric a job writes, one vocabulary: ``doctorq_<job>_<name>{database="<label>"}`` in
+# Every metric a job writes, one vocabulary: ``doctorq_<job>_<metric>{name="<label>",database="<label>"}`` in
 # ``<metrics_dir>/doctorq_<job>_<label>.prom`` (notify.write_metrics), one file per job and database or file
-# set. monitoring/'s alerts and dashboard use these names only (tests/unit/test_monitoring.py).
+# set (``database``: the label's name before docs/DESIGN.md's "Words", until 1.0.0). monitoring/'s alerts and
+# dashboard use these names only (tests/unit/test_monitoring.py).
 METRIC_JOBS = ("backup", "files_backup", "drill", "files_drill")
 METRICS = {
     "last_run_status": "1 when the last run succeeded, 0 when it failed",

@@ -49,7 +49,7 @@ class RefusedDelete(StorageError):
     """A delete refused because a name leads out of the store: a warning, never an S3 outage."""
 
 
-def parse_manifest(raw: bytes, name: str, location: str, origin: str, db: str | None, of_type: str | None,
+def parse_manifest(raw: bytes, name: str, location: str, origin: str, db: str | None, source_type: str | None,
                    invalid: dict[str, str]) -> Manifest | None:
     """The manifest in ``raw``, or None; one that is ours but invalid is noted in ``invalid`` (origin -> why).
 
@@ -57,9 +57,9 @@ def parse_manifest(raw: bytes, name: str, location: str, origin: str, db: str | 
     own name), so each job reports the manifests it ignores among its own.
     """
     try:
-        return Manifest.load(raw, location=location, origin=origin, name=name)
+        return Manifest.load(raw, location=location, origin=origin, file_name=name)
     except InvalidManifest as exc:
-        if db is None or exc.database == db or belongs_to(name, db, of_type or "database"):
+        if db is None or exc.name == db or belongs_to(name, db, source_type or "database"):
             invalid[origin] = str(exc)
         return None
 
@@ -70,12 +70,12 @@ def beside_invalid(path: str, invalid: dict[str, str]) -> bool:
                for origin in invalid)
 
 
-def set_member(relative: str, db: str, of_type: str) -> bool:
+def set_member(relative: str, db: str, source_type: str) -> bool:
     """Whether ``relative`` (a name in a store's folder, or ``<id>.dir/<file>``) is a file this tool writes for ``db``."""
     head, tail = (relative.split("/", 1) + [""])[:2]
     if not tail:
-        return belongs_to(head, db, of_type)
-    return head.endswith("." + DIR_EXT) and "/" not in tail and tail not in (".", "..") and belongs_to(head, db, of_type)
+        return belongs_to(head, db, source_type)
+    return head.endswith("." + DIR_EXT) and "/" not in tail and tail not in (".", "..") and belongs_to(head, db, source_type)
 
 
 def data_sizes(manifest: Manifest) -> dict[str, int]:
@@ -138,8 +138,8 @@ class LocalStore:
             for name in names:
                 yield kind, directory, name
 
-    def list(self, db: str | None = None, of_type: str | None = "database") -> list[Manifest]:
-        """Complete sets, newest first: of database (or file set) ``db``, of ``of_type`` (None: every type)."""
+    def list(self, db: str | None = None, source_type: str | None = "database") -> list[Manifest]:
+        """Complete sets, newest first: of database (or file set) ``db``, of ``source_type`` (None: every type)."""
         found: list[Manifest] = []
         for kind, directory, name in self._entries():
             if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
@@ -147,12 +147,12 @@ class LocalStore:
             path = os.path.join(directory, name)
             try:
                 with open(path, "rb") as handle:
-                    manifest = parse_manifest(handle.read(), name, self.location, path, db, of_type, self.invalid)
+                    manifest = parse_manifest(handle.read(), name, self.location, path, db, source_type, self.invalid)
             except OSError:
                 continue
-            if manifest is None or manifest.kind != kind or (db and manifest.database != db):
+            if manifest is None or manifest.kind != kind or (db and manifest.name != db):
                 continue
-            if of_type and manifest.type != of_type:
+            if source_type and manifest.source_type != source_type:
                 continue
             if not all(os.path.isfile(os.path.join(directory, name)) and not os.path.islink(os.path.join(directory, name))
                        and os.path.getsize(os.path.join(directory, name)) == size
@@ -252,7 +252,7 @@ class LocalStore:
         """Nothing to bring back from an archive tier on disk."""
 
     @staticmethod
-    def unfinished_uploads(db: str, of_type: str = "database") -> list[dict[str, str]]:  # pylint: disable=unused-argument
+    def unfinished_uploads(db: str, source_type: str = "database") -> list[dict[str, str]]:  # pylint: disable=unused-argument
         """Files on disk are written whole or left as partial files (``leftovers``): no uploads to abort."""
         return []
 
@@ -260,17 +260,17 @@ class LocalStore:
     def abort_uploads(uploads: list[dict[str, str]]) -> None:  # pylint: disable=unused-argument
         """No multipart uploads on disk."""
 
-    def leftovers(self, db: str, of_type: str = "database") -> list[str]:
+    def leftovers(self, db: str, source_type: str = "database") -> list[str]:
         """Files of ``db`` in our naming that belong to no complete set: partials, crash remains.
 
         Invalid manifests and the files of the sets they name stay (they are
         reported instead): an unreadable commit point is not proof of a crash.
         """
         complete: set[str] = set()
-        for manifest in self.list(db, of_type):
+        for manifest in self.list(db, source_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files() + [manifest.file])
         return [os.path.join(directory, name) for _kind, directory, name in self._entries()
-                if belongs_to(name, db, of_type) and os.path.join(directory, name) not in complete
+                if belongs_to(name, db, source_type) and os.path.join(directory, name) not in complete
                 and not beside_invalid(os.path.join(directory, name), self.invalid)]
 
     def add_weekly(self, manifest: Manifest, s3_weekly: dict[str, Any] | None) -> Manifest:
@@ -329,8 +329,8 @@ class S3Store:
                 for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=prefix):
                     yield from page.get("Contents", [])
 
-    def list(self, db: str | None = None, of_type: str | None = "database") -> list[Manifest]:
-        """Complete sets, newest first: of database (or file set) ``db``, of ``of_type`` (None: every type)."""
+    def list(self, db: str | None = None, source_type: str | None = "database") -> list[Manifest]:
+        """Complete sets, newest first: of database (or file set) ``db``, of ``source_type`` (None: every type)."""
         objects = {o["Key"]: o for o in self._objects(db)}
         found: list[Manifest] = []
         for key in objects:
@@ -338,8 +338,8 @@ class S3Store:
                 continue
             with s3util.s3_errors("reading manifest", self.cfg.uri(key)):
                 raw = self.client.get_object(Bucket=self.cfg.bucket, Key=key)["Body"].read()
-            manifest = parse_manifest(raw, posixpath.basename(key), self.location, key, db, of_type, self.invalid)
-            if manifest is None or (db and manifest.database != db) or (of_type and manifest.type != of_type):
+            manifest = parse_manifest(raw, posixpath.basename(key), self.location, key, db, source_type, self.invalid)
+            if manifest is None or (db and manifest.name != db) or (source_type and manifest.source_type != source_type):
                 continue
             data = [objects.get(posixpath.join(posixpath.dirname(key), name)) for name in data_sizes(manifest)]
             if any(o is None or o["Size"] != size for o, size in zip(data, data_sizes(manifest).values())):
@@ -377,7 +377,7 @@ class S3Store:
 
     def delete(self, manifest: Manifest) -> None:
         keys = [self.sibling(manifest, name) for name in reversed(manifest.files())]
-        self.check_keys(keys, manifest.database)
+        self.check_keys(keys, manifest.name)
         for key in keys:
             with s3util.s3_errors("delete", self.cfg.uri(key)):
                 self.client.delete_object(Bucket=self.cfg.bucket, Key=key)
@@ -395,23 +395,23 @@ class S3Store:
                                 f"{', '.join(self.cfg.uri(p) for p in prefixes)} (a manifest naming it is not this "
                                 "tool's); nothing of that set was deleted.")
 
-    def leftovers(self, db: str, of_type: str = "database") -> list[str]:
+    def leftovers(self, db: str, source_type: str = "database") -> list[str]:
         """Objects of ``db`` in our naming that no manifest covers (see ``unfinished_uploads`` for the rest)."""
         complete: set[str] = set()
-        for manifest in self.list(db, of_type):
+        for manifest in self.list(db, source_type):
             complete.update(self.sibling(manifest, n) for n in manifest.files())
         return [o["Key"] for o in self._objects(db)
-                if set_member(self._in_folder(o["Key"]), db, of_type) and o["Key"] not in complete
+                if set_member(self._in_folder(o["Key"]), db, source_type) and o["Key"] not in complete
                 and not beside_invalid(o["Key"], self.invalid) and self.inside(o["Key"], self._db_prefixes(db))]
 
-    def unfinished_uploads(self, db: str, of_type: str = "database") -> list[dict[str, str]]:
+    def unfinished_uploads(self, db: str, source_type: str = "database") -> list[dict[str, str]]:
         """Multipart uploads of ``db`` a killed run never completed: invisible in listings, billed until aborted."""
         uploads: list[dict[str, str]] = []
         for prefix in self._db_prefixes(db):
             with s3util.s3_errors("listing multipart uploads", self.cfg.uri(prefix)):
                 resp = self.client.list_multipart_uploads(Bucket=self.cfg.bucket, Prefix=prefix)
             uploads.extend({"Key": u["Key"], "UploadId": u["UploadId"]} for u in resp.get("Uploads", [])
-                           if set_member(self._in_folder(u["Key"]), db, of_type)
+                           if set_member(self._in_folder(u["Key"]), db, source_type)
                            and self.inside(u["Key"], self._db_prefixes(db)))
         return uploads
 
@@ -464,7 +464,7 @@ class S3Store:
     def add_weekly(self, manifest: Manifest) -> Manifest:
         """Server-side copy of a daily set to the weekly prefix (no re-upload), manifest last."""
         date = manifest.started.strftime("%Y-%m-%d")
-        directory = self.dir_key("weekly", manifest.database, date)
+        directory = self.dir_key("weekly", manifest.name, date)
         for name in manifest.files()[:-1]:
             data = not name.endswith((".md5", ".sha256"))
             extra = {"TaggingDirective": "REPLACE", "Tagging": urlencode(object_tags("weekly", data)),

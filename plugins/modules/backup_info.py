@@ -26,13 +26,17 @@ attributes:
   check_mode:
     description: The module only reads.
 options:
-  db:
-    description: Only backups of this database (or, for file backups, of this file set).
+  name:
+    description:
+      - Only backups of this database or file set (RV(backups[].name)).
+      - Until 1.0.0 also read as C(db), its name before, with a deprecation warning.
     type: str
-  type:
-    description: Only database backups, only file backups (M(doctorq.backup.files_backup)), or both.
+  source_type:
+    description:
+      - Only database backups, only file-set backups (M(doctorq.backup.files_backup)), or both (RV(backups[].source_type)).
+      - Until 1.0.0 also read as C(type), its name before (with C(files) for V(file_set)), with a deprecation warning.
     type: str
-    choices: [database, files, all]
+    choices: [database, file_set, all]
     default: all
   backup_dir:
     description: Local backup directory to list. Omit to list S3 only.
@@ -69,7 +73,7 @@ options:
 EXAMPLES = r"""
 - name: Newest backups of doctorq, on disk and in S3
   doctorq.backup.backup_info:
-    db: doctorq
+    name: doctorq
     backup_dir: /var/backups/doctorq/database
     s3:
       bucket: doctorq-backups
@@ -102,18 +106,31 @@ backups:
       description: Backup id.
       type: str
       returned: always
+    name:
+      description: Whose backup it is - the database's or the file set's name.
+      type: str
+      returned: always
+    source_type:
+      description: What it was taken of.
+      type: str
+      choices: [database, file_set]
+      returned: always
+    contents:
+      description: "For file-set backups: root, paths, count, files, bytes, changed_during_backup."
+      type: dict
+      returned: for file-set backups
     database:
-      description: Database name (the file set's name for file backups).
+      description: RV(backups[].name) under its name before; deprecated, removed in 1.0.0.
       type: str
       returned: always
     type:
-      description: C(database) or C(files).
+      description: RV(backups[].source_type) under its name before (C(files) for V(file_set)); deprecated, removed in 1.0.0.
       type: str
       returned: always
     fileset:
-      description: "For file backups: root, paths, count, files, bytes, changed_during_backup."
+      description: RV(backups[].contents) under its name before; deprecated, removed in 1.0.0.
       type: dict
-      returned: for file backups
+      returned: for file-set backups
     kind:
       description: C(daily) or C(weekly).
       type: str
@@ -162,16 +179,18 @@ physical_backups:
   description:
     - pgBackRest backups of O(stanza), newest first.
     - Each with the facts M(doctorq.backup.pgbackrest_backup) returns of the backup it makes
-      (RV(doctorq.backup.pgbackrest_backup#module:backup)) - C(label) (the
-      O(doctorq.backup.pg_pitr_restore#module:target.backup_set) value), C(kind), C(type), C(prior), C(started_at),
-      C(finished_at), C(duration_s), C(database_size), C(delta), C(repo_size), C(repo_delta), C(wal_start),
-      C(wal_stop), C(lsn_start), C(lsn_stop), C(error) - and C(timeline) and C(on_latest_timeline) (whether a recovery
-      to the end of the window can start from it).
+      (RV(doctorq.backup.pgbackrest_backup#module:backup)) - C(id) (pgBackRest's label, the
+      O(doctorq.backup.pg_pitr_restore#module:target.backup_set) value), C(level) (V(full), V(diff) or V(incr)),
+      C(prior), C(started_at), C(finished_at), C(duration_s), C(database_size), C(delta), C(repo_size),
+      C(repo_delta), C(wal_start), C(wal_stop), C(lsn_start), C(lsn_stop), C(error) - and C(timeline) and
+      C(on_latest_timeline) (whether a recovery to the end of the window can start from it).
+    - Until 1.0.0 each also holds C(label) (C(id)), C(kind) (C(level) as V(physical_full), V(differential) or
+      V(incremental)) and C(type) (C(level)), the keys of before; deprecated, removed in 1.0.0.
   returned: with O(stanza)
   type: list
   elements: dict
   sample:
-    - {label: 20251109-060002F_20251109-063001I, kind: incremental, type: incr, prior: 20251109-060002F,
+    - {id: 20251109-060002F_20251109-063001I, level: incr, prior: 20251109-060002F,
        started_at: "2025-11-09T06:30:01Z", finished_at: "2025-11-09T06:30:40Z", repo_delta: 18231040, timeline: 1,
        on_latest_timeline: true}
 recoverable_window:
@@ -203,10 +222,10 @@ from ansible_collections.doctorq.backup.plugins.module_utils.s3 import S3Config,
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            db=dict(type="str"),
+            name=dict(type="str"),
             backup_dir=dict(type="path"),
             kind=dict(type="str", default="all", choices=["daily", "weekly", "all"]),
-            type=dict(type="str", default="all", choices=["database", "files", "all"]),
+            source_type=dict(type="str", default="all", choices=["database", "file_set", "all"]),
             limit=dict(type="int", default=0),
             verify=dict(type="bool", default=False),
             s3=s3_argument_spec(),
@@ -224,8 +243,8 @@ def main() -> None:
         if params["limit"] < 0:
             raise ConfigError("limit must be 0 (all) or a positive number.")
         candidates = stores(params["backup_dir"], S3Config.from_params(params["s3"]))
-        of_type = None if params["type"] == "all" else params["type"]
-        listed, s3_error = list_reachable(candidates, params["db"], of_type)
+        source_type = None if params["source_type"] == "all" else params["source_type"]
+        listed, s3_error = list_reachable(candidates, params["name"], source_type)
         if s3_error:  # the local backups are listed all the same: S3 down is when they matter most
             module.warn(s3_unavailable(s3_error, params["backup_dir"]))
         for warning in ignored(candidates):

@@ -141,14 +141,19 @@ backup:
     sha256: {description: SHA-256 of the archive., type: str, returned: always}
     md5: {description: MD5 of the archive., type: str, returned: always}
     s3_uri: {description: "URI of the S3 copy, null without S3.", type: str, returned: always}
-    type: {description: Always C(files)., type: str, returned: always}
-    fileset:
+    name: {description: The file set's name (O(name))., type: str, returned: always}
+    source_type: {description: Always C(file_set)., type: str, returned: always}
+    contents:
       description: >-
         root, paths (as in the archive), sources (absolute), exclude, preset, count (entries), files, dirs, symlinks,
         bytes (file data), changed_during_backup, tar_version, and sample (path, size and SHA-256 of up to 32 files read
         back from disk, checked by files_restore).
       type: dict
       returned: always
+    type: {description: "Always C(files): RV(backup.source_type) under its name before; deprecated, removed in 1.0.0.",
+           type: str, returned: always}
+    fileset: {description: "RV(backup.contents) under its name before; deprecated, removed in 1.0.0.", type: dict,
+              returned: always}
     weekly: {description: Whether a weekly copy was made., type: bool, returned: always}
     weekly_path: {description: Path of the weekly copy., type: str, returned: when weekly}
     weekly_s3_uri: {description: URI of the weekly S3 copy., type: str, returned: when weekly}
@@ -156,8 +161,9 @@ backup:
     id: uploads_files_20251107_020000
     path: /var/backups/doctorq/files/uploads_files_20251107_020000.tar.zst
     size: 52428800
-    type: files
-    fileset: {root: /srv/doctorq/uploads, paths: ["."], count: 1204, files: 1180, dirs: 24, symlinks: 0, bytes: 73400320,
+    name: uploads
+    source_type: file_set
+    contents: {root: /srv/doctorq/uploads, paths: ["."], count: 1204, files: 1180, dirs: 24, symlinks: 0, bytes: 73400320,
               changed_during_backup: []}
 changed_during_backup:
   description: Files tar saw change, shrink or disappear while it read them (C(path) as in the archive, C(reason)).

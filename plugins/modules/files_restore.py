@@ -187,7 +187,7 @@ log_file:
   type: str
 audit_file:
   description: >-
-    Path of the audit log this run appended its line to (C("type": "files")) - C(restore_audit.jsonl) in
+    Path of the audit log this run appended its line to (C("source_type": "file_set"), C("name")) - C(restore_audit.jsonl) in
     O(backup_dir), as for database restores.
   returned: when not in check mode
   type: str

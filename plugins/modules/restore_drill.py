@@ -107,6 +107,17 @@ report:
       type: str
       choices: [success, failure]
       returned: always
+    name:
+      description: >-
+        Whose backup was drilled, the database's or the file set's name (until 1.0.0 also under C(database) or
+        C(file_set), its key before).
+      type: str
+      returned: always
+    source_type:
+      description: What was drilled.
+      type: str
+      choices: [database, file_set]
+      returned: always
     rto_s:
       description: Seconds from start to a verified restore.
       type: float

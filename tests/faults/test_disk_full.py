@@ -36,7 +36,7 @@ def job_params(pg_server, db: str, backup_dir, **extra: Any) -> dict[str, Any]:
 
 
 def listing(run_module, backup_dir, s3: dict[str, Any], db: str) -> list[tuple[str, str]]:
-    result = run_module("backup_info", {"backup_dir": str(backup_dir), "db": db, "s3": s3})
+    result = run_module("backup_info", {"backup_dir": str(backup_dir), "name": db, "s3": s3})
     assert not result.get("failed"), result.get("msg")
     return sorted((b["id"], b["location"]) for b in result["backups"])
 

@@ -87,11 +87,11 @@ def test_awkward_database_names_back_up_list_and_restore_from_s3(stem, make_db, 
     result = ok(run_module("pg_backup", {**pg_server.params(name), "backup_dir": backup_dir, "weekly": "always",
                                          "s3": s3_bucket}))
     made = result["backup"]
-    assert made["database"] == name and made["s3_uri"] and made["weekly_s3_uri"]
+    assert made["name"] == name and made["s3_uri"] and made["weekly_s3_uri"]
     assert os.path.dirname(made["path"]) == backup_dir and plain(os.path.basename(made["path"]))
     assert os.path.dirname(result["log_file"]) == backup_dir and plain(os.path.basename(result["log_file"]))
     manifest = read_json(made["path"] + ".manifest.json")
-    assert manifest["database"] == name
+    assert manifest["name"] == name
     assert {(t["schema"], t["name"], t["rows"]) for t in manifest["tables"]} == {(SCHEMA, TABLE, 50)}
     assert name in "\n".join(result["log"])
 
@@ -102,17 +102,17 @@ def test_awkward_database_names_back_up_list_and_restore_from_s3(stem, make_db, 
     metadata = client.head_object(Bucket=s3_bucket["bucket"], Key=data_key)["Metadata"]
     assert metadata and all(v.isascii() for v in metadata.values())
     s3_manifest = json.loads(client.get_object(Bucket=s3_bucket["bucket"], Key=data_key + ".manifest.json")["Body"].read())
-    assert s3_manifest["database"] == name
+    assert s3_manifest["name"] == name
 
-    listed = ok(run_module("backup_info", {"db": name, "backup_dir": backup_dir, "s3": s3_bucket}))["backups"]
-    assert {(b["id"], b["database"], b["kind"], b["location"]) for b in listed} == {
+    listed = ok(run_module("backup_info", {"name": name, "backup_dir": backup_dir, "s3": s3_bucket}))["backups"]
+    assert {(b["id"], b["name"], b["kind"], b["location"]) for b in listed} == {
         (made["id"], name, kind, where) for kind in ("daily", "weekly") for where in ("local", "s3")}
 
     # a new host: nothing on disk, so the restore reads the bucket
     target = name + " r"
     restored = ok(run_module("pg_restore_safe", {**pg_server.params(), "db": target, "source_db": name,
                                                  "backup_dir": str(tmp_path / "new-host"), "s3": s3_bucket}))
-    assert restored["source"]["location"] == "s3" and restored["source"]["database"] == name
+    assert restored["source"]["location"] == "s3" and restored["source"]["name"] == name
     assert table_digest(pg_server, target) == table_digest(pg_server, name)
     assert plain(os.path.basename(restored["log_file"]))
 
@@ -133,9 +133,9 @@ def test_long_non_ascii_name_restores_in_place_and_drills(make_db, pg_server, tm
 
     report = ok(run_module("restore_drill", {**pg_server.params(), "db": name, "backup_dir": backup_dir,
                                              "report_dir": str(tmp_path / "reports")}))["report"]
-    assert report["status"] == "success" and report["database"] == name
+    assert report["status"] == "success" and report["name"] == name
     assert len(report["scratch_database"].encode()) <= 63
-    assert read_json(report["report_file"])["database"] == name
+    assert read_json(report["report_file"])["name"] == name
     assert os.path.dirname(report["report_file"]) == str(tmp_path / "reports")
 
 
@@ -148,10 +148,10 @@ def test_file_set_with_an_awkward_name_backs_up_restores_and_drills(s3_bucket, t
     made = ok(run_module("files_backup", {"name": name, "paths": [str(app)], "backup_dir": backup_dir,
                                           "s3": s3_bucket, "weekly": "never"}))["backup"]
     assert made["s3_uri"] and os.path.dirname(made["path"]) == backup_dir and plain(os.path.basename(made["path"]))
-    assert read_json(made["path"] + ".manifest.json")["database"] == name
-    listed = ok(run_module("backup_info", {"db": name, "type": "files", "backup_dir": backup_dir,
+    assert read_json(made["path"] + ".manifest.json")["name"] == name
+    listed = ok(run_module("backup_info", {"name": name, "source_type": "file_set", "backup_dir": backup_dir,
                                            "s3": s3_bucket}))["backups"]
-    assert {(b["database"], b["location"]) for b in listed} == {(name, "local"), (name, "s3")}
+    assert {(b["name"], b["location"]) for b in listed} == {(name, "local"), (name, "s3")}
     target = tmp_path / "restored"
     restored = ok(run_module("files_restore", {"name": name, "backup_dir": str(tmp_path / "new-host"),
                                                "s3": s3_bucket, "target": str(target)}))
@@ -168,7 +168,7 @@ def test_verification_after_restore_names_tables_by_schema_and_name(make_db, pg_
     name = make_db(f"verify {secrets.token_hex(3)}")
     conn = PgConn.from_params({**pg_server.params(), "db": None})
     restore = _Restore(RestoreJob(conn=conn, db=name), None)
-    manifest = Manifest(id="x", database=name, kind="daily", started_at="2025-01-01T00:00:00Z",
+    manifest = Manifest(id="x", name=name, kind="daily", started_at="2025-01-01T00:00:00Z",
                         finished_at="2025-01-01T00:00:00Z", duration_s=0, file="x", size=0, sha256="", md5="",
                         compression="zstd", compression_level=3,
                         tables=[{"schema": SCHEMA, "name": TABLE, "rows": None, "rows_estimate": 50}])
@@ -205,7 +205,7 @@ def test_backups_named_as_before_0_2_stay_listed_and_restorable(stem, make_db, p
     old_path = as_written_before_0_2(made, name)
     assert os.path.basename(old_path).startswith(name)
 
-    listed = ok(run_module("backup_info", {"db": name, "backup_dir": backup_dir, "verify": True}))
+    listed = ok(run_module("backup_info", {"name": name, "backup_dir": backup_dir, "verify": True}))
     assert [(b["file"], b["location"]) for b in listed["backups"]] == [(os.path.basename(old_path), "local")]
     assert not [w for w in listed.get("warnings") or [] if "ignored" in w], listed["warnings"]
 

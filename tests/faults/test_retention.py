@@ -42,7 +42,7 @@ def triples(entries: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 
 def listed_ids(run_module, backup_dir, db: str, s3: dict[str, Any] | None = None) -> set[str]:
-    args: dict[str, Any] = {"backup_dir": str(backup_dir), "db": db, **({"s3": s3} if s3 else {})}
+    args: dict[str, Any] = {"backup_dir": str(backup_dir), "name": db, **({"s3": s3} if s3 else {})}
     result = run_module("backup_info", args)
     assert not result.get("failed"), result.get("msg")
     return {b["id"] for b in result["backups"]}
@@ -123,7 +123,7 @@ def test_planted_manifests_never_make_retention_delete_outside_backup_dir(pg_ser
         assert name in log
 
     # the listing and a restore of the newest backup say so too, and never follow them
-    info = run_module("backup_info", {"db": pg_db, "backup_dir": str(backup_dir)})
+    info = run_module("backup_info", {"name": pg_db, "backup_dir": str(backup_dir)})
     plan = run_restore(RestoreJob.from_params({**pg_server.params(pg_db), "backup_dir": str(backup_dir),
                                                "confirm": pg_db}), check_mode=True)
     assert plan["source"]["id"] == result["backup"]["id"], plan.get("msg")

@@ -40,7 +40,7 @@ def test_the_first_good_run_uploads_what_s3_missed_on_the_very_first_one(
         assert s3_body(seaweed.client(), s3_bucket["bucket"], key) == handle.read()
     assert read_json(missed["path"] + ".manifest.json")["s3"]["key"] == key
     # both backups are complete in S3 and pass verification there
-    info = run_module("backup_info", {"backup_dir": str(backup_dir), "db": pg_db, "s3": s3_bucket, "verify": True})
+    info = run_module("backup_info", {"backup_dir": str(backup_dir), "name": pg_db, "s3": s3_bucket, "verify": True})
     assert not info.get("failed"), info.get("msg")
     in_s3 = {b["id"]: b["verification"]["state"] for b in info["backups"] if b["location"] == "s3"}
     assert in_s3 == {missed["id"]: "verified", second["backup"]["id"]: "verified"}

@@ -51,12 +51,12 @@ def made(pg_server, pg_db, s3_bucket, backup_dir, run_module) -> dict[str, Any]:
 
 def test_listing_shows_local_backups_and_says_s3_is_unavailable(made, pg_db, s3_bucket, backup_dir, run_module):
     down = unreachable(s3_bucket)
-    result = ok(run_module("backup_info", {"db": pg_db, "backup_dir": backup_dir, "s3": down}))
+    result = ok(run_module("backup_info", {"name": pg_db, "backup_dir": backup_dir, "s3": down}))
     assert [(b["id"], b["location"]) for b in result["backups"]] == [(made["id"], "local")]
     assert "S3 listing failed" in result["s3_error"] and S3_DOWN in result["s3_error"]
     warned_about_s3(result)
     # without a local directory there is nothing to fall back to: that still fails, naming S3
-    msg = run_module("backup_info", {"db": pg_db, "s3": down})
+    msg = run_module("backup_info", {"name": pg_db, "s3": down})
     assert msg.get("failed") and S3_DOWN in msg["msg"], msg
 
 

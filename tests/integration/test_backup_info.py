@@ -58,11 +58,11 @@ def test_lists_newest_first_with_filters(run_module, pg_db, s3_bucket, backups):
     started = [b["started_at"] for b in everything]
     assert started == sorted(started, reverse=True)
     assert len(everything) == 8  # (2 dailies + 1 weekly of pg_db + 1 daily of other) x (disk, S3)
-    assert {b["database"] for b in everything} == {pg_db, other}
+    assert {b["name"] for b in everything} == {pg_db, other}
     assert everything[0]["id"] == other_id
 
-    mine = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db)["backups"]
-    assert {b["database"] for b in mine} == {pg_db}
+    mine = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db)["backups"]
+    assert {b["name"] for b in mine} == {pg_db}
     assert [b["id"] for b in mine] == [newest] * 2 + [older] * 4
     assert {(b["kind"], b["location"]) for b in mine if b["id"] == older} == \
         {("daily", "local"), ("daily", "s3"), ("weekly", "local"), ("weekly", "s3")}
@@ -74,21 +74,21 @@ def test_lists_newest_first_with_filters(run_module, pg_db, s3_bucket, backups):
             assert entry["origin"].endswith(".manifest.json") and entry["storage_class"] == "STANDARD"
             assert entry["s3_uri"] == f"s3://{s3_bucket['bucket']}/{entry['origin'][:-len('.manifest.json')]}"
 
-    weekly = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db, kind="weekly")["backups"]
+    weekly = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db, kind="weekly")["backups"]
     assert [(b["id"], b["kind"]) for b in weekly] == [(older, "weekly")] * 2
-    local_dailies = info(run_module, backup_dir=backup_dir, db=pg_db, kind="daily")["backups"]
+    local_dailies = info(run_module, backup_dir=backup_dir, name=pg_db, kind="daily")["backups"]
     assert [(b["id"], b["location"]) for b in local_dailies] == [(newest, "local"), (older, "local")]
-    s3_only = info(run_module, s3=s3_bucket, db=pg_db)["backups"]
+    s3_only = info(run_module, s3=s3_bucket, name=pg_db)["backups"]
     assert {b["location"] for b in s3_only} == {"s3"} and len(s3_only) == 3
-    limited = info(run_module, backup_dir=backup_dir, db=pg_db, limit=2)["backups"]
+    limited = info(run_module, backup_dir=backup_dir, name=pg_db, limit=2)["backups"]
     assert [b["id"] for b in limited] == [newest, older]
-    nothing = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=f"{pg_db}_none")["backups"]
+    nothing = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=f"{pg_db}_none")["backups"]
     assert nothing == []
 
 
 def test_verify_catches_one_flipped_byte(run_module, pg_db, s3_bucket, seaweed, backups):
     backup_dir, (oldest, newest), _other, _other_id = backups
-    clean = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db, verify=True)
+    clean = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db, verify=True)
     assert clean["corrupt"] == []
     assert {b["verification"]["state"] for b in clean["backups"]} == {"verified"}
     assert all(b["verification"]["ok"] is True for b in clean["backups"])
@@ -103,7 +103,7 @@ def test_verify_catches_one_flipped_byte(run_module, pg_db, s3_bucket, seaweed, 
     body[len(body) // 2] ^= 0x01
     client.put_object(Bucket=s3_bucket["bucket"], Key=key, Body=bytes(body))
 
-    result = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db, verify=True)
+    result = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db, verify=True)
     states = {(b["id"], b["kind"], b["location"]): b["verification"] for b in result["backups"]}
     corrupt = {k for k, v in states.items() if v["state"] == "corrupt"}
     assert corrupt == {(newest, "daily", "local"), (oldest, "daily", "s3")}
@@ -128,7 +128,7 @@ def test_verify_covers_the_globals_file(pg_server, pg_db, run_module, tmp_path):
 def test_incomplete_or_foreign_sets_are_never_listed(run_module, pg_db, s3_bucket, seaweed, backups):
     backup_dir, (oldest, newest), _other, _other_id = backups
     client, bucket = seaweed.client(), s3_bucket["bucket"]
-    before = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db)["backups"]
+    before = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db)["backups"]
     s3_manifest = {b["id"]: b["origin"] for b in before if b["location"] == "s3" and b["kind"] == "daily"}
 
     # oldest daily: manifest gone (an interrupted run); newest: data file truncated (damaged); the weekly stays
@@ -144,5 +144,5 @@ def test_incomplete_or_foreign_sets_are_never_listed(run_module, pg_db, s3_bucke
     with open(backup_dir / f"{pg_db}_full_20200101_000000.dump.zst", "w", encoding="utf-8") as handle:
         handle.write("x")
 
-    after = info(run_module, backup_dir=backup_dir, s3=s3_bucket, db=pg_db)["backups"]
+    after = info(run_module, backup_dir=backup_dir, s3=s3_bucket, name=pg_db)["backups"]
     assert {(b["id"], b["kind"], b["location"]) for b in after} == {(oldest, "weekly", "local"), (oldest, "weekly", "s3")}

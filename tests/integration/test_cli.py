@@ -152,7 +152,7 @@ def test_drill_restores_into_a_scratch_database_and_reports(pg_server, pg_db, tm
     assert done.returncode == 0, done.stderr
     assert f"Restore drill of {pg_db}: success" in done.stdout
     report = read_json(str(reports / f"drill_{pg_db}.json"))
-    assert report["status"] == "success" and report["database"] == pg_db and report["rto_s"] > 0
+    assert report["status"] == "success" and report["name"] == pg_db and report["source_type"] == "database" and report["rto_s"] > 0
     assert report["tables"]["missing"] == [] and report["tables"]["expected"] == 5
     assert not pg_server.query("SELECT 1 FROM pg_database WHERE datname = %s", (report["scratch_database"],))
 
@@ -181,7 +181,7 @@ def manifests_by_set(backup_dir: str) -> dict[str, dict]:
     for rel in tree(backup_dir):
         if rel.endswith(".manifest.json") and "/" not in rel:
             manifest = read_json(os.path.join(backup_dir, rel))
-            found[manifest["database"]] = manifest
+            found[manifest["name"]] = manifest
     return found
 
 
@@ -207,8 +207,8 @@ def test_files_backup_list_and_drill_of_every_set(tmp_path, s3_bucket, seaweed):
     assert lines and all(re.match(LOG_LINE, line) for line in lines), done.stdout
     assert done.stdout.count("Backup completed successfully") == 2
     made = manifests_by_set(backups)
-    assert made["uploads"]["fileset"]["exclude"] == ["*.tmp"] and made["uploads"]["fileset"]["files"] == 2
-    assert made["reports"]["fileset"]["exclude"] == ["*.log"] and made["reports"]["fileset"]["files"] == 2
+    assert made["uploads"]["contents"]["exclude"] == ["*.tmp"] and made["uploads"]["contents"]["files"] == 2
+    assert made["reports"]["contents"]["exclude"] == ["*.log"] and made["reports"]["contents"]["files"] == 2
     for name, manifest in made.items():
         assert len([k for k in s3_keys(client, bucket, f"postgresql/{name}/") if manifest["id"] in k]) == 4
 

@@ -179,8 +179,8 @@ def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_mo
     result = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir, "s3": s3_bucket}))
     made = result["backup"]
     assert result["changed"] is True and result["changed_during_backup"] == []
-    assert made["type"] == "files" and made["id"].startswith("app_files_") and made["path"].endswith(".tar.zst")
-    fileset = made["fileset"]
+    assert made["source_type"] == "file_set" and made["type"] == "files" and made["id"].startswith("app_files_") and made["path"].endswith(".tar.zst")
+    fileset = made["contents"]
     assert fileset["root"] == app and fileset["paths"] == ["."] and fileset["sources"] == [app]
     regular = [k for k, v in before.items() if v[0][0] == "file"]
     assert fileset["files"] == len(regular) == 9
@@ -192,7 +192,7 @@ def test_round_trip_through_s3_and_stock_tools(app, backup_dir, tmp_path, run_mo
     subprocess.run(["sha256sum", "-c", os.path.basename(made["path"]) + ".sha256"], cwd=backup_dir, check=True,
                    capture_output=True)
     manifest = json.loads(open(made["path"] + ".manifest.json", encoding="utf-8").read())
-    assert manifest["type"] == "files" and manifest["format"] == "tar" and manifest["fileset"] == fileset
+    assert manifest["source_type"] == "file_set" and manifest["format"] == "tar" and manifest["contents"] == fileset
     # a sample of content hashes, read back from disk: here every regular file (one of the hard-linked pair)
     sample = {item["path"]: item["sha256"] for item in fileset["sample"]}
     assert len(sample) == 8 and "docs/résumé – ü.txt" in sample and "docs/with space & 'quote'.txt" in sample
@@ -273,7 +273,7 @@ def test_restore_in_place_needs_confirmation_keeps_previous_and_a_safety_backup(
     with open(os.path.join(backup_dir, "restore_audit.jsonl"), encoding="utf-8") as handle:
         audit = [json.loads(line) for line in handle]
     assert [a["status"] for a in audit] == ["failure"] * 3 + ["success", "success"]
-    assert audit[3]["type"] == "files" and audit[3]["target"] == app and audit[3]["previous"] == previous
+    assert audit[3]["source_type"] == "file_set" and audit[3]["name"] == "app" and audit[3]["target"] == app and audit[3]["previous"] == previous
 
 
 def test_excludes_and_the_backup_directory_inside_the_set(app, tmp_path, run_module):
@@ -285,7 +285,7 @@ def test_excludes_and_the_backup_directory_inside_the_set(app, tmp_path, run_mod
     backup_dir = os.path.join(app, "var", "backups")  # inside the set: must not archive itself
     made = ok(run_module("files_backup", {"name": "app", "paths": [app], "backup_dir": backup_dir,
                                           "exclude": ["*.tmp", "cache"]}))["backup"]
-    assert made["fileset"]["exclude"] == ["*.tmp", "cache"]
+    assert made["contents"]["exclude"] == ["*.tmp", "cache"]
     with subprocess.Popen(["zstd", "-dc", made["path"]], stdout=subprocess.PIPE) as proc:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             names = {os.path.normpath(m.name) for m in archive}
@@ -326,18 +326,18 @@ def test_file_modified_during_the_backup_is_reported(app, backup_dir, tmp_path, 
     # warn (default): kept, and the file named everywhere a person or a program looks
     changed = result["changed_during_backup"]
     assert {"path": "./growing.log", "reason": "file changed as we read it"} in changed
-    assert result["backup"]["fileset"]["changed_during_backup"] == changed
+    assert result["backup"]["contents"]["changed_during_backup"] == changed
     assert any("changed while they were read" in w and "./growing.log" in w for w in result["warnings"])
     assert any("WARNING" in line and "./growing.log" in line for line in result["log"])
     manifest = json.loads(open(result["backup"]["path"] + ".manifest.json", encoding="utf-8").read())
-    assert manifest["fileset"]["changed_during_backup"] == changed
+    assert manifest["contents"]["changed_during_backup"] == changed
     prom = (metrics / "doctorq_files_backup_app.prom").read_text()
-    assert f'doctorq_files_backup_last_changed_files{{database="app"}} {len(changed)}' in prom
-    assert 'doctorq_files_backup_last_run_status{database="app"} 1' in prom
+    assert f'doctorq_files_backup_last_changed_files{{name="app",database="app"}} {len(changed)}' in prom
+    assert 'doctorq_files_backup_last_run_status{name="app",database="app"} 1' in prom
     # fail: nothing kept, nothing left behind
     msg = failed(failing, "changed while they were read", "./growing.log", "nothing was kept")
     assert "on_change" in msg
-    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "type": "files"}))["backups"]
+    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "source_type": "file_set"}))["backups"]
     assert [b["id"] for b in listed] == [result["backup"]["id"]]
     assert not [n for n in os.listdir(backup_dir) if n.endswith(".partial")]
 
@@ -367,7 +367,7 @@ def test_corrupted_archive_is_refused_and_the_target_untouched(app, backup_dir, 
     assert stray_dirs(os.path.dirname(app), "app") == []
     assert not os.path.exists(os.path.join(backup_dir, "safety"))  # the safety backup comes after verification
     info = ok(run_module("backup_info", {"backup_dir": backup_dir, "verify": True}))
-    assert info["corrupt"] == [made["id"]] and info["backups"][0]["type"] == "files"
+    assert info["corrupt"] == [made["id"]] and info["backups"][0]["source_type"] == "file_set"
 
 
 def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | None]], name: str = "evil",
@@ -390,11 +390,11 @@ def forge_backup(backup_dir: str, members: list[tuple[tarfile.TarInfo, bytes | N
     digest = hasher.digest()
     with open(path + ".sha256", "wb") as handle:
         handle.write(checksum_line(digest.sha256, file))
-    manifest = Manifest(id=bid, database=name, kind="daily", started_at=iso(started), finished_at=iso(started),
+    manifest = Manifest(id=bid, name=name, kind="daily", started_at=iso(started), finished_at=iso(started),
                         duration_s=0.1, file=file, size=digest.size, sha256=digest.sha256, md5=digest.md5,
-                        compression="zstd", compression_level=3, format="tar", type="files",
-                        fileset={"root": "/srv/evil", "paths": ["."], "count": len(members), "bytes": 0,
-                                 "sample": sample or []})
+                        compression="zstd", compression_level=3, format="tar", source_type="file_set",
+                        contents={"root": "/srv/evil", "paths": ["."], "count": len(members), "bytes": 0,
+                                  "sample": sample or []})
     with open(path + ".manifest.json", "wb") as handle:
         handle.write(manifest.to_json())
     return path
@@ -527,7 +527,7 @@ def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_modu
     db_file = os.path.join(backup_dir, f"{db_bid}.dump.zst")
     with open(db_file, "wb") as handle:
         handle.write(b"dump")
-    db_manifest = Manifest(id=db_bid, database="app", kind="daily", started_at=iso(now - 500 * DAY),
+    db_manifest = Manifest(id=db_bid, name="app", kind="daily", started_at=iso(now - 500 * DAY),
                            finished_at=iso(now - 500 * DAY), duration_s=1.0, file=os.path.basename(db_file), size=4,
                            sha256="0" * 64, md5="0" * 32, compression="zstd", compression_level=3)
     with open(db_file + ".manifest.json", "wb") as handle:
@@ -538,7 +538,7 @@ def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_modu
     expected = {(ids[x], "daily", where) for x in "ABC" for where in ("local", "s3")} | \
         {(ids["A"], "weekly", where) for where in ("local", "s3")}
     assert gone == expected
-    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "s3": s3_bucket, "type": "files"}))["backups"]
+    listed = ok(run_module("backup_info", {"backup_dir": backup_dir, "s3": s3_bucket, "source_type": "file_set"}))["backups"]
     assert {(b["id"], b["kind"], b["location"]) for b in listed} == \
         {(i, k, where) for i, k in ((ids["D"], "daily"), (final["backup"]["id"], "daily"), (ids["B"], "weekly"))
          for where in ("local", "s3")}
@@ -547,9 +547,9 @@ def test_weekly_copies_and_retention_on_disk_and_in_s3(app, backup_dir, run_modu
     assert not [k for k in keys if ids["A"] in k or ids["C"] in k]
     assert os.path.exists(db_file) and os.path.exists(db_file + ".manifest.json")
     # backup_info lists both kinds side by side, each with its type
-    both = ok(run_module("backup_info", {"backup_dir": backup_dir, "db": "app"}))["backups"]
-    assert {b["type"] for b in both} == {"database", "files"}
-    assert [b["id"] for b in both if b["type"] == "database"] == [db_bid]
+    both = ok(run_module("backup_info", {"backup_dir": backup_dir, "name": "app"}))["backups"]
+    assert {b["source_type"] for b in both} == {"database", "file_set"}
+    assert [b["id"] for b in both if b["source_type"] == "database"] == [db_bid]
 
 
 def test_crash_leftovers_are_cleaned_per_type(app, backup_dir, run_module):
@@ -608,10 +608,10 @@ def test_postgresql_config_preset_round_trip(tmp_path, backup_dir, run_module):
     result = ok(run_module("files_backup", {"preset": "postgresql_config", "pg_config_dir": str(etc),
                                             "backup_dir": backup_dir}))
     made = result["backup"]
-    assert made["database"] == "postgresql_config" and made["fileset"]["preset"] == "postgresql_config"
-    assert made["fileset"]["root"] == "/"
-    assert made["fileset"]["sources"] == [str(cluster), str(ssl / "server.crt"), str(data / "server.key"),
-                                          str(ssl / "root.crl"), str(data / "postgresql.auto.conf")]
+    assert made["name"] == "postgresql_config" and made["contents"]["preset"] == "postgresql_config"
+    assert made["contents"]["root"] == "/"
+    assert made["contents"]["sources"] == [str(cluster), str(ssl / "server.crt"), str(data / "server.key"),
+                                           str(ssl / "root.crl"), str(data / "postgresql.auto.conf")]
     assert any("missing-ca.crt" in w for w in result["warnings"])
 
     target = str(tmp_path / "restored")
@@ -656,7 +656,8 @@ def test_bad_options_fail_before_writing(args, needle, backup_dir, run_module):
 def test_database_backup_is_not_restored_as_files(backup_dir, run_module, tmp_path):
     forged = forge_backup(backup_dir, [entry("a.txt")])
     raw = json.loads(open(forged + ".manifest.json", encoding="utf-8").read())
-    del raw["type"], raw["fileset"]  # what a pg_backup manifest looks like, its names too
+    raw["source_type"] = "database"  # what a pg_backup manifest looks like, its names too
+    del raw["contents"]
     raw["id"] = raw["id"].replace("_files_", "_full_")
     raw["file"], raw["format"] = raw["id"] + ".dump.zst", "custom"
     path = os.path.join(backup_dir, raw["file"])
@@ -673,7 +674,7 @@ def test_files_backup_is_not_restored_as_a_database(backup_dir, run_module):
     # refused from the manifest alone, before any connection to a server
     failed(run_module("pg_restore_safe", {"db": "doctorq_nowhere", "source": path, "backup_dir": backup_dir,
                                           "login_host": "127.0.0.1", "login_port": 1}),
-           "is a files backup, not a database backup", "files_restore")
+           "is a file set backup, not a database backup", "files_restore")
 
 
 # --------------------------------------------------------------------------
@@ -759,7 +760,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     assert report["status"] == "success" and report["error"] is None and report["file_set"] == "app"
     assert report["backup_id"] == newest["id"] and report["backup_location"] == "s3"
     regular = [v for k, v in before.items() if v[0][0] == "file"]
-    expected = {"files": len(regular), "symlinks": 3, "bytes": newest["fileset"]["bytes"]}
+    expected = {"files": len(regular), "symlinks": 3, "bytes": newest["contents"]["bytes"]}
     assert report["files"] == {"expected": expected, "found": expected, "sample": 8, "sample_differing": []}
     assert report["rto_s"] > 0 and 0 <= report["rpo_s"] < 600
     assert {"download", "inspect", "extract"} <= set(report["durations"])
@@ -770,7 +771,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
     saved = json.loads((reports / "drill_files_app.json").read_text())
     assert saved == {k: v for k, v in report.items() if k != "report_file"}
     prom = (metrics / "doctorq_files_drill_app.prom").read_text()
-    assert 'doctorq_files_drill_last_run_status{database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
+    assert 'doctorq_files_drill_last_run_status{name="app",database="app"} 1' in prom and "doctorq_files_drill_rto_seconds" in prom
     assert hook.received == []  # notification.notify_on defaults to failure
     assert snapshot(app) != before and os.path.exists(app)  # the live tree is never touched
 
@@ -778,7 +779,7 @@ def test_drill_restores_the_newest_from_s3_compares_and_cleans_up(app, backup_di
 def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_path, run_module):
     path = forge_backup(backup_dir, [entry("a.txt", data=b"one\n"), entry("b.txt", data=b"two\n")], name="forged")
     manifest = json.loads(open(path + ".manifest.json", encoding="utf-8").read())
-    manifest["fileset"].update(files=3, symlinks=0, bytes=8)  # the manifest promises a file the archive lacks
+    manifest["contents"].update(files=3, symlinks=0, bytes=8)  # the manifest promises a file the archive lacks
     with open(path + ".manifest.json", "w", encoding="utf-8") as handle:
         json.dump(manifest, handle)
     metrics = tmp_path / "metrics"
@@ -797,7 +798,7 @@ def test_drill_fails_when_the_tree_differs_from_the_manifest(backup_dir, tmp_pat
     assert report["status"] == "failure" and report["error"] in msg
     assert report["files"]["found"] == {"files": 2, "symlinks": 0, "bytes": 8}
     assert not os.path.exists(report["scratch_dir"]) and drill_leftovers(backup_dir) == []
-    assert 'doctorq_files_drill_last_run_status{database="forged"} 0' in (metrics / "doctorq_files_drill_forged.prom").read_text()
+    assert 'doctorq_files_drill_last_run_status{name="forged",database="forged"} 0' in (metrics / "doctorq_files_drill_forged.prom").read_text()
     assert [body["event"] for _path, body in hook.received] == ["files_drill"]
     assert hook.received[0][1]["status"] == "failure" and hook.received[0][1]["file_set"] == "forged"
 

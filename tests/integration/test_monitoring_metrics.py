@@ -22,7 +22,7 @@ from monitoring_support import monitored_names, vocabulary
 
 # What only PITR drills (pgBackRest) write.
 PITR_ONLY = {"doctorq_drill_archive_lag_seconds"}
-SAMPLE_RE = re.compile(r'(doctorq_[a-z0-9_]+)\{database="([^"]*)"\} (\S+)')
+SAMPLE_RE = re.compile(r'(doctorq_[a-z0-9_]+)\{name="([^"]*)",database="\2"\} (\S+)')
 
 
 def prom(path: str) -> dict[str, float]:

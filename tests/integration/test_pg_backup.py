@@ -105,7 +105,7 @@ def both(backup_id: str, kind: str) -> set[tuple[str, str, str]]:
 
 
 def listing(run_module, backup_dir, s3: dict[str, Any] | None, db: str, **extra: Any) -> list[dict[str, Any]]:
-    args: dict[str, Any] = {"backup_dir": str(backup_dir), "db": db, **extra}
+    args: dict[str, Any] = {"backup_dir": str(backup_dir), "name": db, **extra}
     if s3:
         args["s3"] = s3
     return ok(run_module("backup_info", args))["backups"]
@@ -124,7 +124,7 @@ def prom_samples(path: str) -> dict[str, float]:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue
-            match = re.fullmatch(r'(doctorq_backup_[a-z_]+)\{database="([^"]*)"\} (\S+)', line.strip())
+            match = re.fullmatch(r'(doctorq_backup_[a-z_]+)\{name="([^"]*)",database="\2"\} (\S+)', line.strip())
             assert match, f"not a Prometheus sample line: {line!r}"
             samples[match.group(1)] = float(match.group(3))
     return samples
@@ -247,8 +247,8 @@ def test_manifest_facts_modes_and_run_log(pg_server, pg_db, table_digest, run_mo
 
     version, version_num = pg_server.query(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int")[0]
-    assert manifest["tool"] == "doctorq.backup" and manifest["manifest_version"] == 1 and manifest["tool_version"]
-    assert manifest["database"] == pg_db and manifest["kind"] == "daily"
+    assert manifest["tool"] == "doctorq.backup" and manifest["manifest_version"] == 3 and manifest["tool_version"]
+    assert manifest["name"] == pg_db and manifest["source_type"] == "database" and manifest["kind"] == "daily"
     assert manifest["id"] == facts["id"] == os.path.basename(path).split(".")[0]
     assert manifest["file"] == os.path.basename(path)
     assert manifest["server_version"] == version
@@ -612,7 +612,7 @@ def test_check_mode_touches_nothing(pg_server, pg_db, run_module, tmp_path, s3_b
     assert match, plan["path"]
     date = dt.datetime.strptime(match.group(1), "%Y%m%d").strftime("%Y-%m-%d")
     assert plan["s3_uri"] == f"s3://{s3_bucket['bucket']}/postgresql/{pg_db}/{date}/{os.path.basename(plan['path'])}"
-    assert plan["database"] == pg_db and plan["weekly"] is True
+    assert plan["name"] == pg_db and plan["weekly"] is True
     assert plan["would_delete"] == [] and plan["leftovers"] == []
     assert any("check mode" in line for line in result["log"])
     assert not backup_dir.exists()
@@ -1049,8 +1049,9 @@ def test_webhook_slack_and_json_bodies(pg_server, pg_db, run_module, tmp_path, w
     generic = ok(run_module("pg_backup", args(2, notification={"webhook_url": webhook.url("/json"), "webhook_format": "json"})))
     path, body = webhook.received[-1]
     assert path == "/json"
-    assert (body["event"], body["status"], body["database"], body["host"], body["error"]) == \
-        ("backup", "success", pg_db, socket.gethostname(), None)
+    assert (body["event"], body["status"], body["name"], body["source_type"], body["host"], body["error"]) == \
+        ("backup", "success", pg_db, "database", socket.gethostname(), None)
+    assert body["database"] == pg_db  # the event's key of before, until 1.0.0
     assert body["backup"]["id"] == generic["backup"]["id"] and body["backup"]["sha256"] == generic["backup"]["sha256"]
     assert body["backup"]["size"] == generic["backup"]["size"] and body["duration_s"] > 0
 
@@ -1093,7 +1094,7 @@ def test_metrics_textfile(pg_server, pg_db, run_module, tmp_path):
                             "doctorq_backup_last_success_timestamp_seconds", "doctorq_backup_last_duration_seconds",
                             "doctorq_backup_last_size_bytes"}
     for name in samples:
-        assert f"# TYPE {name} gauge" in text and f'{name}{{database="{pg_db}"}}' in text
+        assert f"# TYPE {name} gauge" in text and f'{name}{{name="{pg_db}",database="{pg_db}"}}' in text
     assert samples["doctorq_backup_last_run_status"] == 1
     assert before - 1 <= samples["doctorq_backup_last_success_timestamp_seconds"] <= after + 1
     assert before - 1 <= samples["doctorq_backup_last_run_timestamp_seconds"] <= after + 1

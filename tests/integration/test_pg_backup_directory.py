@@ -91,7 +91,7 @@ def test_jobs_2_to_disk_and_s3_is_complete_checkable_and_restorable(pg_server, b
     assert facts["format"] == "directory" and facts["jobs"] == 2 and facts["file_count"] == len(os.listdir(directory))
 
     manifest = read_json(directory + ".manifest.json")
-    assert manifest["format"] == "directory" and manifest["jobs"] == 2 and manifest["manifest_version"] == 2
+    assert manifest["format"] == "directory" and manifest["jobs"] == 2 and manifest["manifest_version"] == 3
     assert [f["name"] for f in manifest["files"]] == sorted(os.listdir(directory))
     assert manifest["size"] == sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
     assert "toc.dat" in os.listdir(directory) and any(n.endswith(".dat.gz") for n in os.listdir(directory))
@@ -132,7 +132,7 @@ def test_jobs_2_to_disk_and_s3_is_complete_checkable_and_restorable(pg_server, b
     verdict = listing.verify(local, stores[0])
     assert verdict["ok"] is False and verdict["state"] == "corrupt"
     assert f"{name}/{table_file['name']}" in verdict["message"]
-    info = run_module("backup_info", {"backup_dir": str(backup_dir), "s3": s3_bucket, "db": big_db, "verify": True})
+    info = run_module("backup_info", {"backup_dir": str(backup_dir), "s3": s3_bucket, "name": big_db, "verify": True})
     assert info["corrupt"] == [facts["id"]]
     assert {b["location"]: b["verification"]["state"] for b in info["backups"]} == {"local": "corrupt", "s3": "verified"}
 

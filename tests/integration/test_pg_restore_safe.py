@@ -66,7 +66,7 @@ def test_swap_over_modified_target_round_trip(run_module, pg_server, table_diges
     # the safety backup is a complete backup set, and it restores to the modified content
     safety = result["safety_backup"]
     assert safety.startswith(os.path.join(backup_dir, "safety") + os.sep) and os.path.isfile(safety)
-    assert load_manifest(safety).database == db
+    assert load_manifest(safety).name == db
     check = dbs.name("_from_safety")
     ok(run_module(MODULE, restore_args(pg_server, check, backup_dir, source=safety, jobs=jobs)))
     assert table_digest(pg_server, check) == modified
@@ -464,7 +464,7 @@ def test_log_audit_and_webhook(run_module, pg_server, dbs, backup_dir, webhook) 
     assert (os.stat(result["audit_file"]).st_mode & 0o777) == 0o600
     success, failure = read_jsonl(result["audit_file"])
     assert success["status"] == "success" and success["error"] is None
-    assert success["database"] == db and success["mode"] == "swap" and success["who"]
+    assert success["name"] == db and success["source_type"] == "database" and success["mode"] == "swap" and success["who"]
     assert success["source"]["id"] == made["id"]
     assert success["safety_backup"] == result["safety_backup"]
     assert success["previous_database"] == result["previous_database"]
@@ -475,7 +475,7 @@ def test_log_audit_and_webhook(run_module, pg_server, dbs, backup_dir, webhook) 
     # the webhook: the outcome of both runs
     assert [r["body"]["status"] for r in received] == ["success", "failure"]
     first, second = (r["body"] for r in received)
-    assert first["event"] == "restore" and first["database"] == db and first["source"]["id"] == made["id"]
+    assert first["event"] == "restore" and first["name"] == db and first["database"] == db and first["source"]["id"] == made["id"]
     assert second["error"] == failure["error"]
 
 

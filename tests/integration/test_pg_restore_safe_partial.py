@@ -66,7 +66,7 @@ def test_one_table_from_yesterday_into_a_new_database(run_module, pg_server, tab
     assert any("no safety backup" in line for line in result["log"])
     assert not os.path.exists(os.path.join(backup_dir, "safety"))
     audit = read_jsonl(os.path.join(backup_dir, "restore_audit.jsonl"))[-1]
-    assert audit["status"] == "success" and audit["mode"] == "partial" and audit["database"] == db
+    assert audit["status"] == "success" and audit["mode"] == "partial" and audit["name"] == db
     assert audit["partial"]["tables"] == ["public.order_items"] and audit["partial"]["target_db"] == target
     assert audit["safety_backup"] is None
     assert sorted(dbs.mine()) == sorted([db, target])

@@ -338,7 +338,7 @@ def test_restore_playbook_replaced_the_database_and_kept_the_old_one(host):
 
 def test_restore_playbook_audited_the_refusal_and_the_restore(host):
     lines = host.check_output(f"cat {BACKUP_DIR}/restore_audit.jsonl").splitlines()
-    entries = [json.loads(line) for line in lines if line.strip() and json.loads(line)["database"] == "doctorq"]
+    entries = [json.loads(line) for line in lines if line.strip() and json.loads(line)["name"] == "doctorq"]
     refused = [e for e in entries if e["status"] == "failure" and "confirm=doctorq" in e["error"]]
     done = [e for e in entries if e["status"] == "success" and e["mode"] == "swap"]
     assert refused and not refused[-1]["safety_backup"], entries

@@ -21,7 +21,7 @@ STARTED = dt.datetime(2025, 11, 7, 14, 30, tzinfo=dt.timezone.utc)
 
 
 def sample(**over) -> Manifest:
-    values = dict(id=backup_id("doctorq", STARTED), database="doctorq", kind="daily", started_at=iso(STARTED),
+    values = dict(id=backup_id("doctorq", STARTED), name="doctorq", kind="daily", started_at=iso(STARTED),
                   finished_at=iso(STARTED), duration_s=2.5, file="doctorq_full_20251107_143000.dump.zst", size=10,
                   sha256="a" * 64, md5="b" * 32, compression="zstd", compression_level=3)
     values.update(over)
@@ -116,7 +116,7 @@ GOOD_GLOBALS = {"file": "doctorq_globals_20251107_143000.sql.zst", "size": 1, "s
     ({"globals": {**GOOD_GLOBALS, "file": "doctorq_globals_20200101_000000.sql.zst"}}, "globals.file"),
     ({"globals": {"file": "doctorq_globals_20251107_143000.sql.zst"}}, "globals lacks"),
     ({"id": "doctorq_full_20200101_000000"}, "its id"),
-    ({"database": "other"}, "its id"),
+    ({"name": "other"}, "its id"),
     ({"started_at": "2020-01-01T00:00:00Z"}, "its id"),
     ({"size": "10"}, "its size is a str"),
     ({"size": True}, "its size is a bool"),
@@ -134,9 +134,9 @@ def test_a_manifest_that_does_not_hold_together_is_invalid(change, why):
 
 def test_a_manifest_must_be_named_after_its_file():
     raw = sample().to_json()
-    assert Manifest.load(raw, name="doctorq_full_20251107_143000.dump.zst.manifest.json") == sample()
+    assert Manifest.load(raw, file_name="doctorq_full_20251107_143000.dump.zst.manifest.json") == sample()
     with pytest.raises(InvalidManifest, match="it is named 'doctorq_full_20251107_143001.dump.zst.manifest.json'"):
-        Manifest.load(raw, name="doctorq_full_20251107_143001.dump.zst.manifest.json")
+        Manifest.load(raw, file_name="doctorq_full_20251107_143001.dump.zst.manifest.json")
 
 
 def test_what_is_not_ours_is_not_invalid_but_none():

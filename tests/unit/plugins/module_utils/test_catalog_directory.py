@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ansible_collections.doctorq.backup.plugins.module_utils.catalog import (
-    DIRECTORY_MANIFEST_VERSION, MANIFEST_VERSION, InvalidManifest, Manifest, backup_id, belongs_to, iso,
+    MANIFEST_VERSION, InvalidManifest, Manifest, backup_id, belongs_to, iso,
 )
 
 STARTED = dt.datetime(2025, 11, 7, 14, 30, tzinfo=dt.timezone.utc)
@@ -16,7 +16,7 @@ FILES = [{"name": "toc.dat", "size": 100, "sha256": "a" * 64, "md5": "b" * 32},
 
 
 def directory(**over) -> Manifest:
-    values = dict(id=backup_id("doctorq", STARTED), database="doctorq", kind="daily", started_at=iso(STARTED),
+    values = dict(id=backup_id("doctorq", STARTED), name="doctorq", kind="daily", started_at=iso(STARTED),
                   finished_at=iso(STARTED), duration_s=2.5, file="doctorq_full_20251107_143000.dir", size=1000,
                   sha256="e" * 64, md5="f" * 32, compression="gzip", compression_level=6, format="directory",
                   jobs=2, dir_files=[dict(f) for f in FILES])
@@ -42,8 +42,8 @@ def test_directory_manifest_round_trip_lists_every_file():
     manifest = directory()
     data = json.loads(manifest.to_json())
     assert data["format"] == "directory" and data["jobs"] == 2 and data["files"] == FILES
-    assert data["manifest_version"] == DIRECTORY_MANIFEST_VERSION and "dir_files" not in data
-    again = Manifest.load(manifest.to_json(), name=manifest.manifest_name)
+    assert data["manifest_version"] == MANIFEST_VERSION == 3 and "dir_files" not in data
+    again = Manifest.load(manifest.to_json(), file_name=manifest.manifest_name)
     assert again.dir_files == FILES and again.jobs == 2 and again.is_directory
     assert again.files() == ["doctorq_full_20251107_143000.dir/toc.dat", "doctorq_full_20251107_143000.dir/3456.dat.gz",
                              "doctorq_full_20251107_143000.dir.md5", "doctorq_full_20251107_143000.dir.sha256",
@@ -51,11 +51,11 @@ def test_directory_manifest_round_trip_lists_every_file():
     assert again.summary()["file_count"] == 2
 
 
-def test_single_file_manifests_are_written_as_before():
+def test_single_file_manifests_have_no_directory_fields():
     single = directory(file="doctorq_full_20251107_143000.dump.zst", format="custom", jobs=0, dir_files=None,
                        compression="zstd", compression_level=3)
     data = json.loads(single.to_json())
-    assert "files" not in data and "jobs" not in data and data["manifest_version"] == MANIFEST_VERSION == 1
+    assert "files" not in data and "jobs" not in data and data["manifest_version"] == MANIFEST_VERSION
     assert data["format"] == "custom"
     assert Manifest.load(single.to_json()).files()[0] == single.file
 
@@ -76,7 +76,18 @@ def test_a_directory_manifest_that_does_not_hold_together_is_refused(change, why
         Manifest.load(json.dumps(data).encode())
 
 
-def test_a_newer_manifest_version_is_not_ours_to_handle():
+def test_a_newer_manifest_version_is_kept_and_reported_never_taken_for_a_leftover():
     data = json.loads(directory().to_json())
-    data["manifest_version"] = DIRECTORY_MANIFEST_VERSION + 1
-    assert Manifest.load(json.dumps(data).encode()) is None
+    data["manifest_version"] = MANIFEST_VERSION + 1
+    with pytest.raises(InvalidManifest, match="manifest_version 4 is not one this version reads .*upgrade") as caught:
+        Manifest.load(json.dumps(data).encode())
+    assert caught.value.name == "doctorq"  # so the job it concerns reports it (and keeps its files)
+
+
+def test_a_version_2_directory_manifest_reads_in_todays_words():
+    data = json.loads(directory().to_json())
+    data["database"] = data.pop("name")
+    del data["source_type"]
+    data["manifest_version"] = 2
+    again = Manifest.load(json.dumps(data).encode())
+    assert (again.name, again.source_type, again.is_directory, again.dir_files) == ("doctorq", "database", True, FILES)

@@ -110,8 +110,6 @@ def test_a_renamed_option_keeps_its_place_and_its_old_values_are_translated() ->
 
 @pytest.mark.parametrize("module,old,new", [
     ("pgbackrest_backup", {"kind": "incremental"}, {"level": "incr"}),
-    ("files_backup", {"name": "etc"}, {"file_set": "etc"}),
-    ("files_restore", {"name": "etc"}, {"file_set": "etc"}),
     ("backup_info", {"db": "app", "type": "files"}, {"name": "app", "source_type": "file_set"}),
 ])
 def test_the_words_of_before_are_read_until_1_0_0(module, old, new) -> None:

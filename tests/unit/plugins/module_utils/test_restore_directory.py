@@ -24,7 +24,7 @@ def entry(name: str, data: bytes) -> dict:
 
 def manifest(origin: str = "", **over) -> Manifest:
     files = sorted((entry(n, d) for n, d in CONTENT.items()), key=lambda e: e["name"])
-    values = dict(id=backup_id("doctorq", STARTED), database="doctorq", kind="daily", started_at=iso(STARTED),
+    values = dict(id=backup_id("doctorq", STARTED), name="doctorq", kind="daily", started_at=iso(STARTED),
                   finished_at=iso(STARTED), duration_s=2.5, file=NAME, size=sum(f["size"] for f in files),
                   sha256="e" * 64, md5="f" * 32, compression="gzip", compression_level=6, format="directory",
                   jobs=4, dir_files=files, location="local", origin=origin)

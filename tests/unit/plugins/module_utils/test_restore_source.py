@@ -17,33 +17,33 @@ from ansible_collections.doctorq.backup.plugins.module_utils.restore_source impo
 )
 
 
-def backup_set(directory: str, name: str, kind: str, data: bytes = b"payload\n") -> str:
-    """A complete local backup set of type ``kind``: data file and manifest (what the finder reads)."""
+def backup_set(directory: str, name: str, source_type: str, data: bytes = b"payload\n") -> str:
+    """A complete local backup set of ``source_type``: data file and manifest (what the finder reads)."""
     started = utcnow()
-    what, ext = ("files", ".tar.zst") if kind == "files" else ("full", ".dump.zst")
+    what, ext = ("files", ".tar.zst") if source_type == "file_set" else ("full", ".dump.zst")
     bid = backup_id(name, started, what)
     path = os.path.join(directory, bid + ext)
     with open(path, "wb") as handle:
         handle.write(data)
-    manifest = Manifest(id=bid, database=name, kind="daily", started_at=iso(started), finished_at=iso(started),
+    manifest = Manifest(id=bid, name=name, kind="daily", started_at=iso(started), finished_at=iso(started),
                         duration_s=0.1, file=os.path.basename(path), size=len(data),
                         sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest(),  # nosec
-                        compression="zstd", compression_level=3, type=kind,
-                        format="tar" if kind == "files" else "custom",
-                        fileset={"count": 1} if kind == "files" else None)
+                        compression="zstd", compression_level=3, source_type=source_type,
+                        format="tar" if source_type == "file_set" else "custom",
+                        contents={"count": 1} if source_type == "file_set" else None)
     with open(path + ".manifest.json", "wb") as handle:
         handle.write(manifest.to_json())
     return path
 
 
 def test_each_restore_finds_its_own_type_and_names_the_module_for_the_other(tmp_path):
-    files_path = backup_set(str(tmp_path), "app", "files")
+    files_path = backup_set(str(tmp_path), "app", "file_set")
     db_path = backup_set(str(tmp_path), "app", "database")
     log = RunLog()
     for wording, own, other, module in ((DATABASE, db_path, files_path, "files_restore"),
                                         (FILES, files_path, db_path, "pg_restore_safe")):
         sources = Sources(wording, str(tmp_path), None)
-        assert sources.find(own, None, None, log).manifest.type == wording.type
+        assert sources.find(own, None, None, log).manifest.source_type == wording.source_type
         assert sources.find(own + ".manifest.json", None, None, log).ref == own
         with pytest.raises(ConfigError, match=f"not {wording.noun}: restore it with {module}"):
             sources.find(other, None, None, log)
@@ -56,7 +56,7 @@ def test_each_restore_finds_its_own_type_and_names_the_module_for_the_other(tmp_
 def test_messages_use_the_words_of_their_type(tmp_path):
     log = RunLog()
     with pytest.raises(StorageError, match=r"no complete backup of file set 'app' in .*check name/backup_dir/s3, "
-                                           r"or list backups with pg_backup_info type=files\."):
+                                           r"or list backups with backup_info source_type=file_set\."):
         Sources(FILES, str(tmp_path), None).find("latest", "app", None, log)
     with pytest.raises(StorageError, match="no complete backup of database 'db'.*check source_db/backup_dir/s3"):
         Sources(DATABASE, str(tmp_path), None).find("latest", "db", None, log)
@@ -69,7 +69,7 @@ def test_messages_use_the_words_of_their_type(tmp_path):
 @pytest.mark.parametrize("wording, untouched", [(DATABASE, "the target database was not touched"),
                                                 (FILES, "the target was not touched")])
 def test_fetch_verified_reads_local_bytes_once_and_refuses_a_mismatch(wording, untouched, tmp_path):
-    path = backup_set(str(tmp_path), "app", wording.type)
+    path = backup_set(str(tmp_path), "app", wording.source_type)
     durations: dict[str, float] = {}
     sources = Sources(wording, str(tmp_path), None, durations=durations)
     source = sources.find(path, None, None, RunLog())

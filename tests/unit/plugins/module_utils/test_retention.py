@@ -12,7 +12,7 @@ POLICY = {"daily": 30, "weekly": 365}
 
 def manifest(days_ago: float, kind: str = "daily", db: str = "app", location: str = "local") -> Manifest:
     started = NOW - dt.timedelta(days=days_ago)
-    return Manifest(id=backup_id(db, started), database=db, kind=kind, started_at=iso(started), finished_at=iso(started),
+    return Manifest(id=backup_id(db, started), name=db, kind=kind, started_at=iso(started), finished_at=iso(started),
                     duration_s=1.0, file=f"{backup_id(db, started)}.dump.zst", size=1, sha256="0" * 64, md5="0" * 32,
                     compression="zstd", compression_level=3, location=location)
 

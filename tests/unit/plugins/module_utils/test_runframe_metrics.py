@@ -50,10 +50,10 @@ def test_a_failed_run_keeps_the_last_success_and_updates_measured_facts(tmp_path
     bad = samples("failure", 9.0, {"rpo_seconds": 900, "rpo_limit_seconds": 600})
     path = write_metrics(str(tmp_path), "drill", "shop", bad)
     got = _read(path)
-    assert got['doctorq_drill_last_run_status{database="shop"}'] == 0.0
-    assert got['doctorq_drill_rpo_seconds{database="shop"}'] == 900.0
-    assert got['doctorq_drill_rto_seconds{database="shop"}'] == 4.0  # the last verified restore's RTO stays
-    assert got['doctorq_drill_last_duration_seconds{database="shop"}'] == 4.0
+    assert got['doctorq_drill_last_run_status{name="shop",database="shop"}'] == 0.0
+    assert got['doctorq_drill_rpo_seconds{name="shop",database="shop"}'] == 900.0
+    assert got['doctorq_drill_rto_seconds{name="shop",database="shop"}'] == 4.0  # the last verified restore's RTO stays
+    assert got['doctorq_drill_last_duration_seconds{name="shop",database="shop"}'] == 4.0
     assert set(METRICS) >= {name.split("{")[0][len("doctorq_drill_"):] for name in got}
 
 
@@ -63,13 +63,13 @@ def test_names_that_read_the_same_in_a_file_name_keep_their_own_files(tmp_path):
     second = write_metrics(str(tmp_path), "backup", "a_b", samples("failure", 2.0))
     assert os.path.basename(first) == "doctorq_backup_a_b.prom"
     assert os.path.basename(second).startswith("doctorq_backup_a_b-") and second != first
-    assert _read(first)['doctorq_backup_last_run_status{database="a b"}'] == 1.0
-    assert _read(second)['doctorq_backup_last_run_status{database="a_b"}'] == 0.0
+    assert _read(first)['doctorq_backup_last_run_status{name="a b",database="a b"}'] == 1.0
+    assert _read(second)['doctorq_backup_last_run_status{name="a_b",database="a_b"}'] == 0.0
     # later runs find their own file again, and a failure keeps the time of its own last success
     assert write_metrics(str(tmp_path), "backup", "a_b", samples("success", 3.0)) == second
     assert write_metrics(str(tmp_path), "backup", "a b", samples("failure", 4.0)) == first
-    assert _read(first)['doctorq_backup_last_run_status{database="a b"}'] == 0.0
-    assert 'doctorq_backup_last_success_timestamp_seconds{database="a b"}' in _read(first)
+    assert _read(first)['doctorq_backup_last_run_status{name="a b",database="a b"}'] == 0.0
+    assert 'doctorq_backup_last_success_timestamp_seconds{name="a b",database="a b"}' in _read(first)
     assert len(os.listdir(tmp_path)) == 2
     # a label with quotes and a backslash is read back as written: its run finds its own file
     odd = 'a "b"\\'

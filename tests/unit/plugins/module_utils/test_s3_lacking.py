@@ -16,7 +16,7 @@ KEEP = {"daily": 7, "weekly": 28}
 def _set(store: LocalStore, days_ago: int, *, in_s3: bool, data: bool = True) -> str:
     started = NOW - dt.timedelta(days=days_ago)
     bid = backup_id("shop", started)
-    manifest = Manifest(id=bid, database="shop", kind="daily", started_at=iso(started), finished_at=iso(started),
+    manifest = Manifest(id=bid, name="shop", kind="daily", started_at=iso(started), finished_at=iso(started),
                         duration_s=1.0, file=f"{bid}.dump.zst", size=4, sha256="a" * 64, md5="b" * 32,
                         compression="zstd", compression_level=3,
                         s3={"uri": f"s3://b/pg/shop/{bid}.dump.zst", "key": f"pg/shop/{bid}.dump.zst"} if in_s3 else None)

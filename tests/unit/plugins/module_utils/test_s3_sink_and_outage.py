@@ -191,7 +191,7 @@ def test_files_backup_goes_on_locally_when_s3_is_down(tmp_path):
     assert "cannot be reached" in msg and f"The local backup {path} is complete and kept" in msg
     assert "catches up this one too" in msg and "SK-secret" not in msg  # even with no earlier backup in S3
     # complete on disk: daily and weekly listed, checksums pass, no S3 location claimed
-    listed = LocalStore(str(backup_dir)).list("app", "files")
+    listed = LocalStore(str(backup_dir)).list("app", "file_set")
     assert sorted(m.kind for m in listed) == ["daily", "weekly"] and all(m.s3 is None for m in listed)
     done = subprocess.run(["sha256sum", "-c", os.path.basename(path) + ".sha256"], cwd=backup_dir,
                           capture_output=True, check=False)

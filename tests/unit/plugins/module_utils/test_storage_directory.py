@@ -23,7 +23,7 @@ def make_set(root, files: dict[str, bytes]) -> Manifest:
     (root / f"{NAME}.sha256").write_text("x")
     (root / f"{NAME}.md5").write_text("y")
     manifest = Manifest(
-        id=backup_id("doctorq", STARTED), database="doctorq", kind="daily", started_at=iso(STARTED),
+        id=backup_id("doctorq", STARTED), name="doctorq", kind="daily", started_at=iso(STARTED),
         finished_at=iso(STARTED), duration_s=1.0, file=NAME, size=sum(len(d) for d in files.values()),
         sha256=hashlib.sha256(b"x").hexdigest(), md5=hashlib.md5(b"y").hexdigest(), compression="gzip",
         compression_level=6, format="directory", jobs=2,

@@ -141,3 +141,20 @@ def test_local_store_lists_and_cleans_per_type(tmp_path):
     assert store.leftovers("app") == []
     assert store.leftovers("app", "file_set") == [str(stray)]
     os.unlink(stray)
+
+
+def test_a_set_a_newer_version_wrote_is_no_leftover_and_is_reported(tmp_path):
+    """Going back a version must never make a backup job delete what the newer one wrote."""
+    store = LocalStore(str(tmp_path))
+    store.ensure_writable()
+    newer = database()
+    _write_set(store, newer)
+    path = store.path("daily", newer.manifest_name)
+    raw = json.loads(open(path, encoding="utf-8").read())
+    raw["manifest_version"] = 4
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(raw, handle)
+    assert store.list("app") == [] and store.leftovers("app") == []
+    assert all(os.path.exists(store.path("daily", name)) for name in newer.files())
+    [why] = store.invalid.values()
+    assert "manifest_version 4" in why and "upgrade" in why

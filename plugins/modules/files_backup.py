@@ -186,15 +186,10 @@ plan:
     C(would_delete) counts the archive the run would make, so it is exactly what the run deletes.
   returned: check mode
   type: dict
-log:
-  description: The run's log lines - tar, checksums, uploads, weekly copy and retention.
-  returned: always
-  type: list
-  elements: str
-log_file:
-  description: Path of the run log, C(backup_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(log_dir) (default O(backup_dir)).
-  returned: when not in check mode
-  type: str
+log: {description: "The run's log lines - tar, checksums, uploads, weekly copy and retention.",
+      returned: always, type: list, elements: str}
+log_file: {description: "Path of the run log, C(backup_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(log_dir) (default O(backup_dir)).",
+           returned: when not in check mode, type: str}
 """
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job

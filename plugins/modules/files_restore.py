@@ -176,21 +176,12 @@ durations:
   description: Seconds per phase (verify or download, inspect, safety_backup, extract, swap).
   returned: always
   type: dict
-log:
-  description: Timestamped log lines of every step, from finding the backup to the swap.
-  returned: always
-  type: list
-  elements: str
-log_file:
-  description: Path of the run log, C(restore_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).
-  returned: when not in check mode
-  type: str
-audit_file:
-  description: >-
-    Path of the audit log this run appended its line to (C("source_type": "file_set"), C("name")) - C(restore_audit.jsonl) in
-    O(backup_dir), as for database restores.
-  returned: when not in check mode
-  type: str
+log: {description: "Timestamped log lines of every step, from finding the backup to the swap.",
+      returned: always, type: list, elements: str}
+log_file: {description: "Path of the run log, C(restore_<name>_files_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).",
+           returned: when not in check mode, type: str}
+audit_file: {description: "Path of C(restore_audit.jsonl) in O(backup_dir), the audit log of every restore (here with
+               C(source_type) C(file_set)); this run appended its line.", returned: when not in check mode, type: str}
 """
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job

@@ -282,19 +282,11 @@ durations:
   description: Seconds per phase (download, verify, safety_backup, restore, verify_after, swap).
   returned: always
   type: dict
-log:
-  description: Timestamped log lines of every step of the restore.
-  returned: always
-  type: list
-  elements: str
-log_file:
-  description: Path of the run log, C(restore_<db>_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).
-  returned: when not in check mode
-  type: str
-audit_file:
-  description: Path of C(restore_audit.jsonl) in O(backup_dir), the audit log of every restore; this run appended its line.
-  returned: when not in check mode
-  type: str
+log: {description: "Timestamped log lines of every step of the restore.", returned: always, type: list, elements: str}
+log_file: {description: "Path of the run log, C(restore_<db>_<YYYYmmdd_HHMMSS>.log) in O(backup_dir).",
+           returned: when not in check mode, type: str}
+audit_file: {description: "Path of C(restore_audit.jsonl) in O(backup_dir), the audit log of every restore; this run appended its line.",
+             returned: when not in check mode, type: str}
 """
 
 from ansible_collections.doctorq.backup.plugins.module_utils.ansible_glue import run_job

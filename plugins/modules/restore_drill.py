@@ -174,11 +174,7 @@ report:
     rto_s: 41.7
     rpo_s: 3620.0
     backup_id: doctorq_full_20251107_020000
-log:
-  description: Timestamped log lines of the restore.
-  returned: always
-  type: list
-  elements: str
+log: {description: "Timestamped log lines of the restore.", returned: always, type: list, elements: str}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -83,9 +83,6 @@ backup:
   description:
     - Facts of the backup made, as M(doctorq.backup.backup_info) lists each backup of the stanza
       (RV(doctorq.backup.backup_info#module:physical_backups)), and whose backup it is.
-    - Until 1.0.0 it also holds the keys of before, each beside its new name - C(label) (RV(backup.id)), C(type)
-      (RV(backup.level)), C(stanza) (RV(backup.name)), and C(kind) and C(requested_kind) (RV(backup.level) and
-      RV(backup.requested_level) as C(physical_full), C(differential) or C(incremental)); deprecated, removed in 1.0.0.
   returned: success
   type: dict
   contains:
@@ -113,6 +110,29 @@ backup:
       description: What the backup was taken of - a pgBackRest stanza, the whole cluster.
       type: str
       choices: [stanza]
+      returned: always
+    label:
+      description: RV(backup.id) under its name before; deprecated, removed in 1.0.0.
+      type: str
+      returned: always
+    type:
+      description: RV(backup.level) under its name before; deprecated, removed in 1.0.0.
+      type: str
+      choices: [full, diff, incr]
+      returned: always
+    kind:
+      description: RV(backup.level) in its words of before, under its name before; deprecated, removed in 1.0.0.
+      type: str
+      choices: [physical_full, differential, incremental]
+      returned: always
+    requested_kind:
+      description: RV(backup.requested_level) in its words of before, under its name before; deprecated, removed in 1.0.0.
+      type: str
+      choices: [physical_full, differential, incremental]
+      returned: always
+    stanza:
+      description: RV(backup.name) under its name before; deprecated, removed in 1.0.0.
+      type: str
       returned: always
     prior:
       description: The id of the backup this one is based on (null for a full).

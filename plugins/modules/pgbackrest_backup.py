@@ -152,7 +152,7 @@ backup:
       returned: always
     size:
       description:
-        - Bytes this backup added to the repository (RV(backup.repo_delta)), what the run's metrics and webhook say.
+        - Bytes this backup added to the repository (C(repo_delta)), what the run's metrics and webhook say.
         - Of the cluster, C(database_size) is its size and C(delta) what this backup copied of it; in the repository,
           C(repo_size) is this backup's size with the files it shares with earlier ones and C(repo_delta) what it
           added.

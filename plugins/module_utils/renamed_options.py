@@ -83,8 +83,9 @@ PHYSICAL_HANDOFF = Handoff(
     applies=lambda args: args.get("kind") in PHYSICAL_KINDS,
     renamed={},
     kept=PGBACKREST | frozenset(("kind", "backup_dir", "log_dir", "notification", *NOTIFICATION)),
-    advice="a physical backup with pgBackRest is doctorq.backup.pgbackrest_backup, with the same kind, stanza, "
-           "pgbackrest_config, pgbackrest_user, backup_dir, log_dir and notification options",
+    advice="a physical backup with pgBackRest is doctorq.backup.pgbackrest_backup, whose level is the kind "
+           "(physical_full: full, differential: diff, incremental: incr), with the same stanza, pgbackrest_config, "
+           "pgbackrest_user, log_dir and notification options",
 )
 NOT_PITR = "it applies to point-in-time recovery only, which is doctorq.backup.pg_pitr_restore"
 

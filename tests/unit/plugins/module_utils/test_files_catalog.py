@@ -156,5 +156,5 @@ def test_a_set_a_newer_version_wrote_is_no_leftover_and_is_reported(tmp_path):
         json.dump(raw, handle)
     assert store.list("app") == [] and store.leftovers("app") == []
     assert all(os.path.exists(store.path("daily", name)) for name in newer.files())
-    [why] = store.invalid.values()
+    (why,) = list(store.invalid.values())
     assert "manifest_version 4" in why and "upgrade" in why

@@ -104,8 +104,8 @@ def test_a_renamed_option_keeps_its_place_and_its_old_values_are_translated() ->
     assert args == {"stanza": "main", "level": "diff", "source_type": "file_set"}
     assert moved == [("kind", "level"), ("type", "source_type")]
     # the new spelling wins, and its values are never rewritten (they are checked by the module's choices)
-    args, _ = move_options({"kind": "differential", "level": "differential"}, renamed, values)
-    assert args == {"level": "differential"}
+    args, moved = move_options({"kind": "differential", "level": "differential"}, renamed, values)
+    assert args == {"level": "differential"} and moved == [("kind", "level")]
 
 
 @pytest.mark.parametrize("module,old,new", [

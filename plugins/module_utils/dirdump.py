@@ -16,11 +16,14 @@ the time it exits, but for the files still in the pool.
 
 Bounds: at most ``workers`` files are read at once, each holding a 1 MiB read
 buffer. When uploading, the parts of every file together (being filled and
-in flight, each ``s3.part_size_mb``) share one ``UPLOAD_BUDGET`` (128 MiB, at
+in flight, each ``s3.part_size_mb``) share one ``UPLOAD_BUDGET`` (64 MiB, at
 least one part; ``pipeline.MemoryBudget``): a file waits for room before it
-starts a part. About ``workers * 1 MiB + 128 MiB`` whatever the size of the
-database and whatever ``jobs``; each file also has at most ``parts_in_flight``
-parts in flight, so few workers use less (2 workers, 16 MiB parts: 64 MiB).
+starts a part. About ``workers * 1 MiB + 64 MiB`` whatever the size of the
+database and whatever ``jobs``. Each file has at most ``parts_in_flight``
+part in flight besides the one it fills, so 2 workers (``jobs: 2``) never
+wait for the budget with 16 MiB parts. 64 MiB, not more: with 8 workers the
+process's threads and allocator add about 30 MB of their own, and 128 MiB
+took a ``jobs: 8`` backup to 244 MB (benchmarks/README.md, issue 13).
 
 Any failure (pg_dump's exit status or a kill, an upload, the deadline) stops
 everything at once: pg_dump's whole process group is killed, the pool
@@ -53,7 +56,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.errors import (
 from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own_like_parent
 
 COMPRESSIONS = ("gzip", "zstd", "none")
-UPLOAD_BUDGET = 128 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
+UPLOAD_BUDGET = 64 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
 LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default
 SIDECARS = ("sha256", "md5")
 

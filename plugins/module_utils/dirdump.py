@@ -132,7 +132,7 @@ class DiskOnly:
 
     where = ""
 
-    def open(self, name: str) -> None:  # pylint: disable=unused-argument
+    def open(self, name: str, size: int) -> None:  # pylint: disable=unused-argument
         return None
 
     def discard(self) -> str:
@@ -170,7 +170,8 @@ class S3Upload:
         with self._lock:
             return list(self._keys)
 
-    def open(self, name: str) -> pipeline.S3Sink | None:
+    def open(self, name: str, size: int) -> pipeline.S3Sink | None:
+        """The sink of one file of ``size`` bytes (None once S3 failed: the rest stays on disk only)."""
         if self.error is not None:
             return None  # S3 failed on an earlier file: the rest stays on disk only
         key = posixpath.join(self.key_prefix, name)
@@ -178,7 +179,7 @@ class S3Upload:
             self._keys.append(key)  # before the upload starts: a failed run removes it whatever became of it
         return pipeline.S3Sink(self.client, self.cfg, key, tags=self.tags, metadata=self.metadata,
                                in_flight=self.parts_in_flight, tolerate_failure=self.tolerate_failure,
-                               budget=self.budget)
+                               budget=self.budget, size=size)
 
     def failed(self, message: str) -> None:
         """A tolerated upload failure (the first is kept)."""
@@ -241,10 +242,11 @@ class _Run:
         hasher = pipeline.Hasher()
         buffer = bytearray(pipeline.CHUNK)  # this file's one read buffer (the sink copies what it keeps)
         view = memoryview(buffer)
-        sink = self.sink.open(name)
+        sink = None
         try:
             try:
                 with open(path, "rb", buffering=0) as handle:
+                    sink = self.sink.open(name, os.fstat(handle.fileno()).st_size)
                     while not self.stop.is_set():
                         got = handle.readinto(buffer)
                         if not got:

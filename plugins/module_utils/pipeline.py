@@ -223,7 +223,7 @@ class S3Sink:
 
     def __init__(self, client: Any, cfg: s3util.S3Config, key: str, *, tags: dict[str, str],
                  metadata: dict[str, str] | None = None, tolerate_failure: bool = False, in_flight: int = 3,
-                 budget: MemoryBudget | None = None) -> None:
+                 budget: MemoryBudget | None = None, size: int | None = None) -> None:
         self.client, self.cfg, self.key = client, cfg, key
         # S3 metadata is ASCII only (a name like clínica fails the upload): other values go percent-encoded
         self.tags, self.metadata = tags, {k: v if v.isascii() and v.isprintable() else quote(v, safe="")
@@ -233,6 +233,9 @@ class S3Sink:
         self.error: StorageError | None = None
         self.full_object = False  # multipart with a full-object CRC32 (else SHA-256 composite)
         self._part: bytearray | None = None  # the part being filled (written, not yet uploaded)
+        self._filled = 0  # its bytes written (it may be sized larger: ``size``)
+        self._size = size  # the object's size when known: each part made at its size at once
+        self._written = 0
         self._budget = budget
         self._charged = 0  # what the part being filled took of the budget
         self._upload_id: str | None = None
@@ -259,26 +262,37 @@ class S3Sink:
             while len(view):
                 if self._part is None:
                     self._begin_part()
-                room = self.part_size - len(self._part)
-                self._part += view[:room]
-                view = view[room:]
-                if len(self._part) == self.part_size:
+                count = min(self.part_size - self._filled, len(view))
+                end = self._filled + count
+                self._part[self._filled:end] = view[:count]  # grows the part past what it was sized for
+                self._filled, self._written, view = end, self._written + count, view[count:]
+                if self._filled == self.part_size:
                     self._submit(*self._cut())
         except StorageError as exc:
             self._fail(exc)
 
     def _begin_part(self) -> None:
-        """A new, empty part; its room in the budget first (waits until the uploads in flight leave enough)."""
+        """A new part; its room in the budget first (waits until the uploads in flight leave enough).
+
+        With the object's ``size`` known, the part is made at its final size
+        at once, so a part of 4 MiB or more is mmapped from the start (glibc,
+        ``fix_mmap_threshold``) and never passes through a thread's heap,
+        which would keep the pages; without it, the part grows as written.
+        """
         fix_mmap_threshold()
         if self._budget is not None:
             self._budget.take(self.part_size)
             self._charged = self.part_size
-        self._part = bytearray()
+        left = 0 if self._size is None else self._size - self._written
+        self._part = bytearray(min(self.part_size, max(left, 0)))
+        self._filled = 0
 
     def _cut(self) -> tuple[bytearray, int]:
         """The part being filled, and its room in the budget, for the upload (which gives it back)."""
         part, charged = self._part, self._charged
-        self._part, self._charged = None, 0
+        if part is not None and len(part) > self._filled:
+            del part[self._filled:]  # sized for more than came
+        self._part, self._charged, self._filled = None, 0, 0
         return part, charged
 
     def _release(self, charged: int) -> None:
@@ -383,7 +397,7 @@ class S3Sink:
         return {"algorithm": "SHA256", "type": "FULL_OBJECT", "value": checksum}
 
     def _complete(self) -> dict[str, str]:
-        if self._part:
+        if self._filled:
             self._submit(*self._cut())
         parts = [f.result() for f in self._futures]
         if self.full_object:

@@ -14,16 +14,19 @@ pytestmark = pytest.mark.integration  # talks to SeaweedFS
 MiB = 1024 * 1024
 
 
-def sink_for(s3_bucket: dict, key: str, budget: pipeline.MemoryBudget | None = None) -> pipeline.S3Sink:
+def sink_for(s3_bucket: dict, key: str, budget: pipeline.MemoryBudget | None = None,
+             size: int | None = None) -> pipeline.S3Sink:
     cfg = s3util.S3Config.from_params({**s3_bucket, "part_size_mb": 5})
-    return pipeline.S3Sink(s3util.s3_client(cfg), cfg, key, tags={}, budget=budget)
+    return pipeline.S3Sink(s3util.s3_client(cfg), cfg, key, tags={}, budget=budget, size=size)
 
 
 @pytest.mark.parametrize("size", [0, 123, 5 * MiB, 12 * MiB + 7])
-def test_an_object_is_what_was_written_in_odd_pieces_from_one_reused_buffer(s3_bucket, size):
+@pytest.mark.parametrize("told", [None, 0, -1, +1], ids=["size-unknown", "size-told", "told-less", "told-more"])
+def test_an_object_is_what_was_written_in_odd_pieces_from_one_reused_buffer(s3_bucket, size, told):
+    """Whatever the pieces, and whether the sink was told the size (parts made at their size), right or wrong."""
     data = os.urandom(size)
     budget = pipeline.MemoryBudget(10 * MiB)
-    sink = sink_for(s3_bucket, f"odd/{size}", budget)
+    sink = sink_for(s3_bucket, f"odd/{size}/{told}", budget, None if told is None else max(0, size + told * 3 * MiB))
     buffer = bytearray(3 * MiB)
     hasher = pipeline.Hasher()
     offset, step = 0, 1

@@ -21,7 +21,6 @@ import contextlib
 import importlib
 import io
 import json
-import logging
 import os
 import re
 import secrets
@@ -64,9 +63,6 @@ from testbed import PgServer, S3Server, Testbed, drop_database, empty_bucket  # 
 
 table_digest_fn = testbed.table_digest
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-# moto's in-process server logs every request at INFO through werkzeug; keep
-# failure reports readable
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -168,11 +168,17 @@ def held(tmp_path) -> Iterator[Any]:
 
 
 def killed_at_pg_restore(held, token: str, backup_path: str, params: dict[str, Any], line: str,
-                         runner: str = RUNNER) -> None:
-    """Start a restore, stop it mid-restore (``line`` logged, pg_restore alive), kill -9 it; nothing may outlive it."""
+                         runner: str = RUNNER, ready: Callable[[], bool] | None = None) -> None:
+    """Start a restore, stop it mid-restore (``line`` logged, pg_restore alive), kill -9 it; nothing may outlive it.
+
+    ``ready``: what must be true before the kill (the half of the backup the decompressor passes may still sit
+    in the pipe, unread by pg_restore, when it holds).
+    """
     run = held(backup_path, params, runner)
     run.wait_held(line)
     assert pg_restores(token), "pg_restore should be running, waiting for the rest of the backup"
+    if ready is not None:
+        wait_for(ready, timeout=30, what="pg_restore to restore part of the backup")
     run.kill_9()
     with contextlib.suppress(AssertionError):
         wait_for(lambda: not pg_restores(token), timeout=10, what="pg_restore to die with the run")
@@ -191,11 +197,17 @@ def test_kill_9_of_a_swap_restore_leaves_no_process_and_the_next_restore_drops_i
     modify(pg_server, db)
     previous_data = dbs.empty(f"{db}__pre_restore_20200101_000000")  # an earlier restore's: the user's, kept
 
+    def restoring_tables() -> int:
+        names = [n for n in dbs.mine() if "__restoring_" in n]
+        if not names:
+            return 0
+        return pg_server.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=names[0])[0][0]
+
     killed_at_pg_restore(held, dbs.token, made["path"], restore_args(pg_server, db, backup_dir, confirm=db),
-                         "Restoring into a new database")
+                         "Restoring into a new database", ready=lambda: restoring_tables() > 0)
 
     (leftover,) = [n for n in dbs.mine() if "__restoring_" in n]
-    assert pg_server.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=leftover)[0][0] > 0
+    assert restoring_tables() > 0
     plan = ok(run_module(MODULE, restore_args(pg_server, db, backup_dir, confirm=db), check_mode=True))["plan"]
     assert plan["drop_leftovers"] == [leftover] and leftover in dbs.mine()
     next_second()  # the safety backup is named by the second, like the one of the killed run

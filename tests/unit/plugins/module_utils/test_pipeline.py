@@ -1,4 +1,4 @@
-"""The streaming pipeline without a server: a stage's exit status accepted or refused by the caller (S3Sink: test_pipeline_s3.py)."""
+"""The streaming pipeline without a server: a stage's exit status accepted or refused by the caller (S3Sink: tests/integration/test_pipeline_s3.py)."""
 from __future__ import annotations
 
 import os

@@ -162,11 +162,11 @@ def test_s3_failing_mid_dump_keeps_the_local_directory_and_fails_at_the_end(pg_s
     opened = []
     real_open = dirdump.S3Upload.open
 
-    def open_then_cut(self, name):
+    def open_then_cut(self, name, size):
         opened.append(name)
         if len(opened) == 2:
             proxy.cut()  # S3 goes away after the first file, while pg_dump still writes
-        return real_open(self, name)
+        return real_open(self, name, size)
 
     monkeypatch.setattr(dirdump.S3Upload, "open", open_then_cut)
     backup_dir = tmp_path / "backups"

@@ -17,8 +17,6 @@ import threading
 import urllib.error
 from typing import Any
 
-from ansible.module_utils.urls import open_url
-
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import DoctorqError, StorageError
 from ansible_collections.doctorq.backup.plugins.module_utils.pipeline import write_file_atomic
 from ansible_collections.doctorq.backup.plugins.module_utils.runlog import RunLog
@@ -60,6 +58,8 @@ def send_webhook(url: str, fmt: str, event: dict[str, Any], timeout: float = WEB
 
 def _post(url: str, body: bytes, timeout: float) -> str | None:
     """One POST; a warning for anything that goes wrong (an exception here would be lost in the thread)."""
+    # imported here: ansible's urls (and the TLS stack it loads) cost 0.1 s at every start, and only a run that notifies needs them
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
     try:
         resp = open_url(url, data=body, method="POST", timeout=timeout, http_agent="doctorq-backup",
                         headers={"Content-Type": "application/json"})

@@ -72,26 +72,14 @@ if [ "${DOCTORQ_IMAGE_REBUILD:-0}" != 1 ] && podman image exists "$image"; then
   log "$image is stale (inputs ${have:-none} -> $inputs_hash): rebuilding"
 fi
 
+# shellcheck source=scripts/debootstrap-lib.sh
+. "$(dirname "$0")/debootstrap-lib.sh"
 work=$(mktemp -d /var/tmp/doctorq-image.XXXXXX)
-cleanup() {
-  # debootstrap may leave /proc or /sys mounted inside the rootfs on failure.
-  for m in proc sys dev/pts dev; do
-    if mountpoint -q "$work/rootfs/$m" 2>/dev/null; then umount -l "$work/rootfs/$m" || true; fi
-  done
-  rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT
 rootfs=$work/rootfs
+trap 'debootstrap_cleanup "$work" "$rootfs"' EXIT
 
-log "debootstrap $suite from $mirror (minbase + ${packages[*]})"
 started=$SECONDS
-include=$(IFS=,; echo "${packages[*]}")
-if ! debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
-  tail -n 30 "$work/debootstrap.log" >&2
-  [ -f "$rootfs/debootstrap/debootstrap.log" ] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
-  die "debootstrap failed (log above)"
-fi
-log "debootstrap done in $((SECONDS - started)) s"
+debootstrap_into "$suite" "$rootfs" "$mirror" "$(IFS=,; echo "${packages[*]}")" "$work/debootstrap.log"
 
 # apt inside the container: the same mirror (plus security and updates, as a
 # real host), no recommends, no docs or man pages (faster installs), and no

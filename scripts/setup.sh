@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Install everything the demo and the tests need on a fresh Debian 12 machine:
-# Debian packages (PostgreSQL 15 server and client, zstd, ...) and a Python
-# virtual environment in .venv with the pinned Python dependencies.
+# Debian packages (PostgreSQL 15 server and client, zstd, ...), a Python
+# virtual environment in .venv with the pinned Python dependencies, and the
+# PostgreSQL 17 client tools of Debian 13 (scripts/pg-client-newer.sh, cached
+# in /var/cache/doctorq/pg-client-17; DOCTORQ_WITH_PG_NEWER=0 leaves them out).
 # Idempotent: a second run only checks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 # prometheus: for promtool only (tests/unit/test_monitoring.py checks and tests monitoring/'s rules).
-apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck faketime prometheus)
-[ "${DOCTORQ_WITH_CONTAINERS:-1}" = 1 ] && apt_pkgs+=(podman debootstrap uidmap slirp4netns fuse-overlayfs)
+# debootstrap, patchelf: the PostgreSQL 17 client tools (scripts/pg-client-newer.sh) and the molecule image.
+apt_pkgs=(postgresql postgresql-contrib zstd pigz python3-venv rsync pgbackrest openssl shellcheck faketime prometheus
+  debootstrap patchelf)
+[ "${DOCTORQ_WITH_CONTAINERS:-1}" = 1 ] && apt_pkgs+=(podman uidmap slirp4netns fuse-overlayfs)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,6 +35,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
+
+[ "${DOCTORQ_WITH_PG_NEWER:-1}" = 1 ] && bash scripts/pg-client-newer.sh
 
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

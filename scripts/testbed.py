@@ -51,6 +51,10 @@ STATE_FILE = "testbed.json"
 ENV_FILE = "testbed.env"
 DIR_PREFIX = "doctorq-testbed-"
 PG_MAJOR = os.environ.get("DOCTORQ_PG_MAJOR", "15")
+# PostgreSQL 17 client tools of Debian 13, for the code paths that need client tools newer than the server
+# (scripts/pg-client-newer.sh builds them there; DOCTORQ_PG17_BIN_DIR overrides)
+PG_NEWER_MAJOR = 17
+PG_NEWER_BIN_DIR = "/var/cache/doctorq/pg-client-17/bin"
 
 # A machine with no AWS credentials must not make botocore probe the EC2
 # metadata address (not loopback, and a 1-2 s stall per client).
@@ -175,6 +179,20 @@ def pg_bin_dir() -> str:
         f"PostgreSQL {PG_MAJOR} server binaries not found in {candidates}; "
         "run scripts/setup.sh (apt-get install postgresql) or set DOCTORQ_PG_BIN_DIR"
     )
+
+
+def pg17_bin_dir() -> str:
+    """pg_dump, pg_dumpall, pg_restore and psql of PostgreSQL 17 (DOCTORQ_PG17_BIN_DIR overrides)."""
+    where = os.environ.get("DOCTORQ_PG17_BIN_DIR") or PG_NEWER_BIN_DIR
+    try:
+        out = subprocess.run([os.path.join(where, "pg_dump"), "--version"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TestbedError(f"the PostgreSQL {PG_NEWER_MAJOR} client tools do not run from {where} ({exc}); "
+                           "run scripts/setup.sh (scripts/pg-client-newer.sh) or set DOCTORQ_PG17_BIN_DIR") from None
+    if f"(PostgreSQL) {PG_NEWER_MAJOR}." not in out:
+        raise TestbedError(f"{where}/pg_dump is not PostgreSQL {PG_NEWER_MAJOR}: {out.strip()!r}")
+    return where
 
 
 # --------------------------------------------------------------------------
@@ -718,6 +736,8 @@ class Testbed:
             pg = PgServer(**self._state.pg)
             env.update(pg.libpq_env())
             env.update(DOCTORQ_PG_SOCKET_DIR=pg.socket_dir, DOCTORQ_PG_BIN_DIR=pg.bin_dir)
+            with contextlib.suppress(TestbedError):  # only where setup.sh built them
+                env["DOCTORQ_PG17_BIN_DIR"] = pg17_bin_dir()
         for key, state in (("SEAWEED", self._state.seaweed), ("MOTO", self._state.moto)):
             if state:
                 env[f"DOCTORQ_{key}_ENDPOINT"] = state["endpoint_url"]

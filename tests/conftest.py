@@ -6,6 +6,7 @@ Fixtures (see tests/README.md for examples):
     table_digest   -         table_digest(pg_server, dbname) -> {schema.table: (rows, md5)}
     seaweed        session   SeaweedFS S3 endpoint
     moto_s3        session   moto S3 endpoint (Glacier semantics, no checksum checks)
+    pg17_bin_dir   session   PostgreSQL 17 client tools (pg_dump, pg_dumpall, pg_restore, psql)
     s3_bucket      function  fresh SeaweedFS bucket as the modules' `s3` option
     moto_bucket    function  fresh moto bucket as the modules' `s3` option
     run_module     -         run_module(name, args, check_mode=False, diff=False) -> result dict
@@ -117,6 +118,18 @@ def seaweed(_testbed: Testbed) -> S3Server:
 def moto_s3(_testbed: Testbed) -> S3Server:
     """moto: endpoint_url, access_key, secret_key, region, client()."""
     return _testbed.moto()
+
+
+@pytest.fixture(scope="session")
+def pg17_bin_dir() -> str:
+    """The PostgreSQL 17 client tools (scripts/pg-client-newer.sh), as the modules' ``pg_bin_dir``.
+
+    Missing tools are an error, as a missing server is: setup.sh builds them.
+    """
+    try:
+        return testbed.pg17_bin_dir()
+    except testbed.TestbedError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Order of a run, and why:
 2. check the confirmation before any slow work, so a typo costs nothing;
 3. bring an archived S3 object back (or say when to come back);
 4. read every byte once and compare it with the manifest: a damaged backup
-   never reaches the database;
+   never reaches the database; the pg_restore found must read what the
+   backup's pg_dump wrote (restore_client.py);
 5. take a safety backup of the current target through the backup engine;
 6. ``swap``: restore into a new database, verify it, then rename the target
    away and the new one into place in one transaction, so the target is
@@ -46,6 +47,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import (
     allow_connections, apply_extras, close_target, create_database, database_extras, database_names,
     database_settings, drop_database,
 )
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_client import reader
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_directory import (
     data_names, discard, fetch_data, restore_jobs,
 )
@@ -294,7 +296,7 @@ class _Restore(DatabaseRestoreRun):
         self._describe(source)
         with PgClient(self.job.conn) as pg, self.restore_lock(pg):
             exists = self.target_exists(pg)
-            pg.tool("pg_restore")
+            reader(pg, source.manifest)
             leftovers = self.leftovers(pg)
         names = self._names(source)
         state = self.sources.archive_state(source, names, request=False)
@@ -336,7 +338,7 @@ class _Restore(DatabaseRestoreRun):
             self.check_confirmation(exists)
             if exists:
                 log(f"Confirmation received for {job.db!r}")
-            pg.tool("pg_restore")
+            reader(pg, m)
             names = self._names(source)
             if self.sources.wait_for_archive(source, names, log) == "pending":
                 return source

@@ -6,7 +6,10 @@
 ``pg_restore --exit-on-error`` (one job: no extra disk space), or, with more
 jobs, decompresses it once into the work dir, since ``pg_restore -j`` needs a
 seekable file. A directory backup (pg_dump -Fd, its files compressed by
-pg_dump) is read in place by ``pg_restore -j N``. ``check_tables`` compares
+pg_dump) is read in place by ``pg_restore -j N``. A pg_restore newer than
+the server runs without ``--exit-on-error`` and succeeds when its only errors
+are the settings the server does not know (restore_client.py); one that
+cannot read the archive says what to install. ``check_tables`` compares
 the restored tables with the manifest's: every table present, exact row
 counts equal, estimates within the tolerance. Both add their seconds to the run's ``durations``.
 """
@@ -23,6 +26,9 @@ from ansible_collections.doctorq.backup.plugins.module_utils.catalog import Mani
 from ansible_collections.doctorq.backup.plugins.module_utils.errors import IntegrityError, PgError
 from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient, quote_ident
 from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import conninfo_db
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_client import (
+    harmless_errors, real_errors, restored_anyway, unreadable,
+)
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import add_duration
 
 
@@ -42,7 +48,9 @@ def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log:
               durations: dict[str, float], use_list: str | None = None) -> None:
     """pg_restore ``local_path`` (a file, or a directory backup's directory) into the empty ``dbname``; ``jobs`` 0: one per core."""
     started = time.monotonic()
-    argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={conninfo_db(dbname)}"]
+    path = pg.tool("pg_restore")
+    harmless = harmless_errors(pg, path)
+    argv = [path, "--no-password", f"--dbname={conninfo_db(dbname)}"] + ([] if harmless else ["--exit-on-error"])
     if no_owner:
         argv.append("--no-owner")
     if no_privileges:
@@ -76,9 +84,14 @@ def load_dump(pg: PgClient, local_path: str, compression: str, dbname: str, log:
                     procs.Pipe([decompress, argv], stdin=inp, stdout=out, env=env) as pipe:
                 pipe.wait(accept=stopped_reading if use_list else None)
     except procs.ProcessFailed as exc:
-        if exc.name == "pg_restore":
-            raise PgError(f"pg_restore into {dbname!r} failed: {pg.explain(exc.stderr[-1500:] or str(exc))}") from None
-        raise PgError(f"decompressing {local_path} for the restore into {dbname!r} failed: {exc}") from None
+        if exc.name != "pg_restore":
+            raise PgError(f"decompressing {local_path} for the restore into {dbname!r} failed: {exc}") from None
+        if not restored_anyway(exc.status, exc.stderr, harmless):
+            detail = "\n".join(real_errors(exc.stderr, harmless)) if harmless else ""
+            why = unreadable(exc.stderr, path) or pg.explain(detail[-1500:] or exc.stderr[-1500:] or str(exc))
+            raise PgError(f"pg_restore into {dbname!r} failed: {why}") from None
+        log(f"pg_restore set {', '.join(harmless)}, which PostgreSQL {pg.server_version()[1]} does not know: "
+            "ignored (every other statement succeeded)")
     add_duration(durations, "restore", started)
     log(f"pg_restore into {dbname!r} finished in {time.monotonic() - started:.1f}s ({jobs} job(s))")
 

@@ -37,6 +37,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.pg import PgClient
 from ansible_collections.doctorq.backup.plugins.module_utils.pg_admin import (
     MAX_IDENT, create_database, drop_database,
 )
+from ansible_collections.doctorq.backup.plugins.module_utils.restore_client import reader, unreadable
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_load import check_tables, load_dump, stopped_reading
 from ansible_collections.doctorq.backup.plugins.module_utils.restore_source import Source
 from ansible_collections.doctorq.backup.plugins.module_utils.runframe import lock_path
@@ -90,7 +91,8 @@ def read_toc(pg: PgClient, path: str, compression: str) -> list[pg_toc.Entry]:
             with procs.Pipe([pipeline.decompressor_argv(compression), argv], stdin=inp, stdout=out) as pipe:
                 pipe.wait(accept=stopped_reading)
         except procs.ProcessFailed as exc:
-            raise PgError(f"reading the table of contents of {path} failed: {exc}") from None
+            raise PgError(f"reading the table of contents of {path} failed: "
+                          f"{unreadable(exc.stderr, argv[0]) or exc}") from None
         out.seek(0)
         return pg_toc.parse(out.read().decode("utf-8", "replace"))
 
@@ -126,7 +128,7 @@ class PartialRestore:
                 raise ConfigError(f"partial.target_db {self.target!r} exists: a partial restore only creates a new "
                                   f"database. Choose another target_db, or drop {self.target!r} if it is an old one. "
                                   "Nothing was touched.")
-            pg.tool("pg_restore")
+            reader(pg, m)
             state = run.sources.archive_state(source, [m.file], request=False) if check_mode else \
                 run.sources.wait_for_archive(source, [m.file], log)
             if state == "pending":

@@ -124,7 +124,6 @@ def run_child(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEV
 class Bench(benchlib.Bench):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, "run", scales={})
-        self.collections = benchlib.collections_dir()
 
     # -- setup ---------------------------------------------------------------
     def make_db(self, scale: int) -> dict[str, Any]:
@@ -207,7 +206,7 @@ class Bench(benchlib.Bench):
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access
         stats_path = os.path.join(self.out, "ours-stats.json")
-        env = {**os.environ, "PYTHONPATH": self.collections, "BENCH_STATS": stats_path}
+        env = benchlib.engine_env(self.out, BENCH_STATS=stats_path)
         with open(os.path.join(self.out, f"ours-{db}-{round_no}.log"), "w", encoding="utf-8") as log:
             run = self.timed([sys.executable, "-c", OURS_RUNNER, "backup", "--config", config_path], env, stdout=log)
         with open(stats_path, encoding="utf-8") as handle:

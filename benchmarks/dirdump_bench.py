@@ -88,7 +88,6 @@ class Bench(backup_bench.Bench):
 
     def __init__(self, args: argparse.Namespace) -> None:  # pylint: disable=super-init-not-called
         benchlib.Bench.__init__(self, args, "dirdump")  # pylint: disable=non-parent-init-called
-        self.collections = benchlib.collections_dir()
 
     @staticmethod
     def ours_options(jobs: int, level: int) -> dict[str, Any]:
@@ -126,7 +125,7 @@ class Bench(backup_bench.Bench):
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access
         stats_path = os.path.join(self.out, "ours-stats.json")
-        env = {**os.environ, "PYTHONPATH": self.collections, "BENCH_CONFIG": config_path, "BENCH_STATS": stats_path}
+        env = benchlib.engine_env(self.out, BENCH_CONFIG=config_path, BENCH_STATS=stats_path)
         run = self.timed([sys.executable, "-c", OURS_RUNNER], env)
         with open(stats_path, encoding="utf-8") as handle:
             stats = json.load(handle)

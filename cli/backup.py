@@ -222,8 +222,9 @@ def _drill(job: BackupJob, args: argparse.Namespace) -> dict[str, Any]:
     # the drill commands alone load the restore side (0.07 s at every backup's start otherwise)
     from ansible_collections.doctorq.backup.plugins.module_utils import drill  # pylint: disable=import-outside-toplevel
     report = drill.run_drill(drill.DrillJob(conn=job.conn, db=job.db, backup_dir=job.backup_dir, s3=job.s3,
-                                report_dir=args.report_dir, max_rpo_hours=args.max_rpo_hours,
-                                notifier=dataclasses.replace(job.policy.notifier, notify_on="failure")), echo=sys.stdout)
+                                            report_dir=args.report_dir, max_rpo_hours=args.max_rpo_hours,
+                                            notifier=dataclasses.replace(job.policy.notifier, notify_on="failure")),
+                             echo=sys.stdout)
     return {"failed": report["status"] != "success", "msg": report.get("error")}
 
 

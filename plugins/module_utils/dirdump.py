@@ -1,21 +1,24 @@
 # Copyright (c) doctorq.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A parallel dump in pg_dump's directory format, each file hashed and stored as soon as pg_dump closes it.
+"""A parallel dump in pg_dump's directory format, each file hashed and stored while pg_dump writes it.
 
 ``pg_dump -Fd -j N`` writes one file per table (and ``toc.dat``, which
 pg_dump 15 writes first) with N server backends at once, and stock
 ``pg_restore -j N`` restores it in parallel. A single-stream pipe cannot do
 either. Here pg_dump runs through ``procs`` (list argv, C locale, passfile
 through the environment, deadline, its own process group) into a new
-directory; ``inotify`` reports each file pg_dump closes, and a bounded pool
-reads it once, hashing it (SHA-256 and MD5) and handing the bytes to a sink:
-``DiskOnly`` (the file is in place already) or ``S3Upload`` (one object per
-file, through ``pipeline.S3Sink``: verified PUT or multipart, aborted on
-failure). No second pass over the directory: what pg_dump closes is done by
-the time it exits, but for the files still in the pool.
+directory; ``inotify`` reports each file pg_dump creates, and a bounded pool
+reads it once as it grows (pg_dump writes each file from start to end),
+hashing it (SHA-256 and MD5) and handing the bytes to a sink: ``DiskOnly``
+(the file is in place already) or ``S3Upload`` (one object per file, through
+``pipeline.S3Sink``: verified PUT or multipart, aborted on failure). A file
+is finished when pg_dump closes it (``IN_CLOSE_WRITE``), or exits. No second
+pass over the directory, and no wait for the largest table's file to be
+hashed and uploaded after pg_dump is done: what is left at its exit is what
+it wrote in the last moments, but for files still waiting for a worker.
 
 Bounds: at most ``workers`` files are read at once, each holding a 1 MiB read
-buffer. When uploading, the parts of every file together (being filled and
+buffer (``jobs`` of them: pg_dump's workers write one file each at a time). When uploading, the parts of every file together (being filled and
 in flight, each ``s3.part_size_mb``) share one ``UPLOAD_BUDGET`` (64 MiB, at
 least one part; ``pipeline.MemoryBudget``): a file waits for room before it
 starts a part. About ``workers * 1 MiB + 64 MiB`` whatever the size of the
@@ -59,6 +62,7 @@ COMPRESSIONS = ("gzip", "zstd", "none")
 UPLOAD_BUDGET = 64 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
 LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default
 SIDECARS = ("sha256", "md5")
+FOLLOW_POLL = 0.05  # seconds a reader at the end of a file still being written waits before reading again
 
 
 def compress_option(kind: str, level: int | None, client_major: int) -> str:
@@ -132,7 +136,7 @@ class DiskOnly:
 
     where = ""
 
-    def open(self, name: str, size: int) -> None:  # pylint: disable=unused-argument
+    def open(self, name: str, size: int | None) -> None:  # pylint: disable=unused-argument
         return None
 
     def discard(self) -> str:
@@ -170,8 +174,8 @@ class S3Upload:
         with self._lock:
             return list(self._keys)
 
-    def open(self, name: str, size: int) -> pipeline.S3Sink | None:
-        """The sink of one file of ``size`` bytes (None once S3 failed: the rest stays on disk only)."""
+    def open(self, name: str, size: int | None) -> pipeline.S3Sink | None:
+        """The sink of one file of ``size`` bytes, None while it grows (None once S3 failed: the rest stays on disk only)."""
         if self.error is not None:
             return None  # S3 failed on an earlier file: the rest stays on disk only
         key = posixpath.join(self.key_prefix, name)
@@ -216,29 +220,45 @@ class _Run:
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dirdump")
         self.seen: set[str] = set()
+        self.done: dict[str, threading.Event] = {}  # set when pg_dump has closed the file (or exited)
+        self.closed_at: dict[str, float] = {}  # seconds after the start, written before ``done`` is set
         self.files: list[DirFile] = []
         self.pending = 0
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.t0, 4)
 
-    def closed(self, name: str) -> None:
-        """pg_dump closed ``name`` after writing: store it (only the first time: its fsync pass closes it again)."""
-        if name in self.seen:
-            return
-        self.seen.add(name)
-        self.observe("closed", name)
-        self.pending += 1
-        self.pool.submit(self._report, name, self.elapsed())
+    def event(self, kind: str, name: str) -> None:
+        """inotify's ``kind`` ("created", "closed") for ``name``: read it from its start, finish it at its first close.
 
-    def _report(self, name: str, closed_s: float) -> None:
+        pg_dump's fsync pass closes every file again: only the first close counts.
+        """
+        done = self.done.setdefault(name, threading.Event())
+        if kind == "closed" and name not in self.closed_at:
+            self.closed_at[name] = self.elapsed()
+            done.set()
+            self.observe("closed", name)
+        if name not in self.seen:
+            self.seen.add(name)
+            self.pending += 1
+            self.pool.submit(self._report, name)
+
+    def writer_gone(self) -> None:
+        """pg_dump has exited: no file grows any more (also one whose close inotify did not report)."""
+        now = self.elapsed()
+        for name, done in self.done.items():
+            self.closed_at.setdefault(name, now)
+            done.set()
+
+    def _report(self, name: str) -> None:
         try:
-            self.results.put(self._store(name, closed_s))
+            self.results.put(self._store(name))
         except BaseException as exc:  # pylint: disable=broad-except  # handed to the run's thread, which raises it
             self.results.put(exc)
 
-    def _store(self, name: str, closed_s: float) -> DirFile:
+    def _store(self, name: str) -> DirFile:
         path = os.path.join(self.directory, name)
+        done = self.done[name]
         hasher = pipeline.Hasher()
         buffer = bytearray(pipeline.CHUNK)  # this file's one read buffer (the sink copies what it keeps)
         view = memoryview(buffer)
@@ -246,14 +266,18 @@ class _Run:
         try:
             try:
                 with open(path, "rb", buffering=0) as handle:
-                    sink = self.sink.open(name, os.fstat(handle.fileno()).st_size)
+                    sink = self.sink.open(name, os.fstat(handle.fileno()).st_size if done.is_set() else None)
                     while not self.stop.is_set():
+                        finished = done.is_set()  # before the read: a file closed before a read that finds its end is whole
                         got = handle.readinto(buffer)
-                        if not got:
+                        if got:
+                            hasher.update(view[:got])
+                            if sink is not None:
+                                sink.write(view[:got])
+                        elif finished:
                             break
-                        hasher.update(view[:got])
-                        if sink is not None:
-                            sink.write(view[:got])
+                        else:
+                            done.wait(FOLLOW_POLL)
                     info = os.fstat(handle.fileno())
             except OSError as exc:
                 raise StorageError(f"cannot read {path}, which pg_dump just wrote: {exc.strerror}; check the backup "
@@ -275,7 +299,8 @@ class _Run:
             stored = None
         s3 = {"key": stored["key"], "checksum": stored["checksum"],
               "sha256_metadata": stored["sha256_metadata"]} if stored else None
-        return DirFile(name, digest.size, digest.sha256, digest.md5, s3, closed_s, self.elapsed(), info.st_mtime_ns)
+        return DirFile(name, digest.size, digest.sha256, digest.md5, s3, self.closed_at[name], self.elapsed(),
+                       info.st_mtime_ns)
 
     def collect(self, timeout: float | None = 0) -> None:
         """Take in what the workers finished; raise the first failure. ``timeout``: wait that long for one."""
@@ -364,7 +389,7 @@ def run(argv: Sequence[str], env: dict[str, str], directory: str, sink: DiskOnly
     deadline = None if timeout is None else state.t0 + timeout
     try:
         try:
-            watch = inotify.CloseWatch(directory)
+            watch = inotify.WriteWatch(directory)
         except OSError as exc:
             raise StorageError(f"cannot watch {directory} for the files pg_dump writes: {exc.strerror}.") from None
         with watch, procs.Pipe([argv], env=env, stdout=subprocess.DEVNULL, names=["pg_dump"]) as pipe:
@@ -374,8 +399,9 @@ def run(argv: Sequence[str], env: dict[str, str], directory: str, sink: DiskOnly
             try:
                 _follow(state, watch, pid, deadline, timeout)
                 exited_s = state.elapsed()
-                for name in watch.read(0):
-                    state.closed(name)
+                for kind, name in watch.read(0):
+                    state.event(kind, name)
+                state.writer_gone()
                 reaped = True
                 pipe.wait()  # pg_dump's exit status, with its stderr
             except BaseException:
@@ -384,7 +410,7 @@ def run(argv: Sequence[str], env: dict[str, str], directory: str, sink: DiskOnly
                 raise
         late = sorted(set(os.listdir(directory)) - state.seen)
         for name in late:
-            state.closed(name)
+            state.event("closed", name)
         state.finish(deadline)
         state.check_unchanged()
         state.pool.shutdown(wait=True)
@@ -403,8 +429,8 @@ def run(argv: Sequence[str], env: dict[str, str], directory: str, sink: DiskOnly
         raise
 
 
-def _follow(state: _Run, watch: inotify.CloseWatch, pid: int, deadline: float | None, timeout: float | None) -> None:
-    """Until pg_dump exits: store each file it closes, and stop at the first failure or the deadline."""
+def _follow(state: _Run, watch: inotify.WriteWatch, pid: int, deadline: float | None, timeout: float | None) -> None:
+    """Until pg_dump exits: store each file it creates, and stop at the first failure or the deadline."""
     poller = select.poll()
     poller.register(watch.fd, select.POLLIN)
     try:
@@ -415,8 +441,8 @@ def _follow(state: _Run, watch: inotify.CloseWatch, pid: int, deadline: float | 
     try:
         while not _exited(pid):
             poller.poll(100 if pidfd is not None else 20)
-            for name in watch.read(0):
-                state.closed(name)
+            for kind, name in watch.read(0):
+                state.event(kind, name)
             state.collect()
             if deadline is not None and time.monotonic() > deadline:
                 raise procs.ProcessFailed(f"pg_dump did not finish within {timeout:g} s and was stopped.",

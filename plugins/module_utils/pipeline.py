@@ -274,16 +274,17 @@ class S3Sink:
     def _begin_part(self) -> None:
         """A new part; its room in the budget first (waits until the uploads in flight leave enough).
 
-        With the object's ``size`` known, the part is made at its final size
-        at once, so a part of 4 MiB or more is mmapped from the start (glibc,
-        ``fix_mmap_threshold``) and never passes through a thread's heap,
-        which would keep the pages; without it, the part grows as written.
+        The part is made at its final size at once (a whole part while the
+        object's ``size`` is not known; the last is cut to what came), so a
+        part of 4 MiB or more is mmapped from the start (glibc,
+        ``fix_mmap_threshold``) and never grows through a thread's heap,
+        which would keep the pages.
         """
         fix_mmap_threshold()
         if self._budget is not None:
             self._budget.take(self.part_size)
             self._charged = self.part_size
-        left = 0 if self._size is None else self._size - self._written
+        left = self.part_size if self._size is None else self._size - self._written
         self._part = bytearray(min(self.part_size, max(left, 0)))
         self._filled = 0
 

@@ -71,7 +71,7 @@ options:
         (C(pg_dump -Fd -j N)), V(0) one job per core; stock C(pg_restore -j N) restores it in parallel. The backup is
         the directory C(<db>_full_<YYYYmmdd_HHMMSS>.dir) beside its C(.dir.sha256) and C(.dir.md5) files (one line per
         file; C(sha256sum -c) in O(backup_dir) checks the whole directory) and its manifest; in S3 one object per file
-        under C(<name>.dir/), each uploaded as soon as pg_dump closes it.
+        under C(<name>.dir/), each uploaded while pg_dump writes it.
       - pg_dump compresses each file itself, with O(compression) V(gzip) at O(compression_level), or V(none); V(zstd)
         needs the PostgreSQL 16 client tools or newer (the run fails before any work otherwise).
     type: int

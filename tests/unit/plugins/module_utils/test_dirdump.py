@@ -5,8 +5,11 @@ way pg_dump -Fd does; the real pg_dump runs in tests/integration/test_dirdump.py
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import time
+import types
 
 import pytest
 
@@ -41,8 +44,8 @@ def test_sidecar_lines_name_each_file_inside_the_directory_sorted():
     assert dirdump.sidecar_text("x.dir", files, "md5").splitlines()[1] == f"{'d' * 32}  x.dir/toc.dat".encode()
 
 
-def test_close_watch_reports_files_closed_after_writing_only(tmp_path):
-    with inotify.CloseWatch(str(tmp_path)) as watch:
+def test_write_watch_reports_files_created_and_closed_after_writing(tmp_path):
+    with inotify.WriteWatch(str(tmp_path)) as watch:
         assert watch.read(0) == []
         (tmp_path / "a.dat").write_bytes(b"x")
         (tmp_path / "sub").mkdir()
@@ -50,10 +53,10 @@ def test_close_watch_reports_files_closed_after_writing_only(tmp_path):
         with open(tmp_path / "a.dat", "rb") as handle:  # read-only close: no event
             handle.read()
         (tmp_path / "b.dat").write_bytes(b"z")
-        assert watch.read(1.0) == ["a.dat", "b.dat"]
+        assert watch.read(1.0) == [("created", "a.dat"), ("closed", "a.dat"), ("created", "b.dat"), ("closed", "b.dat")]
         assert not watch.overflowed
     with pytest.raises(OSError, match="cannot watch"):
-        inotify.CloseWatch(str(tmp_path / "missing"))
+        inotify.WriteWatch(str(tmp_path / "missing"))
 
 
 def fake_pg_dump(script: str) -> list[str]:
@@ -77,6 +80,41 @@ def test_each_file_is_hashed_once_and_listed_with_sidecars(tmp_path):
     done = subprocess.run(["sha256sum", "-c", "x.dir.sha256"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.count(": OK") == 3
     assert oct(os.stat(result.sidecars["md5"]).st_mode & 0o777) == "0o600"
+
+
+class RecordingSink:
+    """dirdump's sink interface (as DiskOnly, S3Upload): records when each file's bytes arrive."""
+
+    where = ""
+
+    def __init__(self) -> None:
+        self.writes: dict[str, list[tuple[float, bytes]]] = {}
+        self.sizes: dict[str, int | None] = {}
+
+    def open(self, name, size):
+        self.sizes[name] = size
+        writes = self.writes.setdefault(name, [])
+        sink = types.SimpleNamespace(write=lambda chunk: writes.append((time.monotonic(), bytes(chunk))),
+                                     commit=lambda digest: None, abort=lambda: None)
+        return sink
+
+    def discard(self) -> str:
+        return ""
+
+
+def test_a_file_is_read_while_pg_dump_writes_it_and_finished_at_its_close(tmp_path):
+    directory = str(tmp_path / "x.dir")
+    closes: dict[str, float] = {}
+    sink = RecordingSink()
+    script = 'cd "$1" && exec 3>1.dat && printf head >&3 && sleep 1 && printf tail >&3 && exec 3>&- && printf t > toc.dat'
+    result = dirdump.run(fake_pg_dump(script) + [directory], {}, directory, sink,
+                         observe=lambda kind, detail: closes.setdefault(detail, time.monotonic()) if kind == "closed" else None)
+    writes = sink.writes["1.dat"]
+    assert b"".join(chunk for _at, chunk in writes) == b"headtail"
+    assert writes[0][0] < closes["1.dat"] - 0.5  # its first bytes went to the sink while pg_dump still held it open
+    assert sink.sizes["1.dat"] is None  # its size was not known then
+    entry = next(f for f in result.files if f.name == "1.dat")
+    assert (entry.size, entry.sha256) == (8, hashlib.sha256(b"headtail").hexdigest())
 
 
 def test_a_failing_pg_dump_removes_the_directory_and_says_so(tmp_path):

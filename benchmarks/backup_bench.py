@@ -179,8 +179,7 @@ class Bench(benchlib.Bench):
 
     def floor(self, db: str, round_no: int) -> dict[str, Any]:  # pylint: disable=unused-argument
         """pg_dump's own floor: the server's COPY and pg_dump, no compression, nothing kept."""
-        run = self.timed([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db],
-                         self.pg_env)
+        run = self.timed([self.tool("pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db], self.pg_env)
         return {"wall": run["wall"], "cpu": run["cpu"], "size": 0, "peak_mb": max(run["peaks_kb"].values()) / 1024,
                 "server_cpu": run["server_cpu"], "s3_cpu": run["s3_cpu"]}
 
@@ -193,7 +192,7 @@ class Bench(benchlib.Bench):
         return {**run, **{name: after[name] - before[name] for name in after}}
 
     def ours(self, db: str, round_no: int, level: int | None = None, jobs: int = 1, compression: str | None = None,
-             to_s3: bool = True) -> dict[str, Any]:
+             to_s3: bool = True, pg_bin_dir: str | None = None) -> dict[str, Any]:
         """pg_backup's job through the CLI; ``jobs`` other than 1 is a directory backup (``compression`` gzip on PG 15)."""
         folder = os.path.join(self.out, f"ours-{round_no}")
         config = {**self.pg.params(db), "backup_dir": folder, "databases": [db], "weekly": "never", "prune": False,
@@ -202,6 +201,8 @@ class Bench(benchlib.Bench):
             config["compression_level"] = level
         if compression:
             config["compression"] = compression
+        if pg_bin_dir:
+            config["pg_bin_dir"] = pg_bin_dir
         del config["db"]
         config_path = os.path.join(self.out, "ours.json")
         testbed._write_private(config_path, json.dumps(config))  # pylint: disable=protected-access

@@ -71,9 +71,12 @@ class Bench:
         self.client.create_bucket(Bucket=self.bucket)
         self.pg_env = {**os.environ, **self.pg.libpq_env(), "LC_ALL": "C"}
         self.pg_env.pop("PGDATABASE", None)
+        self.client_bin_dir = getattr(args, "client_bin_dir", None) or self.pg.bin_dir  # the tools the sides run
         with open(os.path.join(self.bed._pg.data_dir, "postmaster.pid"), encoding="ascii") as handle:  # pylint: disable=protected-access
             self.postmaster = int(handle.readline())
         self.results: dict[str, Any] = {"started": stamp, "args": vars(args), "host": os.uname().nodename,
+                                        "client": subprocess.run([self.tool("pg_dump"), "--version"], check=True,
+                                                                 capture_output=True, text=True).stdout.strip(),
                                         "cpus": os.cpu_count(), "load_before": os.getloadavg(),
                                         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                                         **results}
@@ -83,6 +86,10 @@ class Bench:
         count in its children's time: pg_dump's connections, with their COPY) and of SeaweedFS (one process)."""
         return {"server_cpu": proc_cpu(self.postmaster)[1],
                 "s3_cpu": sum(proc_cpu(self.bed._seaweed.pid))}  # pylint: disable=protected-access
+
+    def tool(self, name: str) -> str:
+        """A client program of the sides (``--client-bin-dir``, else the server's)."""
+        return os.path.join(self.client_bin_dir, name)
 
     def save(self) -> None:
         """Write results.json (also after a failure: what was measured is kept), then stop the servers unless --keep-bed."""

@@ -1,7 +1,7 @@
 """Issue 13's backup benchmark: pg_backup single stream and jobs N against pg_dump's floor and bare pg_dump -Fd -j N.
 
     .venv/bin/python benchmarks/dirdump_bench.py [--scale 100] [--text-rows 1000000] [--level 6] [--rounds 3]
-        [--sides floor,bare@2,ours@1,ours_disk@2,ours@2,ours@4] [--plateau-mb 100,1000]
+        [--sides floor,bare@2,ours@1,ours_disk@2,ours@2,ours@4] [--plateau-mb 100,1000] [--client-bin-dir DIR]
 
 Builds the text/jsonb database of issue 13 (`pgbench -i -s N` plus a table of
 text and jsonb rows, backup_bench.py's make_db) in a throwaway PostgreSQL 15
@@ -10,11 +10,12 @@ once per round, the order reversed every other round (benchlib.interleave).
 A side is a name, ``@N`` its number of pg_dump jobs:
 
 - floor:        `pg_dump -Fc -Z0 --no-sync -f /dev/null` (backup_bench's floor): one stream, nothing kept;
-- bare@N:       `pg_dump -Fd -jN -Z L -f DIR` to a local directory, nothing else (bare@N:L: gzip level L);
+- bare@N:       `pg_dump -Fd -jN -Z L -f DIR` to a local directory, nothing else (bare@N:L: gzip level L;
+                bare@N:zstdL: `--compress=zstd:L`, client tools 16 or newer; bare@N:none: no compression);
 - ours@N:       pg_backup's whole job through the CLI (backup_bench's ``ours``): local copy, S3 upload,
                 checksums, manifest. ours@1 is the default single stream (`pg_dump -Fc -Z0 | zstd`);
-                N other than 1 a directory backup, `jobs: N`, `compression: gzip` at level L, each
-                file hashed and uploaded as pg_dump closes it;
+                N other than 1 a directory backup, `jobs: N`, `compression: gzip` at level L (or
+                as bare's `:zstdL`, `:none`), each file hashed and uploaded as pg_dump writes it;
 - ours_disk@N:  the same without S3;
 - dirdump@N, dirdump_s3@N: only the engine's dirdump.run (no CLI, no manifest), to disk / disk + S3.
 
@@ -23,7 +24,10 @@ its children (pg_dump and its workers, zstd: RUSAGE_CHILDREN; for bare and
 floor, os.wait4 on pg_dump), of the PostgreSQL backends (the postmaster's
 reaped children's time in /proc/<postmaster>/stat: pg_dump's connections and
 their COPY) and of SeaweedFS (/proc/<weed>/stat); peak RSS (VmHWM) of the
-Python process and of every program of the tree. Then, for the memory curve,
+Python process and of every program of the tree. ``--client-bin-dir``: the
+client tools of every side (pg_bin_dir for pg_backup; default: the server's
+15), e.g. the PostgreSQL 17 tools of scripts/pg-client-newer.sh for zstd.
+Then, for the memory curve,
 one pg_backup run (jobs 2) on random text giving about --plateau-mb MB of
 output. Prints issue 13's targets and a scaling table; writes
 benchmarks/output/dirdump-<time>/results.json.
@@ -31,6 +35,7 @@ benchmarks/output/dirdump-<time>/results.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -59,7 +64,7 @@ OURS_RUNNER = textwrap.dedent("""
     with PgClient(PgConn.from_params(cfg["pg"])) as pg:
         pg_dump = pg.tool("pg_dump")
         argv = dirdump.dump_argv([pg_dump, "--no-password"], cfg["dir"], cfg["jobs"],
-                                 dirdump.compress_option("gzip", cfg["level"], client_major(pg_dump)))
+                                 dirdump.compress_option(cfg["compression"], cfg["level"], client_major(pg_dump)))
         result = dirdump.run(argv, pg.env(cfg["db"]), cfg["dir"], sink, workers=cfg["workers"])
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open("/proc/self/status") as status:
@@ -76,11 +81,30 @@ def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
 
 
-def parse_side(side: str, level: int) -> tuple[str, int, int]:
-    """``ours@2`` -> ("ours", 2, level); ``bare@2:1`` -> ("bare", 2, 1): gzip level 1; ``floor`` -> ("floor", 1, level)."""
+@dataclasses.dataclass(frozen=True)
+class Side:
+    kind: str
+    jobs: int
+    compression: str  # of a directory dump: gzip, zstd, none
+    level: int
+
+    @property
+    def compress(self) -> str:
+        """pg_dump's option (``-Z L`` is gzip for every version; zstd needs 16 or newer)."""
+        return {"gzip": f"-Z{self.level}", "zstd": f"--compress=zstd:{self.level}", "none": "-Z0"}[self.compression]
+
+    @property
+    def words(self) -> str:
+        return "none" if self.compression == "none" else f"{self.compression} {self.level}"
+
+
+def parse_side(side: str, level: int) -> Side:
+    """``ours@2``: gzip at ``level``; ``bare@2:1``: gzip 1; ``ours@2:zstd3``: zstd 3; ``bare@2:none``; ``floor``."""
     kind, rest = side.partition("@")[::2]
-    jobs, own_level = rest.partition(":")[::2]
-    return kind, int(jobs or 1), int(own_level or level)
+    jobs, own = rest.partition(":")[::2]
+    compression = "zstd" if own.startswith("zstd") else "none" if own == "none" else "gzip"
+    own_level = own[4:] if compression == "zstd" else "0" if compression == "none" else own
+    return Side(kind, int(jobs or 1), compression, int(own_level or level))
 
 
 class Bench(backup_bench.Bench):
@@ -89,37 +113,39 @@ class Bench(backup_bench.Bench):
     def __init__(self, args: argparse.Namespace) -> None:  # pylint: disable=super-init-not-called
         benchlib.Bench.__init__(self, args, "dirdump")  # pylint: disable=non-parent-init-called
 
-    @staticmethod
-    def ours_options(jobs: int, level: int) -> dict[str, Any]:
-        """pg_backup's options for ``jobs``: the defaults for one stream, gzip at ``level`` for a directory backup."""
-        return {"jobs": jobs} if jobs == 1 else {"jobs": jobs, "compression": "gzip", "level": level}
+    def ours_options(self, side: Side) -> dict[str, Any]:
+        """pg_backup's options: the defaults for one stream, the side's compression for a directory backup."""
+        tools = {"pg_bin_dir": self.args.client_bin_dir} if self.args.client_bin_dir else {}
+        if side.jobs == 1:
+            return {"jobs": 1, **tools}
+        return {"jobs": side.jobs, "compression": side.compression, "level": side.level, **tools}
 
     def side(self, side: str, db: str, round_no: int) -> dict[str, Any]:
-        kind, jobs, level = parse_side(side, self.args.level)
-        if kind == "floor":
+        spec = parse_side(side, self.args.level)
+        if spec.kind == "floor":
             return self.floor(db, round_no)
-        if kind == "bare":
-            return self.bare(db, round_no, jobs, level)
-        if kind in ("ours", "ours_disk"):
-            return self.ours(db, round_no, to_s3=kind == "ours", **self.ours_options(jobs, level))
-        if kind in ("dirdump", "dirdump_s3"):
-            return self.dirdump(db, round_no, jobs, level, to_s3=kind == "dirdump_s3")
+        if spec.kind == "bare":
+            return self.bare(db, round_no, spec)
+        if spec.kind in ("ours", "ours_disk"):
+            return self.ours(db, round_no, to_s3=spec.kind == "ours", **self.ours_options(spec))
+        if spec.kind in ("dirdump", "dirdump_s3"):
+            return self.dirdump(db, round_no, spec, to_s3=spec.kind == "dirdump_s3")
         raise ValueError(f"unknown side {side!r}")
 
-    def bare(self, db: str, round_no: int, jobs: int, level: int) -> dict[str, Any]:
+    def bare(self, db: str, round_no: int, side: Side) -> dict[str, Any]:
         folder = os.path.join(self.out, f"bare-{round_no}.dir")
-        run = self.timed([os.path.join(self.pg.bin_dir, "pg_dump"), "-Fd", f"-j{jobs}", f"-Z{level}",
-                          "-f", folder, db], self.pg_env)
+        run = self.timed([self.tool("pg_dump"), "-Fd", f"-j{side.jobs}", side.compress, "-f", folder, db], self.pg_env)
         size = dir_size(folder)
         shutil.rmtree(folder)
         return {"wall": run["wall"], "cpu": run["cpu"], "size": size, "peak_mb": max(run["peaks_kb"].values()) / 1024,
                 "server_cpu": run["server_cpu"], "s3_cpu": run["s3_cpu"]}
 
-    def dirdump(self, db: str, round_no: int, jobs: int, level: int, to_s3: bool) -> dict[str, Any]:
+    def dirdump(self, db: str, round_no: int, side: Side, to_s3: bool) -> dict[str, Any]:
         name = f"{'s3' if to_s3 else 'disk'}-{round_no}.dir"
         folder = os.path.join(self.out, name)
         key = f"dirdump/{name}"
-        config = {"pg": self.pg.params(db), "db": db, "dir": folder, "jobs": jobs, "level": level,
+        config = {"pg": {**self.pg.params(db), "pg_bin_dir": self.args.client_bin_dir}, "db": db, "dir": folder,
+                  "jobs": side.jobs, "compression": side.compression, "level": side.level,
                   "workers": self.args.workers, "key": key,
                   "s3": {**self.s3.s3_option(self.bucket), "prefix": "dirdump"} if to_s3 else None}
         config_path = os.path.join(self.out, "ours.json")
@@ -156,25 +182,25 @@ class Bench(backup_bench.Bench):
             for target in self.args.plateau_mb:
                 self.results.setdefault("plateau", []).append(
                     self.plateau(target, tables=self.args.plateau_tables, to_s3=True,
-                                 **self.ours_options(self.args.plateau_jobs, self.args.level)))
+                                 **self.ours_options(parse_side(f"ours@{self.args.plateau_jobs}", self.args.level))))
         finally:
             self.save()
         print(report(self.results))
 
 
 LABELS = {"floor": "floor: `pg_dump -Fc -Z0 -f /dev/null` (one stream, nothing kept)",
-          "bare": "bare: `pg_dump -Fd -j{jobs} -Z{level}` to a local directory",
+          "bare": "bare: `pg_dump -Fd -j{jobs} {compress}` to a local directory",
           "ours": "pg_backup jobs {jobs}: disk + S3, checksums, manifest",
           "ours_disk": "pg_backup jobs {jobs}: disk only, checksums, manifest",
-          "dirdump": "dirdump.run, jobs {jobs}: disk, hashed as closed",
-          "dirdump_s3": "dirdump.run, jobs {jobs}: disk + S3, hashed and uploaded as closed"}
+          "dirdump": "dirdump.run, jobs {jobs}: disk, hashed as written",
+          "dirdump_s3": "dirdump.run, jobs {jobs}: disk + S3, hashed and uploaded as written"}
 
 
 def label(side: str, level: int) -> str:
-    kind, jobs, level = parse_side(side, level)
-    text = LABELS[kind].format(jobs=jobs, level=level)
-    if kind.startswith("ours"):
-        text += " (one stream: `pg_dump -Fc -Z0 | zstd -3`)" if jobs == 1 else f" (`pg_dump -Fd -j{jobs}`, gzip {level})"
+    spec = parse_side(side, level)
+    text = LABELS[spec.kind].format(jobs=spec.jobs, compress=spec.compress)
+    if spec.kind.startswith("ours"):
+        text += " (one stream: `pg_dump -Fc -Z0 | zstd -3`)" if spec.jobs == 1 else f" (`pg_dump -Fd -j{spec.jobs}`, {spec.words})"
     return text
 
 
@@ -193,9 +219,9 @@ def verdicts(med: dict[str, Any], rounds: list[dict[str, Any]], level: int) -> l
         out.append(check("single stream / floor", med["ours@1"]["wall"] / med["floor"]["wall"],
                          benchlib.round_ratio(rounds, "ours@1", "floor"), TARGETS["single_vs_floor"]))
     for side in med:
-        kind, jobs = parse_side(side, level)[:2]
-        bare = "bare@" + side.partition("@")[2]  # the same jobs and level
-        if kind in ("ours", "ours_disk", "dirdump", "dirdump_s3") and jobs > 1 and bare in med:
+        spec = parse_side(side, level)
+        bare = "bare@" + side.partition("@")[2]  # the same jobs and compression
+        if spec.kind in ("ours", "ours_disk", "dirdump", "dirdump_s3") and spec.jobs > 1 and bare in med:
             out.append(check(f"{side} / {bare}", med[side]["wall"] / med[bare]["wall"],
                              benchlib.round_ratio(rounds, side, bare), TARGETS["jobs_vs_bare"]))
             if "floor" in med:
@@ -224,14 +250,14 @@ def report(results: dict[str, Any]) -> str:
                      f"{benchlib.round_ratio(rounds, side, ref):.2f} | {got['size'] / MB:.1f} | "
                      + " | ".join(f"{x:.1f}" for x in split) + f" | {sum(split):.1f} | {peak} |")
     lines.append("\ntargets (issue 13):\n- " + "\n- ".join(verdicts(med, rounds, level)))
-    scaling = sorted((s for s in med if s.startswith("ours@") and ":" not in s), key=lambda s: parse_side(s, level)[1])
+    scaling = sorted((s for s in med if s.startswith("ours@") and ":" not in s), key=lambda s: parse_side(s, level).jobs)
     if scaling:
         lines += ["\nscaling: pg_backup to disk + S3 by jobs (CPU seconds per process; cores busy = all CPU / wall)",
                   "| jobs | wall s | Python | pg_dump (+ workers, zstd) | server backends | SeaweedFS | all | cores busy |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for side in scaling:
             got, split = med[side], cpu_split(med[side])
-            lines.append(f"| {parse_side(side, level)[1]} | {got['wall']:.1f} | " + " | ".join(f"{x:.1f}" for x in split)
+            lines.append(f"| {parse_side(side, level).jobs} | {got['wall']:.1f} | " + " | ".join(f"{x:.1f}" for x in split)
                          + f" | {sum(split):.1f} | {sum(split) / got['wall']:.2f} |")
     rows = [(f"issue 13's database, {side}", facts["db_bytes"], med[side]) for side in scaling]
     rows += [(f"{p['db']} ({p['tables']} tables), jobs {p['jobs']}", p["db_bytes"], p["ours"]) for p in results.get("plateau", [])]
@@ -256,13 +282,14 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sides", type=lambda v: [x for x in v.split(",") if x],
                         default=["floor", "bare@2", "ours@1", "ours_disk@2", "ours@2", "ours@4"],
                         help="what each round runs: floor, bare@N, ours@N, ours_disk@N, dirdump@N, dirdump_s3@N; "
-                             "@N:L for gzip level L instead of --level (bare@2:1)")
+                             "@N:L for gzip level L instead of --level (bare@2:1), @N:zstdL for zstd (16+), @N:none")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plateau-mb", type=lambda v: [int(x) for x in v.split(",") if x], default=[100, 1000],
                         help="then one pg_backup run on random text giving about these MB of output, for the memory "
                              "curve; '' to skip")
     parser.add_argument("--plateau-jobs", type=int, default=2, help="jobs of the memory-curve runs")
     parser.add_argument("--plateau-tables", type=int, default=4, help="tables the random text is split over")
+    parser.add_argument("--client-bin-dir", help="client tools of every side (pg_bin_dir; default: the server's)")
 
 
 if __name__ == "__main__":

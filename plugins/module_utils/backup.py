@@ -134,10 +134,18 @@ class _Run:
         return base + ["--format=custom", "--compress=0"]
 
     def dir_compress(self, pg_dump: str) -> str | None:
-        """pg_dump's --compress of a directory backup, checked against the client tools before any work."""
+        """pg_dump's --compress of a directory backup, checked against the client tools before any work.
+
+        Not given, its compression is zstd where this pg_dump writes it (16 or
+        newer), else gzip: the job's policy says so from here on, so the
+        manifest, the log and the globals file name what was used.
+        """
         if not self.job.directory:
             return None
-        return dirdump.compress_option(self.job.policy.compression, self.job.policy.compression_level, client_major(pg_dump))
+        major, policy = client_major(pg_dump), self.job.policy
+        if not policy.compression_given and major < dirdump.ZSTD_SINCE:
+            self.job = dataclasses.replace(self.job, policy=dataclasses.replace(policy, compression="gzip"))
+        return dirdump.compress_option(self.job.policy.compression, self.job.policy.compression_level, major)
 
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:
@@ -207,6 +215,7 @@ class _Run:
                 raise_missing_db(job)
             dump_argv = self.dump_argv(pg)
             compress = self.dir_compress(dump_argv[0])  # before any work: zstd needs pg_dump 16
+            job = self.job  # with the compression dir_compress chose
             stores.open_s3(log)  # S3 refusing goes on local-only: tonight's backup is still made
             out["leftovers_removed"] = self.clean_leftovers(log)
             name = job.data_name(self.id)

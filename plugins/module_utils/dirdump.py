@@ -61,6 +61,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own
 COMPRESSIONS = ("gzip", "zstd", "none")
 UPLOAD_BUDGET = 64 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
 LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default
+ZSTD_SINCE = 16  # pg_dump writes zstd files from this major version on
 SIDECARS = ("sha256", "md5")
 FOLLOW_POLL = 0.05  # seconds a reader at the end of a file still being written waits before reading again
 
@@ -75,7 +76,7 @@ def compress_option(kind: str, level: int | None, client_major: int) -> str:
     level = default if level is None else level
     if not low <= level <= high:
         raise ConfigError(f"compression_level {level} is out of range for {kind}: use {low} to {high}.")
-    if kind == "zstd" and client_major < 16:
+    if kind == "zstd" and client_major < ZSTD_SINCE:
         raise ConfigError(f"pg_dump {client_major} writes directory dumps with gzip only: set compression: gzip, or "
                           "install the client tools of PostgreSQL 16 or newer (pg_bin_dir) for zstd.")
     return f"{kind}:{level}" if client_major >= 16 else str(level)

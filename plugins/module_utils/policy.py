@@ -43,7 +43,7 @@ def check_policy(params: dict[str, Any]) -> None:
 def policy_argument_spec() -> dict[str, Any]:
     """Compression, weekly copies, retention, logs and notifications: every backup job's policy."""
     return dict(
-        compression=dict(type="str", default="zstd", choices=list(pipeline.COMPRESSIONS)),
+        compression=dict(type="str", choices=list(pipeline.COMPRESSIONS)),  # not given: zstd (see JobPolicy)
         compression_level=dict(type="int"),
         compression_threads=dict(type="int", default=0),
         weekly=dict(type="str", default="auto", choices=["auto", "always", "never"]),
@@ -65,6 +65,7 @@ class JobPolicy:
     """
 
     compression: str = "zstd"
+    compression_given: bool = True  # False: the default, which a directory backup may change (backup.py)
     compression_level: int | None = None
     compression_threads: int = 0
     weekly: str = "auto"
@@ -81,7 +82,8 @@ class JobPolicy:
         """The policy of a job, from module or CLI parameters (checked first: check_policy)."""
         check_policy(params)
         return cls(
-            compression=params.get("compression") or "zstd", compression_level=params.get("compression_level"),
+            compression=params.get("compression") or "zstd", compression_given=params.get("compression") is not None,
+            compression_level=params.get("compression_level"),
             compression_threads=params.get("compression_threads") or 0,
             weekly=params.get("weekly") or "auto", weekly_day=params.get("weekly_day") or "sunday",
             retention_daily_days=params.get("retention_daily_days", 30),

@@ -72,8 +72,9 @@ options:
         the directory C(<db>_full_<YYYYmmdd_HHMMSS>.dir) beside its C(.dir.sha256) and C(.dir.md5) files (one line per
         file; C(sha256sum -c) in O(backup_dir) checks the whole directory) and its manifest; in S3 one object per file
         under C(<name>.dir/), each uploaded while pg_dump writes it.
-      - pg_dump compresses each file itself, with O(compression) V(gzip) at O(compression_level), or V(none); V(zstd)
-        needs the PostgreSQL 16 client tools or newer (the run fails before any work otherwise).
+      - pg_dump compresses each file itself, with O(compression) V(zstd), V(gzip) at O(compression_level), or V(none).
+        V(zstd) needs the PostgreSQL 16 client tools or newer (given with older ones, the run fails before any work);
+        O(compression) not given is V(zstd) with them and V(gzip) with older ones.
     type: int
     default: 1
   lock_wait_timeout:

@@ -101,6 +101,25 @@ def test_zstd_directory_backup_by_pg_dump_17_to_disk_and_s3_restores(run_module,
     assert table_digest(pg_server, stock_restore(pg_server, dbs, pg17_bin_dir, made["path"])) == original
 
 
+@pytest.mark.parametrize("tools", ["pg_dump 17", "pg_dump 15"])
+def test_a_directory_backup_without_compression_given_uses_zstd_where_pg_dump_can_else_gzip(
+        tools, run_module, pg_server, pg17_bin_dir, table_digest, dbs, dirs) -> None:
+    made_on, restore_on = dirs
+    db = dbs.sample()
+    original = table_digest(pg_server, db)
+    bin_dir = {"pg_bin_dir": pg17_bin_dir} if tools == "pg_dump 17" else {}
+    made = backup(run_module, pg_server, db, made_on, jobs=2, globals=True, **bin_dir)  # no compression option
+    manifest = read_manifest(made)
+    compression, level, suffix = ("zstd", 3, ".zst") if tools == "pg_dump 17" else ("gzip", 6, ".gz")
+    assert (manifest["compression"], manifest["compression_level"]) == (compression, level), manifest
+    data = [n for n in os.listdir(made["path"]) if n != "toc.dat"]
+    assert data and all(n.endswith(".dat" + suffix) for n in data), data
+    assert manifest["globals"]["file"].endswith(".sql" + suffix)  # the globals file says the same
+    copy = dbs.name("_copy")
+    ok(run_module(MODULE, restore_args(pg_server, copy, restore_on, source=made["path"], **bin_dir)))
+    assert table_digest(pg_server, copy) == original
+
+
 def refused(result: dict[str, Any]) -> str:
     """The clear refusal: which pg_dump wrote it, which pg_restore cannot read it, what to do."""
     msg = failed(result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -371,7 +372,16 @@ class Snapshot:
 
 
 def client_major(path: str) -> int:
-    """Major version of a client program, from ``--version``."""
+    """Major version of a client program, from ``--version`` (asked once per program file: a run asks several times)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return _client_major(path, None)
+    return _client_major(path, (info.st_dev, info.st_ino, info.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _client_major(path: str, _identity: tuple[int, int, int] | None) -> int:
     try:
         out = procs.run([path, "--version"], timeout=30).stdout
     except procs.ProcessFailed as exc:

@@ -14,7 +14,7 @@ options:
         V(gzip) uses C(pigz) when present.
       - A database dump is in C(pg_dump)'s custom format without its own compression, so the compressor runs on all
         cores.
-      - Not given, V(zstd); a directory backup (C(pg_backup) O(jobs) other than 1), which C(pg_dump) compresses itself,
+      - Not given, V(zstd); a directory backup (C(pg_backup) with C(jobs) other than 1), which C(pg_dump) compresses itself,
         then uses V(zstd) where C(pg_dump) can (client tools 16 or newer) and V(gzip) otherwise. The manifest records
         what was used.
     type: str

@@ -143,9 +143,16 @@ class _Run:
         if not self.job.directory:
             return None
         major, policy = client_major(pg_dump), self.job.policy
-        if not policy.compression_given and major < dirdump.ZSTD_SINCE:
+        chosen = not policy.compression_given and major < dirdump.ZSTD_SINCE
+        if chosen:
             self.job = dataclasses.replace(self.job, policy=dataclasses.replace(policy, compression="gzip"))
-        return dirdump.compress_option(self.job.policy.compression, self.job.policy.compression_level, major)
+        try:
+            return dirdump.compress_option(self.job.policy.compression, self.job.policy.compression_level, major)
+        except ConfigError as exc:
+            if not chosen:
+                raise
+            raise ConfigError(f"{exc} compression is not given, and pg_dump {major} writes directory dumps with gzip "
+                              "only (zstd needs the client tools of PostgreSQL 16 or newer, pg_bin_dir).") from None
 
     def stream(self, argv: list[str], env: dict[str, str], name: str, kind_tag: str,
                names: list[str], log: RunLog) -> tuple[pipeline.Digest, dict[str, Any] | None, str | None]:

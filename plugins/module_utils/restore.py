@@ -258,20 +258,23 @@ class _Restore(DatabaseRestoreRun):
             with Lock(lock_path(job.backup_dir, job.db), f"a backup or restore of database {job.db!r}"):
                 self._run(log)
 
+    @property
+    def target_words(self) -> dict[str, str]:
+        """Whose restore it is, in the audit line and the event (``database``: the old key, until 1.0.0)."""
+        return {"source_type": "database", "name": self.job.db, "database": self.job.db}
+
     def audit_record(self) -> dict[str, Any]:
         if self.partial:
-            return {"source_type": "database", "name": self.job.db, "database": self.job.db, "mode": "partial",
+            return {**self.target_words, "mode": "partial",
                     "partial": self.result.get("partial") or self.partial.options()}
-        return {"source_type": "database", "name": self.job.db, "database": self.job.db, "mode": self.job.mode,
-                "previous_database": self.result.get("previous_database")}
+        return {**self.target_words, "mode": self.job.mode, "previous_database": self.result.get("previous_database")}
 
     def event(self, status: str, error: str | None) -> dict[str, Any]:
         job = self.job
         what = f"Partial restore ({self.partial.said()}) from backups" if self.partial else "Restore"
         summary = (f"{what} of {job.db} on {socket.gethostname()} from {self.result.get('source', {}).get('id')}: "
                    f"{status}" + (f" ({error})" if error else ""))
-        return {"event": "restore", "status": status, "source_type": "database", "name": job.db, "database": job.db,
-                "host": socket.gethostname(),
+        return {"event": "restore", "status": status, **self.target_words, "host": socket.gethostname(),
                 "summary": summary, "error": error, "source": self.result.get("source"),
                 "duration_s": self.result["duration_s"]}
 

@@ -146,6 +146,14 @@ def test_zstd_needs_pg_dump_16_and_fails_before_any_work(pg_server, pg_db, tmp_p
         run_backup(BackupJob.from_params(params_for(pg_server, pg_db, backup_dir, compression="zstd")), check_mode=True)
 
 
+def test_a_level_for_zstd_without_compression_given_says_why_it_is_gzip(pg_server, pg_db, tmp_path):
+    backup_dir = tmp_path / "backups"
+    result = backup(params_for(pg_server, pg_db, backup_dir, compression=None, compression_level=12), fails=True)
+    assert "compression_level 12 is out of range for gzip: use 1 to 9" in result["msg"]
+    assert "compression is not given, and pg_dump 15 writes directory dumps with gzip only" in result["msg"]
+    assert not glob.glob(str(backup_dir / "*.dir*"))
+
+
 def test_check_mode_plans_a_directory_backup(pg_server, pg_db, tmp_path, s3_bucket):
     backup_dir = tmp_path / "backups"
     plan = run_backup(BackupJob.from_params(params_for(pg_server, pg_db, backup_dir, s3=s3_bucket)), check_mode=True)

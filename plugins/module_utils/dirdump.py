@@ -17,8 +17,9 @@ pass over the directory, and no wait for the largest table's file to be
 hashed and uploaded after pg_dump is done: what is left at its exit is what
 it wrote in the last moments, but for files still waiting for a worker.
 
-Bounds: at most ``workers`` files are read at once, each holding a 1 MiB read
-buffer (``jobs`` of them: pg_dump's workers write one file each at a time). When uploading, the parts of every file together (being filled and
+Bounds: at most ``workers`` files are read at once (``jobs`` of them: each of
+pg_dump's workers writes one file at a time), each holding a 1 MiB read
+buffer. When uploading, the parts of every file together (being filled and
 in flight, each ``s3.part_size_mb``) share one ``UPLOAD_BUDGET`` (64 MiB, at
 least one part; ``pipeline.MemoryBudget``): a file waits for room before it
 starts a part. About ``workers * 1 MiB + 64 MiB`` whatever the size of the
@@ -61,7 +62,7 @@ from ansible_collections.doctorq.backup.plugins.module_utils.runfiles import own
 COMPRESSIONS = ("gzip", "zstd", "none")
 UPLOAD_BUDGET = 64 << 20  # bytes of S3 parts held at once by all the files of one dump (S3Upload)
 LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default
-ZSTD_SINCE = 16  # pg_dump writes zstd files from this major version on
+ZSTD_SINCE = 16  # pg_dump writes zstd files, and reads --compress=<method>:<level>, from this major version on
 SIDECARS = ("sha256", "md5")
 FOLLOW_POLL = 0.05  # seconds a reader at the end of a file still being written waits before reading again
 
@@ -79,7 +80,7 @@ def compress_option(kind: str, level: int | None, client_major: int) -> str:
     if kind == "zstd" and client_major < ZSTD_SINCE:
         raise ConfigError(f"pg_dump {client_major} writes directory dumps with gzip only: set compression: gzip, or "
                           "install the client tools of PostgreSQL 16 or newer (pg_bin_dir) for zstd.")
-    return f"{kind}:{level}" if client_major >= 16 else str(level)
+    return f"{kind}:{level}" if client_major >= ZSTD_SINCE else str(level)
 
 
 def dump_argv(base: Sequence[str], directory: str, jobs: int, compress: str) -> list[str]:
@@ -109,7 +110,7 @@ class DirFile:
 
 @dataclasses.dataclass
 class DirDump:
-    """What one dump wrote: every file (in the order pg_dump closed them), and its checksum files."""
+    """What one dump wrote: every file (in the order they were stored), and its checksum files."""
 
     path: str
     files: list[DirFile]
